@@ -1,0 +1,683 @@
+/* The zero-copy SIP scanner: one pass over the start line and the header lines of one
+ * message, producing slices into the caller's buffer (RFC 3261 7, 20, 25).
+ *
+ * Invariants: never reads outside [buf, buf + len); never writes outside msg and the
+ * caller's header array; never allocates; work is bounded by len and the limits. Message
+ * bytes are never treated as C strings (NUL is legal in values and bodies, RFC 4475).
+ * Runs on whichever thread calls it; holds no state between calls. */
+#include "core/sip.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* RFC 3261 25.1 token characters: alphanum and -.!%*_+`'~ */
+static const uint8_t token_char[256] = {
+    ['!'] = 1, ['%'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['_'] = 1,
+    ['`'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static inline bool is_ws(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* LWS inside a value that may have been folded. */
+static inline bool is_lws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static inline bool is_ctl(unsigned char c)
+{
+    return c < 0x20 || c == 0x7f;
+}
+
+/* Compares a token already known to hold only token characters against a lowercase
+ * literal of letters and '-': OR-ing 0x20 folds case and maps no other token character
+ * onto a letter or '-'. */
+static inline bool name_is(const char *p, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((p[i] | 0x20) != lit[i])
+            return false;
+    return true;
+}
+
+static struct slb_slice trim(const char *p, const char *end)
+{
+    while (p < end && is_lws(*p))
+        p++;
+    while (end > p && is_lws(end[-1]))
+        end--;
+    return (struct slb_slice){p, (size_t)(end - p)};
+}
+
+void slb_sip_limits_default(struct slb_sip_limits *lim)
+{
+    lim->max_msg_bytes = SLB_SIP_MAX_MSG_BYTES_DEFAULT;
+    lim->max_line_bytes = SLB_SIP_MAX_LINE_BYTES_DEFAULT;
+    lim->max_headers = SLB_SIP_MAX_HEADERS_DEFAULT;
+}
+
+bool slb_slice_eq(struct slb_slice a, struct slb_slice b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+bool slb_slice_eq_nocase(struct slb_slice a, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (a.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char x = a.ptr[i], y = lit[i];
+        if (x >= 'A' && x <= 'Z')
+            x += 32;
+        if (y >= 'A' && y <= 'Z')
+            y += 32;
+        if (x != y)
+            return false;
+    }
+    return true;
+}
+
+enum slb_sip_method slb_sip_method_id(struct slb_slice m)
+{
+    /* RFC 3261 7.1: method names are case-sensitive. */
+#define M(lit, id)                                                                         \
+    if (m.len == sizeof(lit) - 1 && memcmp(m.ptr, lit, m.len) == 0)                        \
+        return id;
+    switch (m.len) {
+    case 3:
+        M("ACK", SLB_METHOD_ACK)
+        M("BYE", SLB_METHOD_BYE)
+        break;
+    case 4:
+        M("INFO", SLB_METHOD_INFO)
+        break;
+    case 5:
+        M("REFER", SLB_METHOD_REFER)
+        M("PRACK", SLB_METHOD_PRACK)
+        break;
+    case 6:
+        M("INVITE", SLB_METHOD_INVITE)
+        M("CANCEL", SLB_METHOD_CANCEL)
+        M("NOTIFY", SLB_METHOD_NOTIFY)
+        M("UPDATE", SLB_METHOD_UPDATE)
+        break;
+    case 7:
+        M("OPTIONS", SLB_METHOD_OPTIONS)
+        M("MESSAGE", SLB_METHOD_MESSAGE)
+        M("PUBLISH", SLB_METHOD_PUBLISH)
+        break;
+    case 8:
+        M("REGISTER", SLB_METHOD_REGISTER)
+        break;
+    case 9:
+        M("SUBSCRIBE", SLB_METHOD_SUBSCRIBE)
+        break;
+    }
+#undef M
+    return SLB_METHOD_OTHER;
+}
+
+/* Header name (long or compact form, RFC 3261 7.3.3) to id. */
+static enum slb_sip_hdr_id header_id(const char *p, size_t n)
+{
+    switch (n) {
+    case 1:
+        switch (p[0] | 0x20) {
+        case 'i':
+            return SLB_HDR_CALL_ID;
+        case 'v':
+            return SLB_HDR_VIA;
+        case 'l':
+            return SLB_HDR_CONTENT_LENGTH;
+        case 'c':
+            return SLB_HDR_CONTENT_TYPE;
+        case 'f':
+            return SLB_HDR_FROM;
+        case 't':
+            return SLB_HDR_TO;
+        case 'm':
+            return SLB_HDR_CONTACT;
+        case 'k':
+            return SLB_HDR_SUPPORTED;
+        }
+        break;
+    case 2:
+        if (name_is(p, "to", 2))
+            return SLB_HDR_TO;
+        break;
+    case 3:
+        if (name_is(p, "via", 3))
+            return SLB_HDR_VIA;
+        break;
+    case 4:
+        if (name_is(p, "cseq", 4))
+            return SLB_HDR_CSEQ;
+        if (name_is(p, "from", 4))
+            return SLB_HDR_FROM;
+        if (name_is(p, "path", 4))
+            return SLB_HDR_PATH;
+        break;
+    case 5:
+        if (name_is(p, "route", 5))
+            return SLB_HDR_ROUTE;
+        break;
+    case 7:
+        if (name_is(p, "call-id", 7))
+            return SLB_HDR_CALL_ID;
+        if (name_is(p, "contact", 7))
+            return SLB_HDR_CONTACT;
+        if (name_is(p, "require", 7))
+            return SLB_HDR_REQUIRE;
+        break;
+    case 9:
+        if (name_is(p, "supported", 9))
+            return SLB_HDR_SUPPORTED;
+        break;
+    case 12:
+        if (name_is(p, "max-forwards", 12))
+            return SLB_HDR_MAX_FORWARDS;
+        if (name_is(p, "record-route", 12))
+            return SLB_HDR_RECORD_ROUTE;
+        if (name_is(p, "content-type", 12))
+            return SLB_HDR_CONTENT_TYPE;
+        break;
+    case 13:
+        if (name_is(p, "proxy-require", 13))
+            return SLB_HDR_PROXY_REQUIRE;
+        break;
+    case 14:
+        if (name_is(p, "content-length", 14))
+            return SLB_HDR_CONTENT_LENGTH;
+        break;
+    }
+    return SLB_HDR_OTHER;
+}
+
+/* Parses 1*DIGIT filling the whole slice. Returns -1 when not a plain number or when it
+ * exceeds max. */
+static int64_t parse_digits(struct slb_slice s, int64_t max)
+{
+    if (s.len == 0 || s.len > 18)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned d = (unsigned char)s.ptr[i] - '0';
+        if (d > 9)
+            return -1;
+        v = v * 10 + d;
+    }
+    return v > max ? -1 : v;
+}
+
+/* Skips a quoted-string starting at p (at the opening quote). Returns the position after
+ * the closing quote, or end when unterminated. RFC 3261 25.1 quoted-pair: '\' escapes. */
+static const char *skip_quoted(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\') {
+            p++;
+            continue;
+        }
+        if (*p == '"')
+            return p + 1;
+    }
+    return end;
+}
+
+bool slb_sip_param_find(struct slb_slice params, const char *name, struct slb_slice *value)
+{
+    size_t nlen = strlen(name);
+    const char *p = params.ptr, *end = params.ptr + params.len;
+    while (p < end) {
+        if (*p != ';') {
+            if (*p == '"') {
+                p = skip_quoted(p, end);
+                continue;
+            }
+            p++;
+            continue;
+        }
+        p++;
+        while (p < end && is_lws(*p))
+            p++;
+        const char *n0 = p;
+        while (p < end && token_char[(unsigned char)*p])
+            p++;
+        const char *n1 = p;
+        while (p < end && is_lws(*p))
+            p++;
+        struct slb_slice v = {p, 0};
+        if (p < end && *p == '=') {
+            p++;
+            while (p < end && is_lws(*p))
+                p++;
+            const char *v0 = p;
+            if (p < end && *p == '"')
+                p = skip_quoted(p, end);
+            else
+                while (p < end && *p != ';' && *p != ',' && !is_lws(*p))
+                    p++;
+            v = (struct slb_slice){v0, (size_t)(p - v0)};
+        }
+        if ((size_t)(n1 - n0) == nlen && name_is(n0, name, nlen)) {
+            *value = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
+{
+    const char *p = value.ptr, *end = value.ptr + value.len;
+    memset(via, 0, sizeof(*via));
+    /* sent-protocol = protocol-name SLASH protocol-version SLASH transport, where SLASH
+     * allows LWS around the '/' (RFC 3261 25.1). */
+    const char *proto0 = p;
+    struct slb_slice part[3];
+    for (int i = 0; i < 3; i++) {
+        while (p < end && is_lws(*p))
+            p++;
+        const char *t0 = p;
+        while (p < end && token_char[(unsigned char)*p])
+            p++;
+        part[i] = (struct slb_slice){t0, (size_t)(p - t0)};
+        if (part[i].len == 0)
+            return -EINVAL;
+        while (p < end && is_lws(*p))
+            p++;
+        if (i < 2) {
+            if (p >= end || *p != '/')
+                return -EINVAL;
+            p++;
+        }
+    }
+    if (!slb_slice_eq_nocase(part[0], "SIP") || !slb_slice_eq_nocase(part[1], "2.0"))
+        return -EINVAL;
+    via->protocol = (struct slb_slice){proto0, (size_t)(part[2].ptr + part[2].len - proto0)};
+    via->transport = part[2];
+    /* sent-by = host [ COLON port ] */
+    while (p < end && is_lws(*p))
+        p++;
+    const char *h0 = p;
+    if (p < end && *p == '[') {
+        while (p < end && *p != ']')
+            p++;
+        if (p >= end)
+            return -EINVAL;
+        p++;
+    } else {
+        while (p < end && *p != ':' && *p != ';' && !is_lws(*p))
+            p++;
+    }
+    via->host = (struct slb_slice){h0, (size_t)(p - h0)};
+    if (via->host.len == 0)
+        return -EINVAL;
+    while (p < end && is_lws(*p))
+        p++;
+    if (p < end && *p == ':') {
+        p++;
+        while (p < end && is_lws(*p))
+            p++;
+        const char *d0 = p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        int64_t port = parse_digits((struct slb_slice){d0, (size_t)(p - d0)}, 65535);
+        if (port < 0)
+            return -EINVAL;
+        via->port = (uint32_t)port;
+        while (p < end && is_lws(*p))
+            p++;
+    }
+    if (p < end && *p != ';')
+        return -EINVAL;
+    via->params = (struct slb_slice){p, (size_t)(end - p)};
+    slb_sip_param_find(via->params, "branch", &via->branch);
+    slb_sip_param_find(via->params, "received", &via->received);
+    via->has_rport = slb_sip_param_find(via->params, "rport", &via->rport);
+    return 0;
+}
+
+/* Splits a Via header value into via-parms at top-level commas. */
+static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header)
+{
+    const char *p = v.ptr, *end = v.ptr + v.len, *start = p;
+    for (;;) {
+        if (p == end || *p == ',') {
+            struct slb_slice one = trim(start, p);
+            if (one.len > 0) {
+                if (msg->via_count == SLB_SIP_MAX_VIAS)
+                    return -1;
+                msg->vias[msg->via_count++] = (struct slb_sip_via_ref){one, header};
+            }
+            if (p == end)
+                return 0;
+            start = ++p;
+        } else if (*p == '"') {
+            p = skip_quoted(p, end);
+        } else {
+            p++;
+        }
+    }
+}
+
+/* The tag parameter of a From or To value: parameters follow the '>' of a name-addr, or
+ * the first ';' of an addr-spec (RFC 3261 20.10: such a URI cannot hold ';' itself). */
+static struct slb_slice find_tag(struct slb_slice v)
+{
+    const char *p = v.ptr, *end = v.ptr + v.len, *params = NULL;
+    while (p < end && !params) {
+        switch (*p) {
+        case '"':
+            p = skip_quoted(p, end);
+            break;
+        case '<': {
+            const char *gt = memchr(p, '>', (size_t)(end - p));
+            if (!gt)
+                return (struct slb_slice){NULL, 0};
+            params = gt + 1;
+            break;
+        }
+        case ';':
+            params = p;
+            break;
+        default:
+            p++;
+        }
+    }
+    struct slb_slice tag = {NULL, 0};
+    if (params && slb_sip_param_find((struct slb_slice){params, (size_t)(end - params)}, "tag",
+                                     &tag) &&
+        tag.len == 0)
+        tag.ptr = NULL; /* a valueless tag is no tag */
+    return tag;
+}
+
+/* A fault that breaks framing: the scan stops here. */
+static int fail(struct slb_sip_msg *msg, enum slb_sip_err err)
+{
+    msg->err = err;
+    return -EBADMSG;
+}
+
+/* A fault in one field: noted (the first one wins) and the scan goes on, so the end of the
+ * message is still found and the stream survives a 400. */
+static void soft_fail(struct slb_sip_msg *msg, enum slb_sip_err err)
+{
+    if (msg->err == SLB_SIP_E_NONE)
+        msg->err = err;
+}
+
+/* Request-Line = Method SP Request-URI SP SIP-Version; Status-Line = SIP-Version SP
+ * Status-Code SP Reason-Phrase (RFC 3261 7.1, 7.2). [p, eol) excludes the line end. */
+static enum slb_sip_err scan_start_line(struct slb_sip_msg *msg, const char *p, const char *eol)
+{
+    for (const char *q = p; q < eol; q++)
+        if (is_ctl((unsigned char)*q))
+            return SLB_SIP_E_CTL_BYTE;
+    const char *sp1 = memchr(p, ' ', (size_t)(eol - p));
+    if (!sp1 || sp1 == p)
+        return SLB_SIP_E_START_LINE;
+    struct slb_slice first = {p, (size_t)(sp1 - p)};
+    bool response = first.len >= 4 && slb_slice_eq_nocase((struct slb_slice){p, 4}, "SIP/");
+    const char *rest = sp1 + 1;
+    if (response) {
+        msg->is_request = false;
+        msg->version = first;
+        if (eol - rest < 3 || (eol - rest > 3 && rest[3] != ' '))
+            return SLB_SIP_E_START_LINE;
+        int64_t code = parse_digits((struct slb_slice){rest, 3}, 699);
+        if (code < 100)
+            return SLB_SIP_E_START_LINE;
+        msg->status = (uint16_t)code;
+        msg->reason = eol - rest > 3 ? (struct slb_slice){rest + 4, (size_t)(eol - rest - 4)}
+                                     : (struct slb_slice){eol, 0};
+    } else {
+        msg->is_request = true;
+        for (size_t i = 0; i < first.len; i++)
+            if (!token_char[(unsigned char)first.ptr[i]])
+                return SLB_SIP_E_START_LINE;
+        msg->method = first;
+        msg->method_id = (uint8_t)slb_sip_method_id(first);
+        const char *sp2 = memchr(rest, ' ', (size_t)(eol - rest));
+        if (!sp2 || sp2 == rest)
+            return SLB_SIP_E_START_LINE;
+        msg->ruri = (struct slb_slice){rest, (size_t)(sp2 - rest)};
+        msg->version = (struct slb_slice){sp2 + 1, (size_t)(eol - sp2 - 1)};
+        if (memchr(msg->version.ptr, ' ', msg->version.len))
+            return SLB_SIP_E_START_LINE;
+    }
+    if (!slb_slice_eq_nocase(msg->version, "SIP/2.0")) {
+        /* A SIP/x.y we do not speak earns 505 (RFC 3261 8.2.2 via 21.5.6); anything
+         * else in that place is not SIP. */
+        struct slb_slice v = msg->version;
+        bool sip_like = v.len >= 7 && slb_slice_eq_nocase((struct slb_slice){v.ptr, 4}, "SIP/");
+        return sip_like ? SLB_SIP_E_VERSION : SLB_SIP_E_START_LINE;
+    }
+    return SLB_SIP_E_NONE;
+}
+
+/* CSeq = 1*DIGIT LWS Method (RFC 3261 20.16). */
+static int scan_cseq(struct slb_sip_msg *msg, struct slb_slice v)
+{
+    const char *p = v.ptr, *end = v.ptr + v.len;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    /* RFC 3261 8.1.1.5: the number is less than 2**31. */
+    int64_t n = parse_digits((struct slb_slice){v.ptr, (size_t)(p - v.ptr)}, INT32_MAX);
+    if (n < 0 || p == end || !is_lws(*p))
+        return -1;
+    struct slb_slice m = trim(p, end);
+    if (m.len == 0)
+        return -1;
+    for (size_t i = 0; i < m.len; i++)
+        if (!token_char[(unsigned char)m.ptr[i]])
+            return -1;
+    msg->cseq = (uint32_t)n;
+    msg->cseq_method = m;
+    msg->cseq_method_id = (uint8_t)slb_sip_method_id(m);
+    return 0;
+}
+
+/* Interprets the value of one header the proxy needs. Returns -EBADMSG only for faults
+ * that break framing (Content-Length); others are noted with soft_fail. */
+static int scan_value(struct slb_sip_msg *msg, const struct slb_sip_limits *lim,
+                      enum slb_sip_hdr_id id, struct slb_slice v, uint16_t index)
+{
+    switch (id) {
+    case SLB_HDR_CALL_ID:
+        if (msg->call_id.ptr)
+            soft_fail(msg, SLB_SIP_E_DUP_CALL_ID);
+        else if (v.len == 0)
+            soft_fail(msg, SLB_SIP_E_NO_CALL_ID);
+        else
+            msg->call_id = v;
+        break;
+    case SLB_HDR_VIA:
+        if (add_vias(msg, v, index) < 0)
+            soft_fail(msg, SLB_SIP_E_VIA);
+        break;
+    case SLB_HDR_CONTENT_LENGTH: {
+        int64_t cl = parse_digits(v, INT64_C(999999999999));
+        if (cl < 0)
+            return fail(msg, SLB_SIP_E_CONTENT_LENGTH);
+        if (msg->content_length >= 0 && msg->content_length != cl)
+            return fail(msg, SLB_SIP_E_CONTENT_LENGTH_CONFLICT);
+        if (cl > (int64_t)lim->max_msg_bytes)
+            return fail(msg, SLB_SIP_E_TOO_LARGE);
+        msg->content_length = cl;
+        break;
+    }
+    case SLB_HDR_CSEQ:
+        if (msg->cseq_method.ptr || scan_cseq(msg, v) < 0)
+            soft_fail(msg, SLB_SIP_E_CSEQ);
+        break;
+    case SLB_HDR_MAX_FORWARDS: {
+        int64_t n = parse_digits(v, INT32_MAX);
+        if (n < 0)
+            soft_fail(msg, SLB_SIP_E_MAX_FORWARDS);
+        else if (msg->max_forwards < 0)
+            msg->max_forwards = (int32_t)n;
+        break;
+    }
+    case SLB_HDR_FROM:
+        if (msg->first[SLB_HDR_FROM] == (int16_t)index)
+            msg->from_tag = find_tag(v);
+        break;
+    case SLB_HDR_TO:
+        if (msg->first[SLB_HDR_TO] == (int16_t)index)
+            msg->to_tag = find_tag(v);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The checks that need the whole header (RFC 3261 8.1.1, 8.2.2). */
+static void check_required(struct slb_sip_msg *msg)
+{
+    if (msg->via_count == 0)
+        soft_fail(msg, SLB_SIP_E_NO_VIA);
+    else if (slb_sip_via_parse(msg->vias[0].value, &msg->top_via) < 0)
+        soft_fail(msg, SLB_SIP_E_VIA);
+    if (!msg->call_id.ptr)
+        soft_fail(msg, SLB_SIP_E_NO_CALL_ID);
+    if (!msg->cseq_method.ptr)
+        soft_fail(msg, SLB_SIP_E_NO_CSEQ);
+    if (msg->first[SLB_HDR_FROM] < 0)
+        soft_fail(msg, SLB_SIP_E_NO_FROM);
+    if (msg->first[SLB_HDR_TO] < 0)
+        soft_fail(msg, SLB_SIP_E_NO_TO);
+    /* RFC 3261 8.1.1.5: the CSeq method matches the request method. */
+    if (msg->is_request && msg->cseq_method.ptr && !slb_slice_eq(msg->method, msg->cseq_method))
+        soft_fail(msg, SLB_SIP_E_CSEQ);
+}
+
+static void msg_reset(struct slb_sip_msg *msg, struct slb_sip_header *headers)
+{
+    /* Only the fields whose absence must be visible are cleared: the rest are written
+     * before they are read. */
+    memset(msg, 0, offsetof(struct slb_sip_msg, vias));
+    msg->max_forwards = -1;
+    msg->content_length = -1;
+    memset(msg->first, 0xff, sizeof(msg->first));
+    msg->headers = headers;
+    msg->header_count = 0;
+    msg->body = (struct slb_slice){NULL, 0};
+    msg->err = SLB_SIP_E_NONE;
+}
+
+int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
+                 struct slb_sip_msg *msg, struct slb_sip_header *headers, size_t max_headers)
+{
+    msg_reset(msg, headers);
+    const char *end = buf + len;
+    size_t max_line = lim->max_line_bytes;
+    size_t max_hdrs = max_headers < lim->max_headers ? max_headers : lim->max_headers;
+
+    const char *eol = memchr(buf, '\n', len < max_line ? len : max_line);
+    if (!eol)
+        return len >= max_line ? fail(msg, SLB_SIP_E_LINE_TOO_LONG) : -EAGAIN;
+    const char *line_end = eol > buf && eol[-1] == '\r' ? eol - 1 : eol;
+    /* A bad start line is noted but the headers are still read: an error response needs
+     * them, and the message end must be found for the stream to go on. */
+    enum slb_sip_err start_err = scan_start_line(msg, buf, line_end);
+
+    const char *p = eol + 1;
+    for (;;) {
+        if (p >= end)
+            return -EAGAIN;
+        /* The empty line ends the headers (RFC 3261 7.5); a bare LF is tolerated. */
+        if (*p == '\r' || *p == '\n') {
+            if (*p == '\r') {
+                if (p + 1 >= end)
+                    return -EAGAIN;
+                if (p[1] != '\n')
+                    return fail(msg, SLB_SIP_E_HEADER_SYNTAX);
+                p++;
+            }
+            p++;
+            break;
+        }
+        if ((size_t)(p - buf) >= lim->max_msg_bytes)
+            return fail(msg, SLB_SIP_E_TOO_LARGE);
+        const char *line = p;
+        const char *n0 = p;
+        while (p < end && token_char[(unsigned char)*p])
+            p++;
+        if (p >= end)
+            return (size_t)(p - line) >= max_line ? fail(msg, SLB_SIP_E_LINE_TOO_LONG)
+                                                   : -EAGAIN;
+        const char *n1 = p;
+        while (p < end && is_ws(*p))
+            p++;
+        if (p >= end)
+            return -EAGAIN;
+        if (*p != ':' || n1 == n0) {
+            unsigned char c = (unsigned char)*p;
+            return fail(msg, is_ctl(c) && c != '\t' && c != '\r' && c != '\n'
+                                 ? SLB_SIP_E_CTL_NAME
+                                 : SLB_SIP_E_HEADER_SYNTAX);
+        }
+        const char *v0 = p + 1;
+        /* Find the line end, following folded continuation lines (RFC 3261 7.3.1). */
+        const char *scan = v0;
+        for (;;) {
+            size_t room = (size_t)(end - scan);
+            size_t cap = max_line - (size_t)(scan - line);
+            eol = memchr(scan, '\n', room < cap ? room : cap);
+            if (!eol)
+                return room >= cap ? fail(msg, SLB_SIP_E_LINE_TOO_LONG) : -EAGAIN;
+            if (eol + 1 >= end)
+                return -EAGAIN; /* the next byte may continue this line */
+            if (!is_ws(eol[1]))
+                break;
+            scan = eol + 1;
+        }
+        if (msg->header_count == max_hdrs)
+            return fail(msg, SLB_SIP_E_TOO_MANY_HEADERS);
+        enum slb_sip_hdr_id id = header_id(n0, (size_t)(n1 - n0));
+        uint16_t index = (uint16_t)msg->header_count++;
+        struct slb_sip_header *h = &headers[index];
+        h->name = (struct slb_slice){n0, (size_t)(n1 - n0)};
+        h->value = trim(v0, eol);
+        h->line_off = (uint32_t)(line - buf);
+        h->line_len = (uint32_t)(eol + 1 - line);
+        h->id = (uint8_t)id;
+        if (id != SLB_HDR_OTHER) {
+            if (msg->first[id] < 0)
+                msg->first[id] = (int16_t)index;
+            if (scan_value(msg, lim, id, h->value, index) < 0)
+                return -EBADMSG;
+        }
+        p = eol + 1;
+    }
+
+    msg->header_len = (uint32_t)(p - buf);
+    if (start_err != SLB_SIP_E_NONE)
+        msg->err = start_err; /* it came first */
+    if (msg->content_length < 0)
+        return fail(msg, SLB_SIP_E_NO_CONTENT_LENGTH); /* RFC 3261 18.3: a stream needs it */
+    uint64_t total = (uint64_t)msg->header_len + (uint64_t)msg->content_length;
+    if (total > lim->max_msg_bytes)
+        return fail(msg, SLB_SIP_E_TOO_LARGE);
+    msg->msg_len = (uint32_t)total;
+    msg->body = (struct slb_slice){p, (size_t)msg->content_length};
+    check_required(msg);
+    return msg->err == SLB_SIP_E_NONE ? 0 : -EBADMSG;
+}
