@@ -31,7 +31,7 @@ void slb_sip_frame(const char *buf, size_t len, const struct slb_sip_limits *lim
 int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via);
 
 /* Finds a ;name[=value] parameter in a parameter list that starts at a ';' (or is empty).
- * Names compare case-insensitively. Returns true and sets *value (len 0 when valueless). */
+ * name is given in lowercase; the list's names match it in any case. Returns true and sets *value (len 0 when valueless). */
 bool slb_sip_param_find(struct slb_slice params, const char *name, struct slb_slice *value);
 
 /* The SIP status code a rejected message earns (400, 505, 513), a short reason phrase for

@@ -137,7 +137,7 @@ void slb_sip_frame(const char *buf, size_t len, const struct slb_sip_limits *lim
         return;
     }
     fr->resume = 0;
-    if (rc < 0 && slb_sip_err_closes(msg->err)) {
+    if (rc < 0 && (slb_sip_err_closes(msg->err) || msg->msg_len == 0)) {
         fr->kind = SLB_FRAME_FATAL;
         return;
     }

@@ -669,10 +669,14 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
     }
 
     msg->header_len = (uint32_t)(p - buf);
+    if (msg->content_length < 0) {
+        /* RFC 3261 18.3: a stream needs it. Without a start line either, this was
+         * never a SIP message: stray bytes between messages. */
+        return fail(msg, start_err != SLB_SIP_E_NONE ? SLB_SIP_E_GARBAGE
+                                                      : SLB_SIP_E_NO_CONTENT_LENGTH);
+    }
     if (start_err != SLB_SIP_E_NONE)
         msg->err = start_err; /* it came first */
-    if (msg->content_length < 0)
-        return fail(msg, SLB_SIP_E_NO_CONTENT_LENGTH); /* RFC 3261 18.3: a stream needs it */
     uint64_t total = (uint64_t)msg->header_len + (uint64_t)msg->content_length;
     if (total > lim->max_msg_bytes)
         return fail(msg, SLB_SIP_E_TOO_LARGE);
