@@ -9,6 +9,9 @@
 
 #include <errno.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* RFC 3261 25.1 token characters: alphanum and -.!%*_+`'~ */
 static const uint8_t token_char[256] = {
@@ -32,9 +35,11 @@ static inline bool is_ws(char c)
 }
 
 /* LWS inside a value that may have been folded. */
+static const uint8_t lws_char[256] = {[' '] = 1, ['\t'] = 1, ['\r'] = 1, ['\n'] = 1};
+
 static inline bool is_lws(char c)
 {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+    return lws_char[(unsigned char)c];
 }
 
 static inline bool is_ctl(unsigned char c)
@@ -42,18 +47,107 @@ static inline bool is_ctl(unsigned char c)
     return c < 0x20 || c == 0x7f;
 }
 
-/* Compares a token already known to hold only token characters against a lowercase
- * literal of letters and '-': OR-ing 0x20 folds case and maps no other token character
- * onto a letter or '-'. */
+/* Compares a header or parameter name with a lowercase literal of letters and '-', n <= 16
+ * (constant after inlining). Eight bytes at a time: OR-ing 0x20 folds a letter's case, and
+ * the mask, derived from the literal (bit 6 is set in letters, clear in '-'), leaves the
+ * '-' positions exact, so no other byte (CR is '-' minus 0x20) can pass for one. */
 static inline bool name_is(const char *p, const char *lit, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((p[i] | 0x20) != lit[i])
-            return false;
-    return true;
+    uint64_t a0 = 0, a1 = 0, l0 = 0, l1 = 0;
+    size_t k = n < 8 ? n : 8;
+    memcpy(&a0, p, k);
+    memcpy(&l0, lit, k);
+    if (n > 8) {
+        memcpy(&a1, p + 8, n - 8);
+        memcpy(&l1, lit + 8, n - 8);
+    }
+    const uint64_t bit6 = 0x4040404040404040ull;
+    return ((a0 | ((l0 & bit6) >> 1)) == l0) & ((a1 | ((l1 & bit6) >> 1)) == l1);
 }
 
-static struct slb_slice trim(const char *p, const char *end)
+/* The first c in [p, end), or NULL. Inline SSE2 over 16-byte blocks: SIP lines and
+ * parameters are short, and a libc memchr call costs more in call and set-up than in
+ * scanning them. Bytes up to safe (>= end) may be loaded, never compared: a search that
+ * ends within a longer buffer takes one masked block instead of a byte loop. Never loads
+ * a byte at or past safe. */
+static inline const char *find_byte_s(const char *p, const char *end, const char *safe, char c)
+{
+#if defined(__SSE2__)
+    const __m128i v = _mm_set1_epi8(c);
+    while (p < end && safe - p >= 16) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(b, v));
+        if (end - p < 16)
+            m &= (1u << (end - p)) - 1;
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#else
+    (void)safe;
+#endif
+    for (; p < end; p++)
+        if (*p == c)
+            return p;
+    return NULL;
+}
+
+static inline const char *find_byte(const char *p, const char *end, char c)
+{
+    return find_byte_s(p, end, end, c);
+}
+
+/* The first a or b in [p, end), or end; loads up to safe as find_byte_s. */
+static inline const char *find_either_s(const char *p, const char *end, const char *safe, char a,
+                                        char b)
+{
+#if defined(__SSE2__)
+    const __m128i va = _mm_set1_epi8(a), vb = _mm_set1_epi8(b);
+    while (p < end && safe - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(x, va), _mm_cmpeq_epi8(x, vb)));
+        if (end - p < 16)
+            m &= (1u << (end - p)) - 1;
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#else
+    (void)safe;
+#endif
+    for (; p < end; p++)
+        if (*p == a || *p == b)
+            return p;
+    return end;
+}
+
+/* Whether [p, end) holds a control byte (below 0x20, or DEL). */
+static inline bool has_ctl(const char *p, const char *end)
+{
+#if defined(__SSE2__)
+    const __m128i sp = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* max(x, 0x20) != x exactly when x < 0x20, unsigned. */
+        __m128i low = _mm_xor_si128(_mm_cmpeq_epi8(_mm_max_epu8(x, sp), x), _mm_set1_epi8(-1));
+        if (_mm_movemask_epi8(_mm_or_si128(low, _mm_cmpeq_epi8(x, del))))
+            return true;
+        p += 16;
+    }
+#endif
+    for (; p < end; p++)
+        if (is_ctl((unsigned char)*p))
+            return true;
+    return false;
+}
+
+static inline const char *find_nl(const char *p, const char *end)
+{
+    return find_byte(p, end, '\n');
+}
+
+static inline struct slb_slice trim(const char *p, const char *end)
 {
     while (p < end && is_lws(*p))
         p++;
@@ -238,42 +332,35 @@ static const char *skip_quoted(const char *p, const char *end)
     return end;
 }
 
-bool slb_sip_param_find(struct slb_slice params, const char *name, struct slb_slice *value)
+/* One ";name[=value]" parameter: p is at its ';'. Returns where the next one starts (its
+ * ';') or end. A quoted value may hold ';'. A valueless parameter gets an empty value
+ * placed right after its name, where "=value" would go. */
+static const char *param_next(const char *p, const char *end, const char *safe,
+                              struct slb_slice *name, struct slb_slice *value)
 {
-    size_t nlen = strlen(name);
+    const char *start = ++p, *semi;
+    for (;;) {
+        semi = find_either_s(p, end, safe, ';', '"');
+        if (semi == end || *semi == ';')
+            break;
+        p = skip_quoted(semi, end);
+    }
+    const char *eq = find_byte_s(start, semi, safe, '=');
+    *name = trim(start, eq ? eq : semi);
+    *value = eq ? trim(eq + 1, semi) : (struct slb_slice){name->ptr + name->len, 0};
+    return semi;
+}
+
+static bool param_find_s(struct slb_slice params, const char *name, size_t nlen,
+                         const char *safe, struct slb_slice *value)
+{
     const char *p = params.ptr, *end = params.ptr + params.len;
+    if (p < end && *p != ';')
+        p = find_either_s(p, end, safe, ';', ';');
     while (p < end) {
-        if (*p != ';') {
-            if (*p == '"') {
-                p = skip_quoted(p, end);
-                continue;
-            }
-            p++;
-            continue;
-        }
-        p++;
-        while (p < end && is_lws(*p))
-            p++;
-        const char *n0 = p;
-        while (p < end && token_char[(unsigned char)*p])
-            p++;
-        const char *n1 = p;
-        while (p < end && is_lws(*p))
-            p++;
-        struct slb_slice v = {p, 0};
-        if (p < end && *p == '=') {
-            p++;
-            while (p < end && is_lws(*p))
-                p++;
-            const char *v0 = p;
-            if (p < end && *p == '"')
-                p = skip_quoted(p, end);
-            else
-                while (p < end && *p != ';' && *p != ',' && !is_lws(*p))
-                    p++;
-            v = (struct slb_slice){v0, (size_t)(p - v0)};
-        }
-        if ((size_t)(n1 - n0) == nlen && name_is(n0, name, nlen)) {
+        struct slb_slice n, v;
+        p = param_next(p, end, safe, &n, &v);
+        if (n.len == nlen && name_is(n.ptr, name, nlen)) {
             *value = v;
             return true;
         }
@@ -281,15 +368,49 @@ bool slb_sip_param_find(struct slb_slice params, const char *name, struct slb_sl
     return false;
 }
 
-int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
+bool slb_sip_param_find(struct slb_slice params, const char *name, struct slb_slice *value)
+{
+    return param_find_s(params, name, strlen(name), params.ptr + params.len, value);
+}
+
+/* One pass over a Via's parameters for the three the proxy uses. */
+static void via_params(struct slb_sip_via *via, const char *safe)
+{
+    const char *p = via->params.ptr, *end = p + via->params.len;
+    while (p < end) {
+        struct slb_slice n, v;
+        p = param_next(p, end, safe, &n, &v);
+        if (n.len == 6 && name_is(n.ptr, "branch", 6) && !via->branch.ptr)
+            via->branch = v;
+        else if (n.len == 8 && name_is(n.ptr, "received", 8) && !via->received.ptr)
+            via->received = v;
+        else if (n.len == 5 && name_is(n.ptr, "rport", 5) && !via->has_rport) {
+            via->rport = v;
+            via->has_rport = true;
+        }
+    }
+}
+
+static int via_parse_s(struct slb_slice value, struct slb_sip_via *via, const char *safe)
 {
     const char *p = value.ptr, *end = value.ptr + value.len;
     memset(via, 0, sizeof(*via));
     /* sent-protocol = protocol-name SLASH protocol-version SLASH transport, where SLASH
      * allows LWS around the '/' (RFC 3261 25.1). */
     const char *proto0 = p;
-    struct slb_slice part[3];
-    for (int i = 0; i < 3; i++) {
+    struct slb_slice part[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
+    if (value.len > 8 && name_is(p, "sip/2.0/", 8)) {
+        /* The usual spelling, without LWS around the slashes. */
+        const char *t0 = p += 8;
+        while (p < end && token_char[(unsigned char)*p])
+            p++;
+        part[0] = (struct slb_slice){proto0, 3};
+        part[1] = (struct slb_slice){proto0 + 4, 3};
+        part[2] = (struct slb_slice){t0, (size_t)(p - t0)};
+        if (part[2].len == 0)
+            return -EINVAL;
+    }
+    for (int i = part[2].len ? 3 : 0; i < 3; i++) {
         while (p < end && is_lws(*p))
             p++;
         const char *t0 = p;
@@ -306,7 +427,8 @@ int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
             p++;
         }
     }
-    if (!slb_slice_eq_nocase(part[0], "SIP") || !slb_slice_eq_nocase(part[1], "2.0"))
+    if (part[0].len != 3 || !name_is(part[0].ptr, "sip", 3) || part[1].len != 3 ||
+        memcmp(part[1].ptr, "2.0", 3) != 0)
         return -EINVAL;
     via->protocol = (struct slb_slice){proto0, (size_t)(part[2].ptr + part[2].len - proto0)};
     via->transport = part[2];
@@ -320,11 +442,14 @@ int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
         if (p >= end)
             return -EINVAL;
         p++;
+        via->host = (struct slb_slice){h0, (size_t)(p - h0)};
     } else {
-        while (p < end && *p != ':' && *p != ';' && !is_lws(*p))
-            p++;
+        p = find_either_s(p, end, safe, ':', ';');
+        via->host = trim(h0, p);
+        const char *host_end = via->host.ptr + via->host.len;
+        if (find_either_s(via->host.ptr, host_end, safe, ' ', '\t') != host_end)
+            return -EINVAL; /* "host junk": not a sent-by */
     }
-    via->host = (struct slb_slice){h0, (size_t)(p - h0)};
     if (via->host.len == 0)
         return -EINVAL;
     while (p < end && is_lws(*p))
@@ -346,15 +471,26 @@ int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
     if (p < end && *p != ';')
         return -EINVAL;
     via->params = (struct slb_slice){p, (size_t)(end - p)};
-    slb_sip_param_find(via->params, "branch", &via->branch);
-    slb_sip_param_find(via->params, "received", &via->received);
-    via->has_rport = slb_sip_param_find(via->params, "rport", &via->rport);
+    via_params(via, safe);
     return 0;
 }
 
-/* Splits a Via header value into via-parms at top-level commas. */
-static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header)
+int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
 {
+    return via_parse_s(value, via, value.ptr + value.len);
+}
+
+/* Splits a Via header value into via-parms at top-level commas. */
+static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header,
+                    const char *safe)
+{
+    if (!find_byte_s(v.ptr, v.ptr + v.len, safe, ',')) {
+        /* One value per line is the common case: no need to look for quotes. */
+        if (msg->via_count == SLB_SIP_MAX_VIAS)
+            return -1;
+        msg->vias[msg->via_count++] = (struct slb_sip_via_ref){v, header};
+        return 0;
+    }
     const char *p = v.ptr, *end = v.ptr + v.len, *start = p;
     for (;;) {
         if (p == end || *p == ',') {
@@ -377,9 +513,21 @@ static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header
 
 /* The tag parameter of a From or To value: parameters follow the '>' of a name-addr, or
  * the first ';' of an addr-spec (RFC 3261 20.10: such a URI cannot hold ';' itself). */
-static struct slb_slice find_tag(struct slb_slice v)
+static struct slb_slice find_tag(struct slb_slice v, const char *safe)
 {
     const char *p = v.ptr, *end = v.ptr + v.len, *params = NULL;
+    const char *first = find_either_s(p, end, safe, '"', '<');
+    if (first == end || *first == '<') {
+        /* No quoted display name before the URI: '<' or else ';' decides. */
+        if (first < end) {
+            const char *gt = find_byte_s(first, end, safe, '>');
+            params = gt ? gt + 1 : NULL;
+        } else {
+            params = find_byte_s(p, end, safe, ';');
+        }
+        if (!params)
+            return (struct slb_slice){NULL, 0};
+    }
     while (p < end && !params) {
         switch (*p) {
         case '"':
@@ -400,8 +548,8 @@ static struct slb_slice find_tag(struct slb_slice v)
         }
     }
     struct slb_slice tag = {NULL, 0};
-    if (params && slb_sip_param_find((struct slb_slice){params, (size_t)(end - params)}, "tag",
-                                     &tag) &&
+    if (params && param_find_s((struct slb_slice){params, (size_t)(end - params)}, "tag", 3, safe,
+                               &tag) &&
         tag.len == 0)
         tag.ptr = NULL; /* a valueless tag is no tag */
     return tag;
@@ -422,14 +570,20 @@ static void soft_fail(struct slb_sip_msg *msg, enum slb_sip_err err)
         msg->err = err;
 }
 
+/* "SIP/2.0", the literal "SIP" in any case (RFC 3261 25.1). */
+static inline bool is_sip20(struct slb_slice v)
+{
+    return v.len == 7 && (v.ptr[0] | 0x20) == 's' && (v.ptr[1] | 0x20) == 'i' &&
+           (v.ptr[2] | 0x20) == 'p' && memcmp(v.ptr + 3, "/2.0", 4) == 0;
+}
+
 /* Request-Line = Method SP Request-URI SP SIP-Version; Status-Line = SIP-Version SP
  * Status-Code SP Reason-Phrase (RFC 3261 7.1, 7.2). [p, eol) excludes the line end. */
 static enum slb_sip_err scan_start_line(struct slb_sip_msg *msg, const char *p, const char *eol)
 {
-    for (const char *q = p; q < eol; q++)
-        if (is_ctl((unsigned char)*q))
-            return SLB_SIP_E_CTL_BYTE;
-    const char *sp1 = memchr(p, ' ', (size_t)(eol - p));
+    if (has_ctl(p, eol))
+        return SLB_SIP_E_CTL_BYTE;
+    const char *sp1 = find_byte(p, eol, ' ');
     if (!sp1 || sp1 == p)
         return SLB_SIP_E_START_LINE;
     struct slb_slice first = {p, (size_t)(sp1 - p)};
@@ -453,15 +607,15 @@ static enum slb_sip_err scan_start_line(struct slb_sip_msg *msg, const char *p, 
                 return SLB_SIP_E_START_LINE;
         msg->method = first;
         msg->method_id = (uint8_t)slb_sip_method_id(first);
-        const char *sp2 = memchr(rest, ' ', (size_t)(eol - rest));
+        const char *sp2 = find_byte(rest, eol, ' ');
         if (!sp2 || sp2 == rest)
             return SLB_SIP_E_START_LINE;
         msg->ruri = (struct slb_slice){rest, (size_t)(sp2 - rest)};
         msg->version = (struct slb_slice){sp2 + 1, (size_t)(eol - sp2 - 1)};
-        if (memchr(msg->version.ptr, ' ', msg->version.len))
+        if (find_byte(msg->version.ptr, eol, ' '))
             return SLB_SIP_E_START_LINE;
     }
-    if (!slb_slice_eq_nocase(msg->version, "SIP/2.0")) {
+    if (!is_sip20(msg->version)) {
         /* A SIP/x.y we do not speak earns 505 (RFC 3261 8.2.2 via 21.5.6); anything
          * else in that place is not SIP. */
         struct slb_slice v = msg->version;
@@ -496,7 +650,7 @@ static int scan_cseq(struct slb_sip_msg *msg, struct slb_slice v)
 /* Interprets the value of one header the proxy needs. Returns -EBADMSG only for faults
  * that break framing (Content-Length); others are noted with soft_fail. */
 static int scan_value(struct slb_sip_msg *msg, const struct slb_sip_limits *lim,
-                      enum slb_sip_hdr_id id, struct slb_slice v, uint16_t index)
+                      enum slb_sip_hdr_id id, struct slb_slice v, uint16_t index, const char *safe)
 {
     switch (id) {
     case SLB_HDR_CALL_ID:
@@ -508,7 +662,7 @@ static int scan_value(struct slb_sip_msg *msg, const struct slb_sip_limits *lim,
             msg->call_id = v;
         break;
     case SLB_HDR_VIA:
-        if (add_vias(msg, v, index) < 0)
+        if (add_vias(msg, v, index, safe) < 0)
             soft_fail(msg, SLB_SIP_E_VIA);
         break;
     case SLB_HDR_CONTENT_LENGTH: {
@@ -536,11 +690,11 @@ static int scan_value(struct slb_sip_msg *msg, const struct slb_sip_limits *lim,
     }
     case SLB_HDR_FROM:
         if (msg->first[SLB_HDR_FROM] == (int16_t)index)
-            msg->from_tag = find_tag(v);
+            msg->from_tag = find_tag(v, safe);
         break;
     case SLB_HDR_TO:
         if (msg->first[SLB_HDR_TO] == (int16_t)index)
-            msg->to_tag = find_tag(v);
+            msg->to_tag = find_tag(v, safe);
         break;
     default:
         break;
@@ -549,11 +703,13 @@ static int scan_value(struct slb_sip_msg *msg, const struct slb_sip_limits *lim,
 }
 
 /* The checks that need the whole header (RFC 3261 8.1.1, 8.2.2). */
-static void check_required(struct slb_sip_msg *msg)
+static void check_required(struct slb_sip_msg *msg, const char *safe)
 {
-    if (msg->via_count == 0)
+    if (msg->via_count == 0) {
+        memset(&msg->top_via, 0, sizeof(msg->top_via));
         soft_fail(msg, SLB_SIP_E_NO_VIA);
-    else if (slb_sip_via_parse(msg->vias[0].value, &msg->top_via) < 0)
+    }
+    else if (via_parse_s(msg->vias[0].value, &msg->top_via, safe) < 0)
         soft_fail(msg, SLB_SIP_E_VIA);
     if (!msg->call_id.ptr)
         soft_fail(msg, SLB_SIP_E_NO_CALL_ID);
@@ -570,15 +726,25 @@ static void check_required(struct slb_sip_msg *msg)
 
 static void msg_reset(struct slb_sip_msg *msg, struct slb_sip_header *headers)
 {
-    /* Only the fields whose absence must be visible are cleared: the rest are written
-     * before they are read. */
-    memset(msg, 0, offsetof(struct slb_sip_msg, vias));
+    /* Field by field rather than one memset: the struct is large and most of it (Via
+     * slots, the parsed top Via) is written before it is read. */
+    static const struct slb_slice none = {NULL, 0};
+    msg->header_len = 0;
+    msg->msg_len = 0;
+    msg->is_request = false;
+    msg->method_id = SLB_METHOD_OTHER;
+    msg->status = 0;
+    msg->method = msg->ruri = msg->version = msg->reason = none;
+    msg->call_id = msg->cseq_method = msg->from_tag = msg->to_tag = none;
+    msg->cseq = 0;
+    msg->cseq_method_id = SLB_METHOD_OTHER;
     msg->max_forwards = -1;
     msg->content_length = -1;
+    msg->via_count = 0;
     memset(msg->first, 0xff, sizeof(msg->first));
     msg->headers = headers;
     msg->header_count = 0;
-    msg->body = (struct slb_slice){NULL, 0};
+    msg->body = none;
     msg->err = SLB_SIP_E_NONE;
 }
 
@@ -590,7 +756,7 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
     size_t max_line = lim->max_line_bytes;
     size_t max_hdrs = max_headers < lim->max_headers ? max_headers : lim->max_headers;
 
-    const char *eol = memchr(buf, '\n', len < max_line ? len : max_line);
+    const char *eol = find_nl(buf, buf + (len < max_line ? len : max_line));
     if (!eol)
         return len >= max_line ? fail(msg, SLB_SIP_E_LINE_TOO_LONG) : -EAGAIN;
     const char *line_end = eol > buf && eol[-1] == '\r' ? eol - 1 : eol;
@@ -617,30 +783,29 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
         if ((size_t)(p - buf) >= lim->max_msg_bytes)
             return fail(msg, SLB_SIP_E_TOO_LARGE);
         const char *line = p;
-        const char *n0 = p;
-        while (p < end && token_char[(unsigned char)*p])
-            p++;
-        if (p >= end)
-            return (size_t)(p - line) >= max_line ? fail(msg, SLB_SIP_E_LINE_TOO_LONG)
-                                                   : -EAGAIN;
-        const char *n1 = p;
-        while (p < end && is_ws(*p))
-            p++;
-        if (p >= end)
-            return -EAGAIN;
-        if (*p != ':' || n1 == n0) {
-            unsigned char c = (unsigned char)*p;
-            return fail(msg, is_ctl(c) && c != '\t' && c != '\r' && c != '\n'
-                                 ? SLB_SIP_E_CTL_NAME
-                                 : SLB_SIP_E_HEADER_SYNTAX);
+        /* Find the line end first, following folded continuation lines (RFC 3261
+         * 7.3.1), then the colon inside it. Both usually sit in the first 16 or 32
+         * bytes, so one block pass looks for both. */
+        const char *scan = line, *colon = NULL;
+#if defined(__SSE2__)
+        if (end - line >= 32) {
+            __m128i b0 = _mm_loadu_si128((const __m128i *)(const void *)line);
+            __m128i b1 = _mm_loadu_si128((const __m128i *)(const void *)(line + 16));
+            const __m128i nl = _mm_set1_epi8('\n'), co = _mm_set1_epi8(':');
+            uint32_t mnl = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b0, nl)) |
+                           (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b1, nl)) << 16;
+            uint32_t mco = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b0, co)) |
+                           (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b1, co)) << 16;
+            if (mco && (!mnl || __builtin_ctz(mco) < __builtin_ctz(mnl)))
+                colon = line + __builtin_ctz(mco);
+            if (!mnl)
+                scan = line + 32;
         }
-        const char *v0 = p + 1;
-        /* Find the line end, following folded continuation lines (RFC 3261 7.3.1). */
-        const char *scan = v0;
+#endif
         for (;;) {
             size_t room = (size_t)(end - scan);
             size_t cap = max_line - (size_t)(scan - line);
-            eol = memchr(scan, '\n', room < cap ? room : cap);
+            eol = find_nl(scan, scan + (room < cap ? room : cap));
             if (!eol)
                 return room >= cap ? fail(msg, SLB_SIP_E_LINE_TOO_LONG) : -EAGAIN;
             if (eol + 1 >= end)
@@ -649,9 +814,29 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
                 break;
             scan = eol + 1;
         }
+        if (!colon)
+            colon = find_byte_s(line, eol, end, ':');
+        const char *n1 = colon ? colon : eol;
+        while (n1 > line && is_ws(n1[-1]))
+            n1--;
+        size_t name_len = (size_t)(n1 - line);
+        enum slb_sip_hdr_id id = header_id(line, name_len);
+        /* A known name matched its literal, which checked every byte; others are checked
+         * here (RFC 3261 25.1: a header name is a token). */
+        if (id == SLB_HDR_OTHER || !colon) {
+            for (const char *q = line; q < n1; q++) {
+                if (!token_char[(unsigned char)*q]) {
+                    bool ctl = is_ctl((unsigned char)*q) && !is_ws(*q);
+                    return fail(msg, ctl ? SLB_SIP_E_CTL_NAME : SLB_SIP_E_HEADER_SYNTAX);
+                }
+            }
+            if (!colon || name_len == 0)
+                return fail(msg, SLB_SIP_E_HEADER_SYNTAX);
+        }
+        const char *v0 = colon + 1;
+        const char *n0 = line;
         if (msg->header_count == max_hdrs)
             return fail(msg, SLB_SIP_E_TOO_MANY_HEADERS);
-        enum slb_sip_hdr_id id = header_id(n0, (size_t)(n1 - n0));
         uint16_t index = (uint16_t)msg->header_count++;
         struct slb_sip_header *h = &headers[index];
         h->name = (struct slb_slice){n0, (size_t)(n1 - n0)};
@@ -662,7 +847,7 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
         if (id != SLB_HDR_OTHER) {
             if (msg->first[id] < 0)
                 msg->first[id] = (int16_t)index;
-            if (scan_value(msg, lim, id, h->value, index) < 0)
+            if (scan_value(msg, lim, id, h->value, index, end) < 0)
                 return -EBADMSG;
         }
         p = eol + 1;
@@ -682,6 +867,6 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
         return fail(msg, SLB_SIP_E_TOO_LARGE);
     msg->msg_len = (uint32_t)total;
     msg->body = (struct slb_slice){p, (size_t)msg->content_length};
-    check_required(msg);
+    check_required(msg, end);
     return msg->err == SLB_SIP_E_NONE ? 0 : -EBADMSG;
 }
