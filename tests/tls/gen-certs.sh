@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# gen-certs.sh OUTDIR — throwaway PKI for the TLS tests and the TLS benchmark.
+#
+#   ca.pem/.key              test root CA (EC P-256)
+#   inter.pem/.key           intermediate CA signed by the root
+#   server-ec.pem/.key       EC P-256 leaf, SAN DNS:localhost + URI:sip:example.com (RFC 5922 form)
+#   server-rsa.pem/.key      RSA-2048 leaf, SAN DNS:localhost
+#   server-chain.pem/.key    leaf signed by the intermediate; the .pem holds leaf + intermediate
+#   client.pem/.key          EC P-256 client certificate (clientAuth)
+#   other-ca.pem             an unrelated CA (verification must fail against it)
+#   wrong.key                an EC key that matches no certificate
+#
+# Idempotent: regenerates everything each run (a few hundred ms), so nothing can expire.
+set -euo pipefail
+
+out=${1:?usage: gen-certs.sh OUTDIR}
+mkdir -p "$out"
+tmp=$(mktemp -d "$out/.gen.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+
+ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+ca() { # name subject [signer]
+    ec "$1.key"
+    if [[ -z ${3:-} ]]; then
+        openssl req -x509 -new -key "$1.key" -out "$1.pem" -days 3650 -subj "$2" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    else
+        openssl req -new -key "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+        printf 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n' >"$1.ext"
+        openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial \
+            -days 3650 -out "$1.pem" -extfile "$1.ext" 2>/dev/null
+    fi
+}
+
+leaf() { # name keyfile signer subject extensions
+    openssl req -new -key "$2" -out "$1.csr" -subj "$4" 2>/dev/null
+    printf '%s\n' "$5" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial \
+        -days 825 -out "$1.pem" -extfile "$1.ext" 2>/dev/null
+}
+
+server_ext='basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth'
+
+ca ca "/CN=sipslb test root CA"
+ca other-ca "/CN=sipslb unrelated CA"
+ca inter "/CN=sipslb test intermediate CA" ca
+
+ec server-ec.key
+leaf server-ec server-ec.key ca "/CN=localhost" \
+    "$server_ext
+subjectAltName=DNS:localhost,URI:sip:example.com"
+
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out server-rsa.key 2>/dev/null
+leaf server-rsa server-rsa.key ca "/CN=localhost" "$server_ext
+subjectAltName=DNS:localhost"
+
+ec server-chain.key
+leaf server-chain-leaf server-chain.key inter "/CN=localhost" "$server_ext
+subjectAltName=DNS:localhost"
+cat server-chain-leaf.pem inter.pem >server-chain.pem
+
+ec client.key
+leaf client client.key ca "/CN=sipslb test client" 'basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth'
+
+ec wrong.key
+
+for f in ca.pem ca.key inter.pem server-ec.pem server-ec.key server-rsa.pem server-rsa.key \
+    server-chain.pem server-chain.key client.pem client.key other-ca.pem wrong.key; do
+    mv -f "$f" "$out/$f"
+done
