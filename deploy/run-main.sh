@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# run-main.sh — the main job of README.md: install, build, and run sipslb's benchmarks on
+# this machine, printing a report (and saving it under out/).
+#
+# Today: the SIP message layer's cost per message against the memory-touch floor, and the
+# optimized wolfSSL against Debian's binary. As the relay lands, this grows into sipslb in
+# front of local SIPS backends under load.
+#
+# Environment: SLB_BUILD_DIR (default build-main), SLB_SKIP_DEPS=1 to skip installs.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+build=${SLB_BUILD_DIR:-build-main}
+out=out
+mkdir -p "$out"
+
+if [[ "${SLB_SKIP_DEPS:-0}" != 1 ]]; then
+    bash deploy/setup-deps.sh
+fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSLB_TESTS=OFF -DSLB_BENCH=ON \
+      >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+cmake --build "$build" -j2 >"$build.build.log" 2>&1 || { tail -50 "$build.build.log"; exit 1; }
+
+report="$out/report-$(date -u +%Y%m%dT%H%M%SZ).txt"
+{
+    echo "sipslb report — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, kernel $(uname -r)"
+    grep -E "wolfSSL" "$build.configure.log" | sed 's/^-- /build: /' || true
+    echo
+    "$build/bench/sipslb-bench-scan"
+    if [[ -x "$build/bench/sipslb-tls-speed" ]]; then
+        echo
+        echo "wolfSSL, optimized build (what sipslb links):"
+        "$build/bench/sipslb-tls-speed"
+        if [[ -x "$build/bench/sipslb-tls-speed-system" ]]; then
+            echo
+            echo "wolfSSL, Debian's binary (for comparison):"
+            "$build/bench/sipslb-tls-speed-system"
+        fi
+    fi
+} | tee "$report"
+echo
+echo "report saved to $report"

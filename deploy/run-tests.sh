@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# run-tests.sh — the test command of README.md, and what .ci/run calls.
+# On a fresh Debian 12 machine (root): installs what the tests need, builds with warnings
+# as errors, runs every test suite (unit, tool, end-to-end), then a bounded fuzz run under
+# ASan+UBSan. Prints each runner's closing lines. Exit status non-zero on any failure.
+#
+# Environment: SLB_BUILD_DIR (default build-ci), SLB_FUZZ_SECONDS (default 30),
+#              SLB_SKIP_DEPS=1 to skip the dependency step (already installed).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+build=${SLB_BUILD_DIR:-build-ci}
+fuzz_seconds=${SLB_FUZZ_SECONDS:-30}
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+if [[ "${SLB_SKIP_DEPS:-0}" != 1 ]]; then
+    step "dependencies (deploy/setup-deps.sh)"
+    bash deploy/setup-deps.sh
+fi
+
+step "build ($build, gcc, -Werror)"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLB_WERROR=ON -DSLB_TESTS=ON \
+      -DSLB_BENCH=ON >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+grep -E "wolfSSL|WARNING" "$build.configure.log" || true
+cmake --build "$build" -j2
+
+step "tests (ctest)"
+# -V so each Criterion runner's synthesis line is there to show; ctest's summary closes.
+set +e
+ctest --test-dir "$build" -V --timeout 900 >"$build/ctest.log" 2>&1
+rc=$?
+set -e
+grep -E "Test +#|Synthesis|tests passed|tests failed|Total Test time" "$build/ctest.log" \
+    | sed -E 's/^[0-9]+: //'
+if [[ $rc -ne 0 ]]; then
+    ctest --test-dir "$build" --rerun-failed --output-on-failure --timeout 900 || true
+    exit "$rc"
+fi
+
+step "fuzz (clang, ASan+UBSan, ${fuzz_seconds}s)"
+CC=clang cmake -S . -B "$build-fuzz" -DSLB_FUZZ=ON -DSLB_TESTS=OFF -DSLB_BENCH=OFF \
+      -DSLB_SANITIZE="address;undefined" -DSLB_FUZZ_SECONDS="$fuzz_seconds" \
+      >"$build-fuzz.configure.log" 2>&1 || { cat "$build-fuzz.configure.log"; exit 1; }
+cmake --build "$build-fuzz" -j2 --target fuzz_sip
+ctest --test-dir "$build-fuzz" --output-on-failure --timeout $((fuzz_seconds + 120))
