@@ -22,6 +22,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <wolfssl/openssl/evp.h>
+#include <wolfssl/openssl/pem.h>
 #include <wolfssl/version.h>
 #include <wolfssl/wolfcrypt/aes.h>
 #include <wolfssl/wolfcrypt/ecc.h>
@@ -302,6 +304,41 @@ static bool set_ciphers(WOLFSSL_CTX *w, const char *list, const char *side, char
     return false;
 }
 
+/* Proof that key and the leaf certificate belong together: sign a test message with the key
+ * and verify it with the certificate's public key. wolfSSL_CTX_check_private_key alone is not
+ * enough: Debian's 5.5.4 build (crypto callbacks compiled in) passes a mismatched EC key, and
+ * a server that cannot sign for its certificate would fail every handshake instead of boot. */
+static bool key_signs_for_cert(const char *cert, const char *key)
+{
+    static const unsigned char msg[] = "sipslb certificate/key check";
+    bool ok = false;
+    WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_file(cert, WOLFSSL_FILETYPE_PEM);
+    WOLFSSL_EVP_PKEY *pub = x ? wolfSSL_X509_get_pubkey(x) : NULL;
+    WOLFSSL_EVP_PKEY *priv = NULL;
+    FILE *f = fopen(key, "r");
+    if (f != NULL) {
+        priv = wolfSSL_PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    WOLFSSL_EVP_MD_CTX *sign = wolfSSL_EVP_MD_CTX_new();
+    WOLFSSL_EVP_MD_CTX *verify = wolfSSL_EVP_MD_CTX_new();
+    unsigned char sig[1024]; /* RSA-8192 at most */
+    size_t siglen = sizeof(sig);
+    if (pub && priv && sign && verify &&
+        wolfSSL_EVP_DigestSignInit(sign, NULL, wolfSSL_EVP_sha256(), NULL, priv) == 1 &&
+        wolfSSL_EVP_DigestSignUpdate(sign, msg, sizeof(msg)) == 1 &&
+        wolfSSL_EVP_DigestSignFinal(sign, sig, &siglen) == 1 &&
+        wolfSSL_EVP_DigestVerifyInit(verify, NULL, wolfSSL_EVP_sha256(), NULL, pub) == 1 &&
+        wolfSSL_EVP_DigestVerifyUpdate(verify, msg, sizeof(msg)) == 1)
+        ok = wolfSSL_EVP_DigestVerifyFinal(verify, sig, siglen) == 1;
+    wolfSSL_EVP_MD_CTX_free(sign);
+    wolfSSL_EVP_MD_CTX_free(verify);
+    wolfSSL_EVP_PKEY_free(priv);
+    wolfSSL_EVP_PKEY_free(pub);
+    wolfSSL_X509_free(x);
+    return ok;
+}
+
 /* Certificate chain + key, and proof that they belong together. */
 static bool load_cert_key(WOLFSSL_CTX *w, const char *cert, const char *key, const char *side,
                           char *err, size_t errlen)
@@ -324,7 +361,7 @@ static bool load_cert_key(WOLFSSL_CTX *w, const char *cert, const char *key, con
                 side, key, cert, wolf_reason(why, sizeof(why)));
         return false;
     }
-    if (wolfSSL_CTX_check_private_key(w) != WOLFSSL_SUCCESS) {
+    if (wolfSSL_CTX_check_private_key(w) != WOLFSSL_SUCCESS || !key_signs_for_cert(cert, key)) {
         set_err(err, errlen, "tls: %s: key file %s does not match certificate file %s", side, key,
                 cert);
         return false;
