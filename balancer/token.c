@@ -1,0 +1,99 @@
+/* Branch tokens: connection id and transaction hash in hex, authenticated by a truncated
+ * SipHash MAC under the process's random key, so a forged or corrupted branch in a
+ * backend's response cannot steer it to another client's connection. Pure. */
+#include "balancer/token.h"
+
+#include <string.h>
+
+static const char hex[] = "0123456789abcdef";
+
+static void put_hex(char *out, uint64_t v, int digits)
+{
+    for (int i = digits - 1; i >= 0; i--) {
+        out[i] = hex[v & 15];
+        v >>= 4;
+    }
+}
+
+static bool get_hex(const char *in, int digits, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < digits; i++) {
+        char c = in[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else
+            return false;
+        x = x << 4 | d;
+    }
+    *v = x;
+    return true;
+}
+
+static uint64_t mac(const struct slb_siphash_key *key, uint64_t conn_id, uint32_t tx)
+{
+    unsigned char b[12];
+    memcpy(b, &conn_id, 8);
+    memcpy(b + 8, &tx, 4);
+    return slb_siphash(key, b, sizeof(b));
+}
+
+/* Feeds slices into one hash with a separator so field boundaries cannot be shifted. */
+struct hash_buf {
+    unsigned char b[2048];
+    size_t len;
+};
+
+static void add(struct hash_buf *h, struct slb_slice s)
+{
+    size_t n = s.len < sizeof(h->b) - h->len - 1 ? s.len : sizeof(h->b) - h->len - 1;
+    if (n)
+        memcpy(h->b + h->len, s.ptr, n);
+    h->len += n;
+    h->b[h->len++] = 0;
+}
+
+uint32_t slb_tx_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg)
+{
+    /* Not the To tag: the ACK for a non-2xx response carries the tag its INVITE lacked,
+     * and must still get the INVITE's branch. The client's own branch in its top Via
+     * already tells transactions apart. */
+    struct hash_buf h = {.len = 0};
+    add(&h, msg->via_count ? msg->vias[0].value : (struct slb_slice){NULL, 0});
+    add(&h, msg->call_id);
+    add(&h, msg->from_tag);
+    unsigned char cseq[4];
+    memcpy(cseq, &msg->cseq, 4);
+    add(&h, (struct slb_slice){(const char *)cseq, 4});
+    add(&h, msg->ruri);
+    return (uint32_t)slb_siphash(key, h.b, h.len);
+}
+
+void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key,
+                     uint64_t conn_id, uint32_t tx)
+{
+    memcpy(out, SLB_BRANCH_PREFIX, SLB_BRANCH_PREFIX_LEN);
+    put_hex(out + SLB_BRANCH_PREFIX_LEN, conn_id, 16);
+    put_hex(out + SLB_BRANCH_PREFIX_LEN + 16, tx, 8);
+    put_hex(out + SLB_BRANCH_PREFIX_LEN + 24, mac(key, conn_id, tx), 16);
+}
+
+bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key,
+                      uint64_t *conn_id, uint32_t *tx)
+{
+    if (branch.len != SLB_BRANCH_LEN ||
+        memcmp(branch.ptr, SLB_BRANCH_PREFIX, SLB_BRANCH_PREFIX_LEN) != 0)
+        return false;
+    const char *p = branch.ptr + SLB_BRANCH_PREFIX_LEN;
+    uint64_t c, t, m;
+    if (!get_hex(p, 16, &c) || !get_hex(p + 16, 8, &t) || !get_hex(p + 24, 16, &m))
+        return false;
+    if (m != mac(key, c, (uint32_t)t))
+        return false;
+    *conn_id = c;
+    *tx = (uint32_t)t;
+    return true;
+}

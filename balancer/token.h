@@ -1,0 +1,35 @@
+/* Tokens that let sipslb route with no per-transaction state: our Via branch names the
+ * client connection a response must go back to, under a keyed MAC (RFC 3261 16.11 allows a
+ * stateless proxy any branch scheme that is unique and stable for retransmissions). Pure. */
+#ifndef SLB_BALANCER_TOKEN_H
+#define SLB_BALANCER_TOKEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/sip-t.h"
+#include "core/siphash.h"
+
+/* "z9hG4bK" (RFC 3261 8.1.1.7) + "slb" + 16 hex (connection) + 8 hex (transaction) + 16
+ * hex (MAC). */
+#define SLB_BRANCH_PREFIX     "z9hG4bKslb"
+#define SLB_BRANCH_PREFIX_LEN 10u
+#define SLB_BRANCH_LEN        (SLB_BRANCH_PREFIX_LEN + 40u)
+
+/* The transaction hash our branch carries: the same for a request, its retransmissions,
+ * its CANCEL and the ACK for its non-2xx response, different for any other transaction
+ * (RFC 3261 16.11). Hashes the client's top Via, Call-ID, From tag, CSeq number and
+ * Request-URI, before our edits. */
+uint32_t slb_tx_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg);
+
+/* Writes the branch value (SLB_BRANCH_LEN bytes, no NUL) for connection conn_id and
+ * transaction tx into out. */
+void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key,
+                     uint64_t conn_id, uint32_t tx);
+
+/* Reads a branch we made: false when it is not ours, malformed, or its MAC fails. */
+bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key,
+                      uint64_t *conn_id, uint32_t *tx);
+
+#endif
