@@ -1,0 +1,119 @@
+/* Proxy rules: our Via and its branch, the edits on forwarded requests, the check on
+ * returning responses, and the responses we generate (400, 483, 503, 513...). Pure; any
+ * thread. */
+#include "balancer/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "balancer/token.h"
+#include "core/sip.h"
+#include "core/sip_edit.h"
+
+bool slb_proxy_can_reply(const struct slb_sip_msg *msg)
+{
+    return msg->is_request && msg->method_id != SLB_METHOD_ACK && msg->method.ptr &&
+           msg->first[SLB_HDR_VIA] >= 0 && msg->first[SLB_HDR_FROM] >= 0 &&
+           msg->first[SLB_HDR_TO] >= 0 && msg->first[SLB_HDR_CALL_ID] >= 0 &&
+           msg->first[SLB_HDR_CSEQ] >= 0;
+}
+
+struct out {
+    char *p;
+    size_t len, cap;
+    bool full;
+};
+
+static void put(struct out *o, const void *s, size_t n)
+{
+    if (n > o->cap - o->len) {
+        o->full = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void puts_(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const char *base,
+                    int status, const char *reason, const char *extra, const char *to_tag)
+{
+    struct out o = {out, 0, cap, false};
+    char line[96];
+    int n = snprintf(line, sizeof(line), "SIP/2.0 %03d ", status);
+    put(&o, line, (size_t)n);
+    puts_(&o, reason);
+    puts_(&o, "\r\n");
+    for (uint32_t i = 0; i < msg->header_count; i++) {
+        const struct slb_sip_header *h = &msg->headers[i];
+        switch (h->id) {
+        case SLB_HDR_VIA:
+        case SLB_HDR_FROM:
+        case SLB_HDR_CALL_ID:
+        case SLB_HDR_CSEQ:
+            put(&o, base + h->line_off, h->line_len);
+            break;
+        case SLB_HDR_TO:
+            if ((int16_t)i != msg->first[SLB_HDR_TO])
+                break;
+            if (msg->to_tag.ptr || !to_tag) {
+                put(&o, base + h->line_off, h->line_len);
+            } else {
+                /* RFC 3261 8.2.6.2: a response we originate carries our To tag. */
+                puts_(&o, "To: ");
+                put(&o, h->value.ptr, h->value.len);
+                puts_(&o, ";tag=");
+                puts_(&o, to_tag);
+                puts_(&o, "\r\n");
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    if (extra)
+        puts_(&o, extra);
+    puts_(&o, "Server: sipslb\r\nContent-Length: 0\r\n\r\n");
+    return o.full ? -ENOSPC : (int)o.len;
+}
+
+int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                            const struct slb_proxy_self *self, const char *ip, size_t ip_len,
+                            uint16_t port, uint64_t conn_id)
+{
+    /* RFC 3261 16.3 step 2: checked first so nothing is half done. */
+    if (msg->max_forwards == 0)
+        return -ELOOP;
+    /* RFC 3261 16.6 step 8: our Via on top, its branch deterministic per transaction
+     * (16.11). Added first so it is also the first line when Max-Forwards is inserted. */
+    char via[sizeof(self->via_sent_by) + SLB_BRANCH_LEN + 32];
+    size_t n = 0;
+    memcpy(via, "SIP/2.0/TLS ", 12);
+    n += 12;
+    memcpy(via + n, self->via_sent_by, self->via_sent_by_len);
+    n += self->via_sent_by_len;
+    memcpy(via + n, ";branch=", 8);
+    n += 8;
+    slb_branch_make(via + n, &self->mac_key, conn_id, slb_tx_hash(&self->mac_key, msg));
+    n += SLB_BRANCH_LEN;
+    int rc = slb_sip_edit_push_via(e, msg, via, n);
+    if (rc < 0)
+        return rc;
+    rc = slb_sip_edit_via_received(e, msg, ip, ip_len, port);
+    if (rc < 0)
+        return rc;
+    return slb_sip_edit_max_forwards(e, msg); /* RFC 3261 16.6 step 3 */
+}
+
+bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                               uint64_t *conn_id)
+{
+    uint32_t tx;
+    return msg->via_count > 0 &&
+           slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx);
+}

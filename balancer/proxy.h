@@ -1,0 +1,46 @@
+/* The proxy rules of RFC 3261 section 16 as sipslb applies them: what to do with a request
+ * from a client, a response from a backend, and how to answer on our own. Pure functions
+ * over scanned messages; the worker does the I/O. */
+#ifndef SLB_BALANCER_PROXY_H
+#define SLB_BALANCER_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/sip-t.h"
+#include "core/sip_edit-t.h"
+#include "core/siphash.h"
+
+/* What the proxy knows about itself. Built at start-up, read only afterwards. */
+struct slb_proxy_self {
+    char via_sent_by[128]; /* "host:port" we write into our Via (--advertise) */
+    size_t via_sent_by_len;
+    struct slb_siphash_key mac_key; /* per-process random: branch MACs */
+};
+
+/* Whether we may answer this message ourselves: a request other than ACK (RFC 3261 17.1.1.3
+ * ACK gets no response) whose Via, From, To, Call-ID and CSeq were found. */
+bool slb_proxy_can_reply(const struct slb_sip_msg *msg);
+
+/* Writes a response to request msg (whose bytes start at base) into out, per RFC 3261
+ * 8.2.6 and 16.7: status line; every Via line, From, Call-ID and CSeq copied; To copied,
+ * with ;tag=<to_tag> added when it has none; extra (whole header lines, may be NULL);
+ * Server and Content-Length: 0. Returns the length, or -ENOSPC. */
+int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const char *base,
+                    int status, const char *reason, const char *extra, const char *to_tag);
+
+/* The edits for forwarding a client's request (RFC 3261 16.6): received/rport on the
+ * client's Via (RFC 3581), Max-Forwards decremented or added, and our Via on top whose
+ * branch names the client connection conn_id. Returns 0, -ELOOP when Max-Forwards is 0
+ * (answer 483, 16.3 step 2), or -ENOSPC. */
+int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                            const struct slb_proxy_self *self, const char *ip, size_t ip_len,
+                            uint16_t port, uint64_t conn_id);
+
+/* For a response from a backend: whether its top Via is ours with a valid MAC (RFC 3261
+ * 16.7 step 1: otherwise it is not for us), and the client connection it names. */
+bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                               uint64_t *conn_id);
+
+#endif

@@ -1,0 +1,131 @@
+/* The proxy rules: error responses per RFC 3261 8.2.6, request edits, response routing. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "balancer/proxy.h"
+#include "balancer/token.h"
+#include "core/sip.h"
+#include "core/sip_edit.h"
+
+static struct slb_sip_msg msg, back;
+static struct slb_sip_header h[64], h2[64];
+static char out[4096];
+
+static void scan_ok(const char *text, struct slb_sip_msg *m, struct slb_sip_header *hh)
+{
+    struct slb_sip_limits lim;
+    slb_sip_limits_default(&lim);
+    int rc = slb_sip_scan(text, strlen(text), &lim, m, hh, 64);
+    cr_assert_eq(rc, 0, "scan failed: %d err %d", rc, m->err);
+}
+
+static struct slb_proxy_self self(void)
+{
+    struct slb_proxy_self s = {.via_sent_by = "lb.example.com:5061",
+                               .mac_key = {0x1111, 0x2222}};
+    s.via_sent_by_len = strlen(s.via_sent_by);
+    return s;
+}
+
+static const char req[] = "INVITE sips:b@example.com SIP/2.0\r\n"
+                          "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1, SIP/2.0/TLS "
+                          "d.example.com;branch=z9hG4bKd1\r\n"
+                          "Max-Forwards: 0\r\n"
+                          "v: SIP/2.0/TLS e.example.com;branch=z9hG4bKe1\r\n"
+                          "From: <sips:a@example.com>;tag=f1\r\n"
+                          "To: \"Bob\" <sips:b@example.com>\r\n"
+                          "Call-ID: p@x\r\n"
+                          "CSeq: 5 INVITE\r\n"
+                          "Contact: <sips:a@c.example.com>\r\n"
+                          "Content-Length: 0\r\n\r\n";
+
+Test(proxy, reply_copies_the_right_headers_and_adds_a_to_tag)
+{
+    scan_ok(req, &msg, h);
+    cr_assert(slb_proxy_can_reply(&msg));
+    int n = slb_proxy_reply(out, sizeof(out), &msg, req, 483, "Too Many Hops", NULL, "slb42");
+    cr_assert_gt(n, 0);
+    out[n] = 0;
+    cr_assert_str_eq(out, "SIP/2.0 483 Too Many Hops\r\n"
+                          "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1, SIP/2.0/TLS "
+                          "d.example.com;branch=z9hG4bKd1\r\n"
+                          "v: SIP/2.0/TLS e.example.com;branch=z9hG4bKe1\r\n"
+                          "From: <sips:a@example.com>;tag=f1\r\n"
+                          "To: \"Bob\" <sips:b@example.com>;tag=slb42\r\n"
+                          "Call-ID: p@x\r\n"
+                          "CSeq: 5 INVITE\r\n"
+                          "Server: sipslb\r\nContent-Length: 0\r\n\r\n");
+    scan_ok(out, &back, h2);
+    cr_assert_eq(back.status, 483);
+    cr_assert_eq(back.via_count, 3);
+    cr_assert_eq(slb_proxy_reply(out, 50, &msg, req, 483, "Too Many Hops", NULL, "x"), -ENOSPC);
+}
+
+Test(proxy, reply_with_extra_header_and_existing_tag)
+{
+    static const char r[] = "BYE sips:b@example.com SIP/2.0\r\n"
+                            "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                            "From: <sips:a@example.com>;tag=f1\r\nTo: <sips:b@example.com>;tag=t7\r\n"
+                            "Call-ID: p@x\r\nCSeq: 6 BYE\r\nContent-Length: 0\r\n\r\n";
+    scan_ok(r, &msg, h);
+    int n = slb_proxy_reply(out, sizeof(out), &msg, r, 503, "Service Unavailable",
+                            "Retry-After: 5\r\n", "slb1");
+    out[n] = 0;
+    cr_assert(strstr(out, "To: <sips:b@example.com>;tag=t7\r\n"));
+    cr_assert(strstr(out, "Retry-After: 5\r\n"));
+    cr_assert_null(strstr(out, "slb1"));
+}
+
+Test(proxy, no_reply_to_ack_or_without_fields)
+{
+    static const char ack[] = "ACK sips:b@example.com SIP/2.0\r\n"
+                              "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                              "From: <sips:a@example.com>;tag=f1\r\nTo: <sips:b@example.com>;tag=t\r\n"
+                              "Call-ID: p@x\r\nCSeq: 5 ACK\r\nContent-Length: 0\r\n\r\n";
+    scan_ok(ack, &msg, h);
+    cr_assert_not(slb_proxy_can_reply(&msg));
+    static const char nocid[] = "OPTIONS sips:b@example.com SIP/2.0\r\n"
+                                "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                                "From: <sips:a@example.com>;tag=f1\r\nTo: <sips:b@example.com>\r\n"
+                                "CSeq: 5 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    struct slb_sip_limits lim;
+    slb_sip_limits_default(&lim);
+    cr_assert_eq(slb_sip_scan(nocid, strlen(nocid), &lim, &msg, h, 64), -EBADMSG);
+    cr_assert_not(slb_proxy_can_reply(&msg));
+}
+
+Test(proxy, request_edits_then_response_routes_back)
+{
+    static const char r[] = "OPTIONS sips:b@example.com SIP/2.0\r\n"
+                            "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1;rport\r\n"
+                            "From: <sips:a@example.com>;tag=f1\r\nTo: <sips:b@example.com>\r\n"
+                            "Call-ID: p@x\r\nCSeq: 5 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    scan_ok(r, &msg, h);
+    struct slb_proxy_self s = self();
+    struct slb_sip_edit e;
+    slb_sip_edit_init(&e, r, strlen(r));
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 40000, 0xabcdef), 0);
+    int n = slb_sip_edit_flatten(&e, out, sizeof(out));
+    out[n] = 0;
+    cr_assert(strstr(out, "Max-Forwards: 70\r\n"));
+    cr_assert(strstr(out, ";rport=40000;received=192.0.2.9\r\n"));
+    cr_assert_eq(strncmp(strchr(out, '\n') + 1, "Via: SIP/2.0/TLS lb.example.com:5061;branch=z9hG4bKslb", 55), 0);
+    /* The backend answers: copy the forwarded request's Vias into a 200. */
+    scan_ok(out, &back, h2);
+    char resp[2048];
+    int m = slb_proxy_reply(resp, sizeof(resp), &back, out, 200, "OK", NULL, "b1");
+    resp[m] = 0;
+    scan_ok(resp, &msg, h);
+    uint64_t conn;
+    cr_assert(slb_proxy_response_target(&msg, &s, &conn));
+    cr_assert_eq(conn, 0xabcdef);
+    struct slb_proxy_self other = self();
+    other.mac_key.k0 ^= 1;
+    cr_assert_not(slb_proxy_response_target(&msg, &other, &conn));
+    /* Max-Forwards 0 is refused before any edit. */
+    scan_ok(req, &back, h2);
+    slb_sip_edit_init(&e, req, strlen(req));
+    cr_assert_eq(slb_proxy_request_edits(&e, &back, &s, "192.0.2.9", 9, 1, 1), -ELOOP);
+    cr_assert_eq(e.n_ops, 0);
+}
