@@ -1,0 +1,240 @@
+/* sipslb's flags: one declarative table (core/flags.h) drives parsing, --help, validation
+ * and --print-config; the checks that involve several flags or the file system follow.
+ * Main thread, before workers start. */
+#include "balancer/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <netdb.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/flags.h"
+#include "core/sip-t.h"
+
+static const char *const verify_client_names[] = {"none", "optional", "require", NULL};
+static const char *const backend_verify_names[] = {"require", "none", NULL};
+static const char *const tls_min_names[] = {"1.2", "1.3", NULL};
+static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+
+#define F(name, type, field, def, min, max, choices, arg, help)                            \
+    {name, type, offsetof(struct slb_config, field), def, min, max, choices, arg, help}
+
+static const struct slb_flag table[] = {
+    F("listen", SLB_FLAG_LIST, listen, "0.0.0.0:5061", 0, SLB_MAX_LISTEN, NULL, "ADDR:PORT",
+      "address to accept SIPS (TLS) clients on, IPv4 or [IPv6]"),
+    F("cert", SLB_FLAG_STR, cert, NULL, 0, 0, NULL, "FILE",
+      "server certificate chain, PEM (ECDSA P-256 recommended) (required)"),
+    F("key", SLB_FLAG_STR, key, NULL, 0, 0, NULL, "FILE", "private key of --cert, PEM (required)"),
+    F("ca", SLB_FLAG_STR, ca, NULL, 0, 0, NULL, "FILE",
+      "CA certificates that sign client certificates (for --verify-client)"),
+    F("verify-client", SLB_FLAG_ENUM, verify_client, "none", 0, 0, verify_client_names, "MODE",
+      "ask clients for a certificate (mutual TLS)"),
+    F("tls-min", SLB_FLAG_ENUM, tls_min, "1.2", 0, 0, tls_min_names, "VERSION",
+      "lowest TLS version accepted from clients and used to backends"),
+    F("ciphers", SLB_FLAG_STR, ciphers, NULL, 0, 0, NULL, "LIST",
+      "cipher list (OpenSSL syntax); default: the library's"),
+    F("backend", SLB_FLAG_LIST, backend, NULL, 0, SLB_MAX_BACKENDS, NULL,
+      "sips:HOST:PORT[;weight=N]", "a backend SIPS server (required, repeatable)"),
+    F("backend-ca", SLB_FLAG_STR, backend_ca, NULL, 0, 0, NULL, "FILE",
+      "CA certificates that sign backend certificates (needed with --backend-verify require)"),
+    F("backend-verify", SLB_FLAG_ENUM, backend_verify, "require", 0, 0, backend_verify_names,
+      "MODE", "check backend certificates and host names; none is for labs only"),
+    F("backend-cert", SLB_FLAG_STR, backend_cert, NULL, 0, 0, NULL, "FILE",
+      "client certificate presented to backends (mutual TLS)"),
+    F("backend-key", SLB_FLAG_STR, backend_key, NULL, 0, 0, NULL, "FILE", "key of --backend-cert"),
+    F("backend-conns", SLB_FLAG_INT, backend_conns, "2", 1, 64, NULL, "K",
+      "persistent TLS connections per backend per worker"),
+    F("workers", SLB_FLAG_INT, workers, "0", 0, 256, NULL, "N",
+      "worker threads, one io_uring each; 0 = online cores"),
+    F("pin", SLB_FLAG_BOOL, pin, "false", 0, 0, NULL, NULL, "pin worker i to core i"),
+    F("advertise", SLB_FLAG_STR, advertise, NULL, 0, 0, NULL, "HOST[:PORT]",
+      "address written into our Via; default: the first --listen address (127.0.0.1 for a "
+      "wildcard)"),
+    F("max-conns", SLB_FLAG_INT, max_conns, "10000", 16, 16000000, NULL, "N",
+      "client connections per worker; more are closed on accept"),
+    F("handshake-timeout", SLB_FLAG_MS, handshake_timeout_ms, "10s", 100, 600000, NULL,
+      "DURATION", "close a TLS connection whose handshake takes longer"),
+    F("idle-timeout", SLB_FLAG_MS, idle_timeout_ms, "15m", 1000, 86400000, NULL, "DURATION",
+      "close a client connection silent for this long"),
+    F("max-message-size", SLB_FLAG_INT, max_message_size, "65535", 1024, 262144, NULL, "BYTES",
+      "largest SIP message (headers + body); larger ones get 513 and a close"),
+    F("maglev-size", SLB_FLAG_INT, maglev_size, "65537", 251, 1000003, NULL, "PRIME",
+      "slots in the consistent-hash table (a prime)"),
+    F("retry-after", SLB_FLAG_INT, retry_after_s, "5", 1, 3600, NULL, "SECONDS",
+      "Retry-After of the 503 sent when no backend is reachable"),
+    F("log-level", SLB_FLAG_ENUM, log_level, "info", 0, 0, log_level_names, "LEVEL",
+      "lowest level logged"),
+    F("stats-file", SLB_FLAG_STR, stats_file, NULL, 0, 0, NULL, "FILE",
+      "write the counters here (key value lines) at exit and on SIGUSR1"),
+    F("print-config", SLB_FLAG_BOOL, print_config, "false", 0, 0, NULL, NULL,
+      "print the effective configuration and exit"),
+};
+
+#define N_FLAGS (sizeof(table) / sizeof(table[0]))
+
+static const char usage[] =
+    "usage: sipslb --cert FILE --key FILE --backend sips:HOST:PORT [--backend ...] [flags]\n"
+    "An edge load balancer for SIP over TLS: terminates TLS from clients, routes every\n"
+    "dialog by its Call-ID (Maglev consistent hashing) to one backend SIPS server over\n"
+    "persistent TLS connections, and relays responses back. SIGINT/SIGTERM: stop\n"
+    "accepting, flush, exit 0. SIGUSR1: write --stats-file.";
+
+int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host,
+                              size_t host_cap, uint16_t *port)
+{
+    const char *colon;
+    size_t hlen;
+    const char *h = text;
+    if (text[0] == '[') {
+        const char *rb = strchr(text, ']');
+        if (!rb || rb[1] != ':')
+            return -EINVAL;
+        h = text + 1;
+        hlen = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon || memchr(text, ':', (size_t)(colon - text)))
+            return -EINVAL;
+        hlen = (size_t)(colon - text);
+    }
+    if (hlen == 0 || hlen >= host_cap)
+        return -EINVAL;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || p < 1 || p > 65535)
+        return -EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = 0;
+    *port = (uint16_t)p;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        return -EINVAL;
+    memcpy(&addr->sa, res->ai_addr, res->ai_addrlen);
+    addr->len = res->ai_addrlen;
+    freeaddrinfo(res);
+    snprintf(addr->text, sizeof(addr->text), "%s", text);
+    return 0;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sipslb: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 2;
+}
+
+static int parse_backend(const char *text, struct slb_backend_spec *b)
+{
+    if (strncmp(text, "sips:", 5) != 0)
+        return -EINVAL;
+    char hp[300];
+    snprintf(hp, sizeof(hp), "%s", text + 5);
+    b->weight = 1;
+    char *semi = strchr(hp, ';');
+    if (semi) {
+        *semi = 0;
+        if (strncmp(semi + 1, "weight=", 7) != 0)
+            return -EINVAL;
+        char *end;
+        long w = strtol(semi + 8, &end, 10);
+        if (*end || end == semi + 8 || w < 1 || w > 1000)
+            return -EINVAL;
+        b->weight = (uint32_t)w;
+    }
+    if (slb_config_parse_hostport(hp, &b->addr, b->host, sizeof(b->host), &b->port) < 0)
+        return -EINVAL;
+    snprintf(b->name, sizeof(b->name), "%s", hp);
+    return 0;
+}
+
+static bool readable(const char *path)
+{
+    return path && access(path, R_OK) == 0;
+}
+
+int slb_config_load(struct slb_config *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    char err[512];
+    int rc = slb_flags_parse(table, N_FLAGS, cfg, argc, argv, usage, err, sizeof(err));
+    if (rc == 1)
+        return 1;
+    if (rc < 0)
+        return usage_error("%s", err);
+    if (!cfg->cert || !cfg->key)
+        return usage_error("--cert and --key are required");
+    if (!readable(cfg->cert))
+        return usage_error("--cert %s: cannot read the file", cfg->cert);
+    if (!readable(cfg->key))
+        return usage_error("--key %s: cannot read the file", cfg->key);
+    if (cfg->ca && !readable(cfg->ca))
+        return usage_error("--ca %s: cannot read the file", cfg->ca);
+    if (cfg->verify_client != SLB_VERIFY_CLIENT_NONE && !cfg->ca)
+        return usage_error("--verify-client %s needs --ca",
+                           verify_client_names[cfg->verify_client]);
+    if (cfg->backend.n == 0)
+        return usage_error("at least one --backend sips:HOST:PORT is required");
+    if (cfg->backend_verify == SLB_BACKEND_VERIFY_REQUIRE && !cfg->backend_ca)
+        return usage_error("--backend-verify require needs --backend-ca (or --backend-verify "
+                           "none, for labs only)");
+    if (cfg->backend_ca && !readable(cfg->backend_ca))
+        return usage_error("--backend-ca %s: cannot read the file", cfg->backend_ca);
+    if (!cfg->backend_cert != !cfg->backend_key)
+        return usage_error("--backend-cert and --backend-key go together");
+    for (unsigned i = 0; i < cfg->listen.n; i++) {
+        char host[256];
+        uint16_t port;
+        if (slb_config_parse_hostport(cfg->listen.v[i], &cfg->listen_addrs[i], host,
+                                      sizeof(host), &port) < 0)
+            return usage_error("--listen %s: not ADDR:PORT (IPv6 as [ADDR]:PORT)",
+                               cfg->listen.v[i]);
+    }
+    cfg->n_listen = cfg->listen.n;
+    for (unsigned i = 0; i < cfg->backend.n; i++) {
+        if (parse_backend(cfg->backend.v[i], &cfg->backends[i]) < 0)
+            return usage_error("--backend %s: not sips:HOST:PORT[;weight=N], or HOST does not "
+                               "resolve", cfg->backend.v[i]);
+        for (unsigned j = 0; j < i; j++)
+            if (!strcmp(cfg->backends[j].name, cfg->backends[i].name))
+                return usage_error("--backend %s given twice", cfg->backend.v[i]);
+    }
+    cfg->n_backends = cfg->backend.n;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->n_workers = cfg->workers ? (unsigned)cfg->workers : (unsigned)(cores > 0 ? cores : 1);
+    /* Our Via sent-by: --advertise, else the first listen address. */
+    if (cfg->advertise) {
+        if (strlen(cfg->advertise) >= sizeof(cfg->advertise_hostport) - 8 ||
+            strpbrk(cfg->advertise, " ;,\"<>"))
+            return usage_error("--advertise %s: not HOST[:PORT]", cfg->advertise);
+        snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "%s",
+                 cfg->advertise);
+    } else {
+        const char *l = cfg->listen.v[0];
+        if (!strncmp(l, "0.0.0.0:", 8))
+            snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "127.0.0.1:%s",
+                     l + 8);
+        else if (!strncmp(l, "[::]:", 5))
+            snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "[::1]:%s", l + 5);
+        else
+            snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "%s", l);
+    }
+    if (!(cfg->maglev_size & 1) || cfg->maglev_size < 3) /* full check by Maglev */
+        return usage_error("--maglev-size must be a prime");
+    return 0;
+}
+
+void slb_config_print(const struct slb_config *cfg, FILE *out)
+{
+    slb_flags_dump(table, N_FLAGS, cfg, out);
+}

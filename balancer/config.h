@@ -1,0 +1,81 @@
+/* sipslb's configuration: the flag table, and the validated, derived form workers read.
+ * Built once on the main thread before any worker starts; immutable afterwards. */
+#ifndef SLB_BALANCER_CONFIG_H
+#define SLB_BALANCER_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "core/flags-t.h"
+
+#define SLB_MAX_LISTEN   8u
+#define SLB_MAX_BACKENDS 64u
+
+enum slb_verify_client { SLB_VERIFY_CLIENT_NONE, SLB_VERIFY_CLIENT_OPTIONAL, SLB_VERIFY_CLIENT_REQUIRE };
+enum slb_backend_verify { SLB_BACKEND_VERIFY_REQUIRE, SLB_BACKEND_VERIFY_NONE };
+enum slb_tls_min { SLB_TLS_MIN_12, SLB_TLS_MIN_13 };
+
+/* A resolved socket address. */
+struct slb_addr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    char text[80]; /* as given, for logs */
+};
+
+/* One backend from --backend sips:HOST:PORT[;weight=N]. */
+struct slb_backend_spec {
+    char host[256]; /* name or address, for SNI and certificate checks */
+    uint16_t port;
+    uint32_t weight;
+    char name[320]; /* "host:port": the stable name Maglev hashes */
+    struct slb_addr addr;
+};
+
+struct slb_config {
+    /* Flags, as parsed. */
+    struct slb_flag_list listen;
+    const char *cert, *key, *ca;
+    int verify_client;  /* enum slb_verify_client */
+    int tls_min;        /* enum slb_tls_min */
+    const char *ciphers;
+    struct slb_flag_list backend;
+    const char *backend_ca;
+    int backend_verify; /* enum slb_backend_verify */
+    const char *backend_cert, *backend_key;
+    int64_t backend_conns;
+    int64_t workers;
+    bool pin;
+    const char *advertise;
+    int64_t max_conns;
+    uint64_t handshake_timeout_ms;
+    uint64_t idle_timeout_ms;
+    int64_t max_message_size;
+    int64_t maglev_size;
+    int64_t retry_after_s;
+    int log_level;
+    bool print_config;
+    const char *stats_file;
+    /* Derived by slb_config_load. */
+    struct slb_addr listen_addrs[SLB_MAX_LISTEN];
+    unsigned n_listen;
+    struct slb_backend_spec backends[SLB_MAX_BACKENDS];
+    unsigned n_backends;
+    unsigned n_workers;
+    char advertise_hostport[128]; /* what goes into our Via */
+};
+
+/* Parses argv into cfg, checks every value, resolves addresses and checks that the
+ * certificate files are readable. On a usage error prints one line naming the problem to
+ * stderr and returns 2; on --help returns 1 (help printed); 0 when cfg is ready. */
+int slb_config_load(struct slb_config *cfg, int argc, char **argv);
+
+/* Prints the effective flags (re-parsable), for --print-config. */
+void slb_config_print(const struct slb_config *cfg, FILE *out);
+
+/* Parses "HOST:PORT", "[V6]:PORT" into addr (numeric or resolved). Returns 0 or -EINVAL. */
+int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host,
+                              size_t host_cap, uint16_t *port);
+
+#endif

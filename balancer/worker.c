@@ -1,0 +1,915 @@
+/* A sipslb worker: the relay itself. Clients' TLS bytes arrive through io/, are decrypted
+ * by tls/ into a scratch buffer (or the connection's pending buffer when a message is split
+ * across records), framed and scanned in place by core/, edited as slices by the proxy
+ * rules, and encrypted straight onto the chosen backend connection's output queue.
+ * Responses come back the same way, routed by the client connection named in our Via.
+ *
+ * Invariants: everything here runs on the worker's own thread; the per-message path makes
+ * no allocation, no lock and no log line; a connection's peer record lives in the slot of
+ * the same index as its io/ connection and is valid from accept/connect until on_close;
+ * a client parked on a backend link (backpressure) has its receive paused and its unread
+ * bytes in its pending buffer, and is woken when that link can take more. */
+#include "balancer/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "balancer/maglev.h"
+#include "core/log.h"
+#include "core/sip.h"
+#include "core/sip_edit.h"
+#include "io/conn.h"
+#include "io/loop.h"
+#include "io/timer.h"
+#include "tls/tls.h"
+
+enum { TAG_CLIENT = 1, TAG_BACKEND = 2 };
+enum peer_state { PEER_FREE, PEER_HANDSHAKE, PEER_OPEN, PEER_CLOSING };
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY };
+
+#define REDIAL_MS_MIN 100u
+#define REDIAL_MS_MAX 10000u
+#define TLS_OVERHEAD  64u /* per record, generous: header, tag, content type */
+
+struct link;
+
+/* One TLS connection, a client's or one of ours to a backend. Lives in the worker's peer
+ * table at its io/ slot; owned by the worker. */
+struct peer {
+    struct slb_conn *conn;
+    struct slb_conn_id id;
+    struct slb_tls_conn tls;
+    uint8_t kind; /* TAG_CLIENT or TAG_BACKEND */
+    uint8_t state;
+    struct link *link;   /* TAG_BACKEND: the link it serves */
+    struct link *parked; /* TAG_CLIENT: the link it waits on */
+    struct peer *next_parked;
+    char *pending; /* unframed plaintext (a pool buffer), or NULL */
+    uint32_t pending_len;
+    struct slb_sip_frame fr;
+    uint16_t port;
+    uint8_t ip_len;
+    char ip[INET6_ADDRSTRLEN];
+};
+
+/* One of the K persistent connections of this worker to one backend. */
+struct link {
+    struct slb_worker *w;
+    uint16_t backend;
+    uint8_t state;
+    struct peer *peer; /* when connected */
+    uint32_t backoff_ms;
+    struct slb_timer redial;
+    struct slb_tls_session *session; /* for resumption on the next dial */
+    struct peer *parked_head;        /* clients waiting for room on this link */
+};
+
+struct slb_worker {
+    struct slb_loop loop;
+    const struct slb_shared *sh;
+    const struct slb_config *cfg;
+    unsigned index;
+    struct slb_tls_ctx *sctx, *cctx;
+    atomic_int stop_requested;
+    atomic_int running;
+    struct peer *peers;
+    uint32_t n_peers;
+    struct link *links; /* n_backends * backend_conns */
+    uint32_t n_links;
+    bool up[SLB_MAX_BACKENDS];
+    struct slb_maglev table;
+    void *maglev_scratch;
+    char *plain; /* decryption scratch */
+    size_t plain_cap;
+    char *pool;  /* pending buffers */
+    uint32_t *pool_free;
+    uint32_t pool_n, pool_top;
+    size_t pool_buf_bytes;
+    struct slb_sip_limits lim;
+    struct slb_sip_msg msg;
+    struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
+    struct slb_sip_edit edit;
+    char reply[4096];
+    struct slb_ratelimit rl_tls, rl_input, rl_backend;
+    struct slb_worker_counters c;
+};
+
+/* ---- pending buffers: a fixed pool, taken only while a message is split ---------------- */
+
+static char *pool_get(struct slb_worker *w)
+{
+    if (w->pool_top == 0)
+        return NULL;
+    return w->pool + (size_t)w->pool_free[--w->pool_top] * w->pool_buf_bytes;
+}
+
+static void pool_put(struct slb_worker *w, char *buf)
+{
+    w->pool_free[w->pool_top++] = (uint32_t)((size_t)(buf - w->pool) / w->pool_buf_bytes);
+}
+
+/* ---- routing table --------------------------------------------------------------------- */
+
+static void rebuild_table(struct slb_worker *w)
+{
+    struct slb_maglev_backend b[SLB_MAX_BACKENDS];
+    for (unsigned i = 0; i < w->cfg->n_backends; i++)
+        b[i] = (struct slb_maglev_backend){w->cfg->backends[i].name, w->up[i]};
+    slb_maglev_build(&w->table, b, w->cfg->n_backends, w->maglev_scratch);
+}
+
+/* A backend is up for this worker while one of its links is connected or still dialling
+ * for the first time since it was last up. */
+static void update_backend(struct slb_worker *w, unsigned backend)
+{
+    unsigned k = (unsigned)w->cfg->backend_conns;
+    bool up = false;
+    for (unsigned i = 0; i < k; i++)
+        up |= w->links[backend * k + i].state == LINK_READY;
+    if (up != w->up[backend]) {
+        w->up[backend] = up;
+        slb_log(SLB_LOG_INFO, "worker %u: backend %s is %s", w->index,
+                w->cfg->backends[backend].name, up ? "up" : "down");
+        rebuild_table(w);
+    }
+}
+
+/* ---- output ---------------------------------------------------------------------------- */
+
+static int tls_out(void *arg, const void *data, size_t len)
+{
+    struct peer *p = arg;
+    return slb_conn_write(p->conn, data, len);
+}
+
+/* Writes a whole message to a peer, or nothing. */
+static int send_iov(struct peer *p, const struct iovec *iov, int n, size_t total)
+{
+    if (p->state != PEER_OPEN || slb_conn_out_space(p->conn) < total + TLS_OVERHEAD * 5)
+        return -ENOBUFS;
+    int rc = slb_tls_write(&p->tls, iov, n);
+    return rc < 0 ? rc : 0;
+}
+
+static void reply(struct slb_worker *w, struct peer *p, const char *base, int status,
+                  const char *reason, const char *extra)
+{
+    const struct slb_sip_msg *m = &w->msg;
+    if (!slb_proxy_can_reply(m))
+        return;
+    char tag[16];
+    snprintf(tag, sizeof(tag), "slb%08x", (unsigned)slb_route_hash(m->call_id));
+    int n = slb_proxy_reply(w->reply, sizeof(w->reply), m, base, status, reason, extra, tag);
+    if (n < 0)
+        return;
+    struct iovec iov = {w->reply, (size_t)n};
+    if (send_iov(p, &iov, 1, (size_t)n) < 0)
+        return;
+    switch (status) {
+    case 400:
+        w->c.replied_400++;
+        break;
+    case 483:
+        w->c.replied_483++;
+        break;
+    case 503:
+        w->c.replied_503++;
+        break;
+    case 505:
+        w->c.replied_505++;
+        break;
+    case 513:
+        w->c.replied_513++;
+        break;
+    default:
+        w->c.replied_other++;
+    }
+}
+
+/* ---- backpressure ---------------------------------------------------------------------- */
+
+static void park(struct slb_worker *w, struct peer *client, struct link *l)
+{
+    if (client->parked)
+        return;
+    client->parked = l;
+    client->next_parked = l->parked_head;
+    l->parked_head = client;
+    slb_conn_pause_recv(client->conn);
+    w->c.backpressure_parks++;
+}
+
+static void unpark(struct peer *client)
+{
+    struct link *l = client->parked;
+    if (!l)
+        return;
+    for (struct peer **pp = &l->parked_head; *pp; pp = &(*pp)->next_parked) {
+        if (*pp == client) {
+            *pp = client->next_parked;
+            break;
+        }
+    }
+    client->parked = NULL;
+    client->next_parked = NULL;
+}
+
+static void resume_client(struct slb_worker *w, struct peer *c);
+
+/* Wakes every client waiting on l: they retry (and re-route if l is gone). */
+static void wake_parked(struct slb_worker *w, struct link *l)
+{
+    struct peer *c = l->parked_head;
+    l->parked_head = NULL;
+    while (c) {
+        struct peer *next = c->next_parked;
+        c->parked = NULL;
+        c->next_parked = NULL;
+        slb_conn_resume_recv(c->conn);
+        resume_client(w, c);
+        c = next;
+    }
+}
+
+/* ---- the proxy --------------------------------------------------------------------------- */
+
+/* Result of handling one framed message: go on with the next, or stop (parked/closing). */
+enum step { STEP_NEXT, STEP_STOP };
+
+/* A ready link of the backend (spread by the key hash), else one still connecting (the
+ * caller parks on it until its handshake ends), else NULL. */
+static struct link *pick_link(struct slb_worker *w, unsigned backend, uint64_t hash)
+{
+    unsigned k = (unsigned)w->cfg->backend_conns;
+    struct link *first = &w->links[backend * k], *connecting = NULL;
+    for (unsigned i = 0; i < k; i++) {
+        struct link *l = &first[(hash + i) % k];
+        if (l->state == LINK_READY)
+            return l;
+        if (l->state == LINK_CONNECTING && !connecting)
+            connecting = l;
+    }
+    return connecting;
+}
+
+static enum step client_request(struct slb_worker *w, struct peer *p, const char *base)
+{
+    const struct slb_sip_msg *m = &w->msg;
+    w->c.requests_in++;
+    bool ack = m->method_id == SLB_METHOD_ACK;
+    if (m->max_forwards == 0) {
+        /* RFC 3261 16.3 step 2; an ACK gets no response. */
+        if (!ack)
+            reply(w, p, base, 483, "Too Many Hops", NULL);
+        else
+            w->c.drop_ack_unroutable++;
+        return STEP_NEXT;
+    }
+    uint64_t h = slb_route_hash(m->call_id);
+    uint16_t b = slb_maglev_lookup(&w->table, h);
+    struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
+    if (!l) {
+        if (ack) {
+            w->c.drop_ack_unroutable++;
+        } else {
+            char extra[48];
+            snprintf(extra, sizeof(extra), "Retry-After: %u\r\n",
+                     (unsigned)w->cfg->retry_after_s);
+            reply(w, p, base, 503, "Service Unavailable", extra);
+        }
+        return STEP_NEXT;
+    }
+    if (l->state != LINK_READY) {
+        park(w, p, l);
+        return STEP_STOP;
+    }
+    struct slb_sip_edit *e = &w->edit;
+    slb_sip_edit_init(e, base, m->msg_len);
+    if (slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v) < 0) {
+        reply(w, p, base, 513, "Message Too Large", NULL);
+        return STEP_NEXT;
+    }
+    struct iovec iov[SLB_SIP_EDIT_MAX_IOV];
+    int n = slb_sip_edit_iov(e, iov, (int)SLB_SIP_EDIT_MAX_IOV);
+    int rc = send_iov(l->peer, iov, n, slb_sip_edit_len(e));
+    if (rc == -ENOBUFS) {
+        park(w, p, l);
+        return STEP_STOP;
+    }
+    if (rc < 0)
+        return STEP_NEXT;
+    w->c.requests_forwarded++;
+    return STEP_NEXT;
+}
+
+static void count_response(struct slb_worker *w, unsigned status)
+{
+    switch (status / 100) {
+    case 1:
+        w->c.responses_1xx++;
+        break;
+    case 2:
+        w->c.responses_2xx++;
+        break;
+    case 3:
+        w->c.responses_3xx++;
+        break;
+    case 4:
+        w->c.responses_4xx++;
+        break;
+    case 5:
+        w->c.responses_5xx++;
+        break;
+    default:
+        w->c.responses_6xx++;
+    }
+}
+
+static void backend_response(struct slb_worker *w, const char *base)
+{
+    const struct slb_sip_msg *m = &w->msg;
+    w->c.responses_in++;
+    uint64_t id;
+    /* RFC 3261 16.7 step 1: a response whose top Via is not ours is not for us. */
+    if (!slb_proxy_response_target(m, &w->sh->self, &id)) {
+        w->c.drop_response_not_ours++;
+        return;
+    }
+    struct slb_conn *conn = slb_conn_get(&w->loop, (struct slb_conn_id){id});
+    struct peer *c = conn ? conn->owner : NULL;
+    if (!c || c->kind != TAG_CLIENT || c->state != PEER_OPEN) {
+        w->c.drop_response_stale_client++;
+        return;
+    }
+    struct slb_sip_edit *e = &w->edit;
+    slb_sip_edit_init(e, base, m->msg_len);
+    if (slb_sip_edit_pop_via(e, m) < 0)
+        return;
+    struct iovec iov[SLB_SIP_EDIT_MAX_IOV];
+    int n = slb_sip_edit_iov(e, iov, (int)SLB_SIP_EDIT_MAX_IOV);
+    /* A client that does not read its responses loses them rather than stalling the
+     * backend connection that all other clients share. */
+    if (send_iov(c, iov, n, slb_sip_edit_len(e)) < 0) {
+        w->c.drop_response_client_full++;
+        return;
+    }
+    w->c.responses_forwarded++;
+    count_response(w, m->status);
+}
+
+static void pong(struct peer *p)
+{
+    static const char crlf[2] = {'\r', '\n'};
+    struct iovec iov = {(void *)crlf, 2};
+    send_iov(p, &iov, 1, 2);
+}
+
+/* Handles one frame; returns whether to go on. */
+static enum step handle_frame(struct slb_worker *w, struct peer *p, const char *base,
+                              const struct slb_sip_frame *fr)
+{
+    const struct slb_sip_msg *m = &w->msg;
+    switch (fr->kind) {
+    case SLB_FRAME_PING:
+        w->c.keepalives++;
+        pong(p); /* RFC 5626 3.5.1 */
+        return STEP_NEXT;
+    case SLB_FRAME_SKIP:
+    case SLB_FRAME_NEED_MORE:
+        return STEP_NEXT;
+    case SLB_FRAME_BAD:
+    case SLB_FRAME_FATAL:
+        if (p->kind == TAG_CLIENT && m->is_request)
+            reply(w, p, base, slb_sip_err_status(m->err), slb_sip_err_reason(m->err), NULL);
+        slb_log_limited(&w->rl_input, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
+                        "worker %u: %s %s:%u sent a bad message: %s%s", w->index,
+                        p->kind == TAG_CLIENT ? "client" : "backend", p->ip, p->port,
+                        slb_sip_err_reason(m->err),
+                        fr->kind == SLB_FRAME_FATAL ? " (closing)" : "");
+        if (fr->kind == SLB_FRAME_FATAL) {
+            w->c.closed_bad_input++;
+            p->state = PEER_CLOSING;
+            slb_conn_close(p->conn, true);
+            return STEP_STOP;
+        }
+        return STEP_NEXT;
+    case SLB_FRAME_MESSAGE:
+        break;
+    }
+    if (p->kind == TAG_CLIENT) {
+        if (m->is_request)
+            return client_request(w, p, base);
+        w->c.drop_from_client_response++;
+        return STEP_NEXT;
+    }
+    if (!m->is_request) {
+        backend_response(w, base);
+        return STEP_NEXT;
+    }
+    /* Requests from backends toward clients need our flow tokens: not routable yet. */
+    w->c.drop_backend_request++;
+    reply(w, p, base, 501, "Not Implemented", NULL);
+    return STEP_NEXT;
+}
+
+/* Frames and handles messages in buf[0, len). Returns the bytes consumed; *stop is set when
+ * processing must pause (parked or closing). */
+static size_t consume(struct slb_worker *w, struct peer *p, const char *buf, size_t len,
+                      bool *stop)
+{
+    size_t at = 0;
+    *stop = false;
+    while (at < len && p->state == PEER_OPEN) {
+        slb_sip_frame(buf + at, len - at, &w->lim, &w->msg, w->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT,
+                      &p->fr);
+        if (p->fr.kind == SLB_FRAME_NEED_MORE)
+            break;
+        if (handle_frame(w, p, buf + at, &p->fr) == STEP_STOP) {
+            *stop = true;
+            /* A parked message stays unconsumed; a fatal one ends the stream. */
+            if (p->fr.kind == SLB_FRAME_FATAL)
+                at = len;
+            break;
+        }
+        at += p->fr.frame_len;
+        p->fr = (struct slb_sip_frame){0};
+    }
+    if (p->state != PEER_OPEN)
+        *stop = true;
+    return at;
+}
+
+/* Keeps buf[used, len) as the peer's pending bytes. Returns false when no buffer was free
+ * (the connection is then closed). */
+static bool keep_rest(struct slb_worker *w, struct peer *p, const char *buf, size_t used,
+                      size_t len)
+{
+    size_t rest = len - used;
+    if (p->pending && buf == p->pending) {
+        if (used)
+            memmove(p->pending, p->pending + used, rest);
+        p->pending_len = (uint32_t)rest;
+    } else if (rest) {
+        if (!p->pending && !(p->pending = pool_get(w))) {
+            w->c.pending_pool_empty++;
+            p->state = PEER_CLOSING;
+            slb_conn_close(p->conn, false);
+            return false;
+        }
+        memcpy(p->pending + p->pending_len, buf + used, rest);
+        p->pending_len += (uint32_t)rest;
+    }
+    if (p->pending && p->pending_len == 0) {
+        pool_put(w, p->pending);
+        p->pending = NULL;
+    }
+    return true;
+}
+
+static void on_handshake(struct slb_worker *w, struct peer *p)
+{
+    p->state = PEER_OPEN;
+    if (p->kind == TAG_CLIENT) {
+        w->c.handshakes_ok++;
+        slb_conn_set_timeout(p->conn, (uint32_t)w->cfg->idle_timeout_ms);
+        return;
+    }
+    w->c.backend_handshakes_ok++;
+    slb_conn_set_timeout(p->conn, 0);
+    struct link *l = p->link;
+    l->state = LINK_READY;
+    l->backoff_ms = 0;
+    update_backend(w, l->backend);
+    wake_parked(w, l);
+}
+
+static void tls_failed(struct slb_worker *w, struct peer *p, int rc)
+{
+    enum slb_tls_fail why = slb_tls_fail_reason(&p->tls);
+    if (p->state == PEER_HANDSHAKE && p->kind == TAG_CLIENT) {
+        w->c.handshakes_failed++;
+        switch (why) {
+        case SLB_TLS_FAIL_PROTOCOL:
+            w->c.handshake_fail_protocol++;
+            break;
+        case SLB_TLS_FAIL_BAD_CERT:
+            w->c.handshake_fail_bad_cert++;
+            break;
+        case SLB_TLS_FAIL_NO_SHARED_CIPHER:
+            w->c.handshake_fail_no_shared_cipher++;
+            break;
+        case SLB_TLS_FAIL_PEER_CLOSED:
+            w->c.handshake_fail_peer_closed++;
+            break;
+        default:
+            w->c.handshake_fail_other++;
+        }
+    }
+    char err[128];
+    slb_log_limited(p->kind == TAG_CLIENT ? &w->rl_tls : &w->rl_backend,
+                    slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
+                    "worker %u: TLS with %s %s:%u failed (%s): %s", w->index,
+                    p->kind == TAG_CLIENT ? "client" : "backend", p->ip, p->port,
+                    slb_tls_fail_name(why), slb_tls_error_string(&p->tls, err, sizeof(err)));
+    (void)rc;
+    p->state = PEER_CLOSING;
+    slb_conn_close(p->conn, true); /* lets a TLS alert out */
+}
+
+/* Decrypts cipher (may be empty: continue reading what TLS holds) and handles the
+ * plaintext until TLS has no more or the peer is parked or closing. */
+static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher, size_t len)
+{
+    for (int rounds = 0; rounds < 64; rounds++) {
+        char *dst = p->pending ? p->pending + p->pending_len : w->plain;
+        size_t cap = p->pending ? w->pool_buf_bytes - p->pending_len : w->plain_cap;
+        size_t got = 0;
+        int ev = slb_tls_feed(&p->tls, cipher, len, dst, cap, &got);
+        cipher = NULL;
+        len = 0;
+        if (ev < 0) {
+            tls_failed(w, p, ev);
+            return;
+        }
+        if (ev & SLB_TLS_EV_HANDSHAKE_DONE)
+            on_handshake(w, p);
+        if (ev & SLB_TLS_EV_NEW_SESSION && p->kind == TAG_BACKEND) {
+            struct link *l = p->link;
+            if (l->session)
+                slb_tls_session_free(l->session);
+            l->session = slb_tls_session_get(&p->tls);
+        }
+        bool stop = false;
+        if (got) {
+            const char *buf = p->pending ? p->pending : w->plain;
+            size_t total = p->pending ? p->pending_len + got : got;
+            if (p->pending)
+                p->pending_len = (uint32_t)total;
+            size_t used = consume(w, p, buf, total, &stop);
+            if (p->state == PEER_CLOSING || !keep_rest(w, p, buf, used, total))
+                return;
+        }
+        if (ev & SLB_TLS_EV_PEER_CLOSED) {
+            p->state = PEER_CLOSING;
+            slb_tls_close(&p->tls);
+            slb_conn_close(p->conn, true);
+            return;
+        }
+        if (stop || !(ev & SLB_TLS_EV_MORE))
+            return;
+    }
+}
+
+/* A parked client whose link can take more (or went away): handle its pending bytes, then
+ * anything TLS still holds for it. */
+static void resume_client(struct slb_worker *w, struct peer *c)
+{
+    if (c->state != PEER_OPEN)
+        return;
+    if (c->pending) {
+        bool stop;
+        size_t used = consume(w, c, c->pending, c->pending_len, &stop);
+        if (c->state != PEER_OPEN || !keep_rest(w, c, c->pending, used, c->pending_len) || stop)
+            return;
+    }
+    peer_input(w, c, NULL, 0);
+}
+
+/* ---- io/ callbacks ------------------------------------------------------------------------ */
+
+static struct peer *peer_of(struct slb_worker *w, struct slb_conn *conn)
+{
+    return &w->peers[slb_conn_id_slot(conn->id)];
+}
+
+static void peer_address(struct peer *p, const struct slb_conn *conn)
+{
+    const struct sockaddr_storage *ss = &conn->peer;
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, p->ip, sizeof(p->ip));
+        p->port = ntohs(a->sin6_port);
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, p->ip, sizeof(p->ip));
+        p->port = ntohs(a->sin_port);
+    } else {
+        strcpy(p->ip, "0.0.0.0");
+        p->port = 0;
+    }
+    p->ip_len = (uint8_t)strlen(p->ip);
+}
+
+static int peer_open(struct slb_worker *w, struct slb_conn *conn, uint8_t kind,
+                     struct slb_tls_ctx *ctx, const char *host)
+{
+    struct peer *p = peer_of(w, conn);
+    memset(p, 0, offsetof(struct peer, ip));
+    p->conn = conn;
+    p->id = conn->id;
+    p->kind = kind;
+    p->state = PEER_HANDSHAKE;
+    conn->owner = p;
+    peer_address(p, conn);
+    if (slb_tls_conn_init(&p->tls, ctx, host, tls_out, p) < 0) {
+        p->state = PEER_FREE;
+        return -ENOMEM;
+    }
+    slb_conn_set_timeout(conn, (uint32_t)w->cfg->handshake_timeout_ms);
+    return 0;
+}
+
+static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    if (peer_open(w, conn, TAG_CLIENT, w->sctx, NULL) < 0)
+        return -ENOMEM;
+    w->c.client_accepted++;
+    return 0;
+}
+
+static void dial(struct slb_worker *w, struct link *l);
+
+static void schedule_redial(struct slb_worker *w, struct link *l)
+{
+    l->state = LINK_DOWN;
+    l->peer = NULL;
+    if (atomic_load(&w->stop_requested))
+        return; /* tearing down: no redial, no table change */
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : REDIAL_MS_MIN;
+    if (l->backoff_ms > REDIAL_MS_MAX)
+        l->backoff_ms = REDIAL_MS_MAX;
+    slb_timer_arm(slb_loop_wheel(&w->loop), &l->redial, l->backoff_ms);
+    update_backend(w, l->backend);
+    wake_parked(w, l);
+}
+
+static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    struct link *l = &w->links[conn->tag - TAG_BACKEND];
+    if (res < 0) {
+        w->c.backend_connect_failed++;
+        slb_log_limited(&w->rl_backend, slb_loop_now_ms(loop), SLB_LOG_WARN,
+                        "worker %u: cannot connect to backend %s: %s", w->index,
+                        w->cfg->backends[l->backend].name, strerror(-res));
+        schedule_redial(w, l);
+        return 0;
+    }
+    const struct slb_backend_spec *b = &w->cfg->backends[l->backend];
+    if (peer_open(w, conn, TAG_BACKEND, w->cctx, b->host) < 0) {
+        schedule_redial(w, l);
+        return -ENOMEM;
+    }
+    struct peer *p = conn->owner;
+    p->link = l;
+    l->peer = p;
+    w->c.backend_connects++;
+    if (l->session)
+        slb_tls_conn_set_session(&p->tls, l->session);
+    int ev = slb_tls_start(&p->tls);
+    if (ev < 0) {
+        tls_failed(w, p, ev);
+        return 0;
+    }
+    return 0;
+}
+
+static void dial(struct slb_worker *w, struct link *l)
+{
+    const struct slb_backend_spec *b = &w->cfg->backends[l->backend];
+    struct slb_conn_id id;
+    uint32_t tag = TAG_BACKEND + (uint32_t)(l - w->links);
+    l->state = LINK_CONNECTING;
+    int rc = slb_loop_connect(&w->loop, (const struct sockaddr *)&b->addr.sa, b->addr.len, tag,
+                              &id);
+    if (rc < 0) {
+        schedule_redial(w, l);
+        return;
+    }
+    struct slb_conn *conn = slb_conn_get(&w->loop, id);
+    if (conn)
+        slb_conn_set_timeout(conn, (uint32_t)w->cfg->handshake_timeout_ms);
+}
+
+static void on_redial(struct slb_timer *t)
+{
+    struct link *l = (struct link *)((char *)t - offsetof(struct link, redial));
+    dial(l->w, l);
+}
+
+static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *data, size_t len)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    struct peer *p = conn->owner;
+    if (!p || p->state == PEER_FREE || p->state == PEER_CLOSING)
+        return 0;
+    if (p->kind == TAG_CLIENT && p->state == PEER_OPEN)
+        slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);
+    if (p->parked) {
+        /* Bytes that were in flight when we paused: keep them behind what is pending. */
+        char *dst = p->pending ? p->pending + p->pending_len : NULL;
+        size_t got = 0;
+        if (!dst && !(dst = p->pending = pool_get(w)))
+            return -ENOBUFS;
+        int ev = slb_tls_feed(&p->tls, data, len, dst, w->pool_buf_bytes - p->pending_len, &got);
+        if (ev < 0) {
+            tls_failed(w, p, ev);
+            return 0;
+        }
+        p->pending_len += (uint32_t)got;
+        return 0;
+    }
+    peer_input(w, p, data, len);
+    return 0;
+}
+
+static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    struct peer *p = conn->owner;
+    if (!p)
+        return;
+    slb_tls_flush(&p->tls);
+    if (p->kind == TAG_BACKEND && p->link && p->link->parked_head)
+        wake_parked(w, p->link);
+}
+
+static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    struct peer *p = conn->owner;
+    if (!p)
+        return;
+    conn->owner = NULL;
+    unpark(p);
+    if (p->pending) {
+        pool_put(w, p->pending);
+        p->pending = NULL;
+    }
+    slb_tls_conn_deinit(&p->tls);
+    uint8_t kind = p->kind;
+    struct link *l = p->link;
+    p->state = PEER_FREE;
+    p->link = NULL;
+    if (kind == TAG_CLIENT) {
+        w->c.client_closed++;
+        return;
+    }
+    w->c.backend_lost++;
+    if (l && l->peer == p) {
+        if (!atomic_load(&w->stop_requested))
+            slb_log_limited(&w->rl_backend, slb_loop_now_ms(loop), SLB_LOG_WARN,
+                            "worker %u: connection to backend %s closed: %s", w->index,
+                            w->cfg->backends[l->backend].name,
+                            reason ? strerror(-reason) : "closed by peer");
+        schedule_redial(w, l);
+    }
+}
+
+/* ---- life cycle ---------------------------------------------------------------------------- */
+
+struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
+                                  struct slb_tls_ctx *server_ctx, struct slb_tls_ctx *client_ctx)
+{
+    struct slb_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    const struct slb_config *cfg = sh->cfg;
+    w->sh = sh;
+    w->cfg = cfg;
+    w->index = index;
+    w->sctx = server_ctx;
+    w->cctx = client_ctx;
+    slb_sip_limits_default(&w->lim);
+    w->lim.max_msg_bytes = (uint32_t)cfg->max_message_size;
+    w->n_links = cfg->n_backends * (uint32_t)cfg->backend_conns;
+    w->n_peers = (uint32_t)cfg->max_conns + w->n_links + 16;
+    w->peers = calloc(w->n_peers, sizeof(*w->peers));
+    w->links = calloc(w->n_links, sizeof(*w->links));
+    w->table.size = (uint32_t)cfg->maglev_size;
+    w->table.slot = calloc(w->table.size, sizeof(uint16_t));
+    w->maglev_scratch = malloc(slb_maglev_scratch_bytes(SLB_MAX_BACKENDS));
+    w->plain_cap = (size_t)cfg->max_message_size + 2 * SLB_TLS_RECORD_PLAIN_MAX;
+    w->plain = malloc(w->plain_cap);
+    /* Pending buffers: reserved, not touched, so only the ones ever used cost memory. */
+    w->pool_buf_bytes = (size_t)cfg->max_message_size + SLB_TLS_RECORD_PLAIN_MAX;
+    w->pool_n = (uint32_t)cfg->max_conns;
+    w->pool = mmap(NULL, w->pool_n * w->pool_buf_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    w->pool_free = malloc(w->pool_n * sizeof(uint32_t));
+    if (!w->peers || !w->links || !w->table.slot || !w->maglev_scratch || !w->plain ||
+        w->pool == MAP_FAILED || !w->pool_free) {
+        if (w->pool == MAP_FAILED)
+            w->pool = NULL;
+        slb_worker_free(w);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < w->pool_n; i++)
+        w->pool_free[i] = w->pool_n - 1 - i;
+    w->pool_top = w->pool_n;
+    w->rl_tls = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
+    w->rl_input = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
+    w->rl_backend = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
+    for (uint32_t i = 0; i < w->n_links; i++) {
+        w->links[i].w = w;
+        w->links[i].backend = (uint16_t)(i / (uint32_t)cfg->backend_conns);
+        slb_timer_init(&w->links[i].redial, on_redial);
+    }
+    /* Start optimistic: backends count as up until a dial fails, so the first requests
+     * wait for the handshakes (parked) instead of getting 503. */
+    for (unsigned i = 0; i < cfg->n_backends; i++)
+        w->up[i] = true;
+    rebuild_table(w);
+    return w;
+}
+
+void slb_worker_free(struct slb_worker *w)
+{
+    if (!w)
+        return;
+    for (uint32_t i = 0; w->links && i < w->n_links; i++)
+        if (w->links[i].session)
+            slb_tls_session_free(w->links[i].session);
+    free(w->peers);
+    free(w->links);
+    free(w->table.slot);
+    free(w->maglev_scratch);
+    free(w->plain);
+    if (w->pool)
+        munmap(w->pool, w->pool_n * w->pool_buf_bytes);
+    free(w->pool_free);
+    free(w);
+}
+
+void *slb_worker_main(void *arg)
+{
+    struct slb_worker *w = arg;
+    const struct slb_config *cfg = w->cfg;
+    struct slb_loop_opts opts = {
+        .max_conns = w->n_peers,
+        .loop_id = (uint8_t)w->index,
+        .out_cap_bytes = (uint32_t)(2 * cfg->max_message_size + 4 * SLB_TLS_RECORD_PLAIN_MAX),
+    };
+    struct slb_loop_cbs cbs = {
+        .on_accept = on_accept,
+        .on_connect = on_connect,
+        .on_data = on_data,
+        .on_drained = on_drained,
+        .on_close = on_close,
+    };
+    int rc = slb_loop_init(&w->loop, &opts, &cbs, w);
+    if (rc < 0) {
+        slb_log(SLB_LOG_ERROR, "worker %u: io_uring set-up failed: %s", w->index, strerror(-rc));
+        kill(getpid(), SIGTERM);
+        return (void *)1;
+    }
+    void *result = NULL;
+    for (unsigned i = 0; i < cfg->n_listen; i++) {
+        const struct slb_addr *a = &cfg->listen_addrs[i];
+        rc = slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, 4096, TAG_CLIENT);
+        if (rc < 0) {
+            slb_log(SLB_LOG_ERROR, "worker %u: cannot listen on %s: %s", w->index, a->text,
+                    strerror(-rc));
+            result = (void *)1;
+            kill(getpid(), SIGTERM); /* the main thread stops the others and exits 1 */
+            goto out;
+        }
+    }
+    for (uint32_t i = 0; i < w->n_links; i++)
+        dial(w, &w->links[i]);
+    atomic_store(&w->running, 1);
+    if (!atomic_load(&w->stop_requested)) {
+        rc = slb_loop_run(&w->loop);
+        if (rc < 0)
+            slb_log(SLB_LOG_ERROR, "worker %u: loop failed: %s", w->index, strerror(-rc));
+    }
+out:
+    atomic_store(&w->stop_requested, 1); /* no redials during teardown */
+    for (uint32_t i = 0; i < w->n_links; i++)
+        slb_timer_cancel(&w->links[i].redial);
+    slb_loop_deinit(&w->loop);
+    slb_tls_thread_cleanup();
+    return result;
+}
+
+void slb_worker_stop(struct slb_worker *w)
+{
+    atomic_store(&w->stop_requested, 1);
+    if (atomic_load(&w->running))
+        slb_loop_stop(&w->loop);
+}
+
+void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_counters *sum)
+{
+#define SLB_X_ADD(name) sum->name += w->c.name;
+    SLB_WORKER_COUNTERS(SLB_X_ADD)
+#undef SLB_X_ADD
+}

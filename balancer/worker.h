@@ -1,0 +1,88 @@
+/* One sipslb worker: an io_uring loop with its own listeners, client TLS sessions,
+ * persistent TLS connections to every backend and its own Maglev table. Shared-nothing:
+ * a worker reads only its own state plus the immutable configuration. */
+#ifndef SLB_BALANCER_WORKER_H
+#define SLB_BALANCER_WORKER_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "balancer/config.h"
+#include "balancer/proxy.h"
+
+struct slb_tls_ctx;
+struct slb_worker;
+
+/* Per-worker counters, written by the worker only; the main thread sums them when it
+ * reports (approximate while workers run). Names double as the stats-file keys. */
+#define SLB_WORKER_COUNTERS(X)                                                             \
+    X(client_accepted)                                                                     \
+    X(client_closed)                                                                       \
+    X(handshakes_ok)                                                                       \
+    X(handshakes_failed)                                                                   \
+    X(handshake_fail_protocol)                                                             \
+    X(handshake_fail_bad_cert)                                                             \
+    X(handshake_fail_no_shared_cipher)                                                     \
+    X(handshake_fail_peer_closed)                                                          \
+    X(handshake_fail_other)                                                                \
+    X(backend_connects)                                                                    \
+    X(backend_connect_failed)                                                              \
+    X(backend_handshakes_ok)                                                               \
+    X(backend_lost)                                                                        \
+    X(requests_in)                                                                         \
+    X(requests_forwarded)                                                                  \
+    X(responses_in)                                                                        \
+    X(responses_forwarded)                                                                 \
+    X(responses_1xx)                                                                       \
+    X(responses_2xx)                                                                       \
+    X(responses_3xx)                                                                       \
+    X(responses_4xx)                                                                       \
+    X(responses_5xx)                                                                       \
+    X(responses_6xx)                                                                       \
+    X(keepalives)                                                                          \
+    X(replied_400)                                                                         \
+    X(replied_483)                                                                         \
+    X(replied_503)                                                                         \
+    X(replied_505)                                                                         \
+    X(replied_513)                                                                         \
+    X(replied_other)                                                                       \
+    X(closed_bad_input)                                                                    \
+    X(drop_response_not_ours)                                                              \
+    X(drop_response_stale_client)                                                          \
+    X(drop_response_client_full)                                                           \
+    X(drop_from_client_response)                                                           \
+    X(drop_ack_unroutable)                                                                 \
+    X(drop_backend_request)                                                                \
+    X(backpressure_parks)                                                                  \
+    X(pending_pool_empty)
+
+struct slb_worker_counters {
+#define SLB_X_FIELD(name) uint64_t name;
+    SLB_WORKER_COUNTERS(SLB_X_FIELD)
+#undef SLB_X_FIELD
+};
+
+/* What every worker shares, read only: built by main before the workers start. */
+struct slb_shared {
+    const struct slb_config *cfg;
+    struct slb_proxy_self self;
+};
+
+/* Creates worker `index` with its own TLS contexts (made by the caller at boot, so that a
+ * bad certificate fails before any socket opens). Returns NULL on allocation failure. */
+struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
+                                  struct slb_tls_ctx *server_ctx, struct slb_tls_ctx *client_ctx);
+void slb_worker_free(struct slb_worker *w);
+
+/* The thread body for slb_workers_start: sets up the loop, listeners and backend
+ * connections, runs until slb_worker_stop, tears down. Returns NULL, or (void *)1 when the
+ * set-up failed (the reason is logged). */
+void *slb_worker_main(void *worker);
+
+/* Asks the worker to stop accepting, flush and return. Any thread. */
+void slb_worker_stop(struct slb_worker *w);
+
+/* Adds this worker's counters into sum. */
+void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_counters *sum);
+
+#endif
