@@ -1,0 +1,23 @@
+/* Worker threads: one per core, optionally pinned. */
+#ifndef SLB_IO_WORKER_H
+#define SLB_IO_WORKER_H
+
+#include <stdbool.h>
+
+#include "io/worker-t.h"
+
+/* Starts n threads running fn(args[i]) (args may be NULL: fn(NULL)), named "slb-w<i>".
+ * With pin, thread i is bound to the i-th CPU of the process's affinity mask (wrapping).
+ * Returns 0, -EINVAL (n is 0 or above SLB_WORKERS_MAX), or pthread_create's error; on
+ * error workers->n threads are running and must still be joined. */
+int slb_workers_start(struct slb_workers *workers, unsigned n, bool pin, void *(*fn)(void *),
+                      void *args[]);
+
+/* Joins every started thread; results[i] (if results is not NULL) gets thread i's return.
+ * Returns 0 or the first pthread_join error. */
+int slb_workers_join(struct slb_workers *workers, void *results[]);
+
+/* The CPU that slb_workers_start pins worker i to, or a negative errno. */
+int slb_worker_cpu(unsigned i);
+
+#endif
