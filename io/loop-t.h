@@ -104,11 +104,11 @@ struct slb_listener {
     struct slb_timer retry; /* re-arm delay after an accept error (EMFILE...) */
 };
 
-/* One per worker thread, embedded where the caller likes (64-byte aligned: static, or
- * aligned_alloc), initialised, run and deinitialised on that thread. All fields are io/'s;
- * read them through loop.h. */
+/* One per worker thread, embedded where the caller likes (malloc is fine: no alignment
+ * beyond the natural one is required), initialised, run and deinitialised on that thread.
+ * All fields are io/'s; read them through loop.h. */
 struct slb_loop {
-    _Alignas(64) struct io_uring *ring;
+    struct io_uring *ring;
     struct slb_loop_cbs cbs;
     void *user;
     uint64_t now_ms; /* cached monotonic clock, refreshed once per turn */
@@ -170,10 +170,13 @@ struct slb_loop {
     struct slb_loop_counters counters;
     struct slb_timer_wheel wheel;
 
-    /* Written by other threads: a line of their own. */
-    _Alignas(64) atomic_int stop_req;
+    /* Written by other threads: padded to a cache line of their own whatever the struct's
+     * alignment, so senders never false-share with the loop's hot fields. */
+    char pad_before[64];
+    atomic_int stop_req;
     atomic_int mq_notified;
     atomic_uint efd_users; /* threads writing efd now; high bit: deinit closed it */
+    char pad_after[64];
 };
 
 #endif
