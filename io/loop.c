@@ -119,6 +119,7 @@ static int ring_setup(struct slb_loop *loop, const struct slb_loop_opts *o)
                 loop->deferred = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
                 if (!(p.features & IORING_FEAT_SUBMIT_STABLE)) {
                     io_uring_queue_exit(loop->ring);
+                    loop->ring->ring_fd = -1;
                     return -ENOSYS; /* sendmsg headers live only until submit */
                 }
                 return 0;

@@ -127,6 +127,88 @@ Test(loop, streams_one_megabyte_intact_through_a_tiny_buffer_ring, .timeout = 20
                 (unsigned long)k->enobufs_rearms, atomic_load(&g_srv.n_drained));
 }
 
+/* Many clients at once, each streaming its own pattern offset, all through one poll loop. */
+static void stream_many(uint16_t port, int nconns, size_t per_conn)
+{
+    enum { MAXC = 64 };
+    cr_assert_leq(nconns, MAXC);
+    int fds[MAXC];
+    size_t sent[MAXC] = {0}, got[MAXC] = {0};
+    unsigned char *out = malloc(per_conn), *in = malloc(65536);
+    cr_assert(out && in);
+    for (size_t i = 0; i < per_conn; i++)
+        out[i] = h_pat(i);
+    for (int c = 0; c < nconns; c++) {
+        fds[c] = h_connect(port);
+        cr_assert_geq(fds[c], 0);
+    }
+    int done = 0, bad = 0;
+    uint64_t deadline = mono_ms() + 10000;
+    while (done < nconns && mono_ms() < deadline) {
+        struct pollfd p[MAXC];
+        for (int c = 0; c < nconns; c++) {
+            p[c].fd = got[c] < per_conn ? fds[c] : -1;
+            p[c].events = POLLIN | (sent[c] < per_conn ? POLLOUT : 0);
+        }
+        if (poll(p, (nfds_t)nconns, 100) <= 0)
+            continue;
+        for (int c = 0; c < nconns; c++) {
+            if ((p[c].revents & POLLOUT) && sent[c] < per_conn) {
+                size_t n = per_conn - sent[c] < 8192 ? per_conn - sent[c] : 8192;
+                ssize_t w = send(fds[c], out + sent[c], n, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (w > 0)
+                    sent[c] += (size_t)w;
+            }
+            if (p[c].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t r = recv(fds[c], in, 65536, MSG_DONTWAIT);
+                if (r == 0) {
+                    bad++;
+                    got[c] = per_conn; /* give up on it */
+                    done++;
+                    continue;
+                }
+                for (ssize_t i = 0; i < r; i++)
+                    if (in[i] != h_pat(got[c] + (size_t)i))
+                        bad++;
+                if (r > 0) {
+                    got[c] += (size_t)r;
+                    if (got[c] == per_conn)
+                        done++;
+                }
+            }
+        }
+    }
+    cr_assert_eq(done, nconns, "%d of %d streams complete", done, nconns);
+    cr_assert_eq(bad, 0, "%d bad bytes or early EOFs", bad);
+    for (int c = 0; c < nconns; c++)
+        close(fds[c]);
+    free(out);
+    free(in);
+}
+
+Test(loop, sixty_four_streams_through_a_tiny_ring_and_small_batches, .timeout = 20)
+{
+    h_echo_cbs(&g_srv.cbs);
+    g_srv.opts.ring_entries = 8; /* SQ fills inside a turn: submits early */
+    g_srv.opts.cqe_batch = 4;    /* CQEs left over between turns */
+    g_srv.opts.recv_bufs = 16;
+    g_srv.opts.recv_buf_bytes = 2048;
+    g_srv.opts.out_cap_bytes = 65536;
+    g_srv.opts.out_chunk_bytes = 1024; /* sends gather many chunks */
+    g_srv.pause_below = 40000;
+    START_OR_SKIP(&g_srv);
+    stream_many(g_srv.port, 64, 128 * 1024);
+    cr_assert(h_wait_atomic(&g_srv.n_close, 64, 5000));
+    h_srv_stop(&g_srv);
+    const struct slb_loop_counters *k = slb_loop_counters(&g_srv.loop);
+    cr_assert_eq(g_srv.data_errors, 0);
+    cr_assert_eq(k->accepted, 64);
+    cr_assert_eq(k->recv_bytes, 64u * 128 * 1024);
+    cr_assert_eq(k->sent_bytes, 64u * 128 * 1024);
+    cr_log_info("64 streams: %lu sends, %lu ENOBUFS re-arms, %d drained", (unsigned long)k->sends,
+                (unsigned long)k->enobufs_rearms, atomic_load(&g_srv.n_drained));
+}
+
 Test(loop, accepts_up_to_max_conns_then_closes_and_counts_the_extra_one, .timeout = 10)
 {
     enum { MAX = 4 };
