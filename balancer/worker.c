@@ -158,6 +158,8 @@ static int send_iov(struct peer *p, const struct iovec *iov, int n, size_t total
     return rc < 0 ? rc : 0;
 }
 
+/* Answers the request in w->msg ourselves (the caller checked slb_proxy_can_reply, or
+ * knows the message is a valid request). */
 static void reply(struct slb_worker *w, struct peer *p, const char *base, int status,
                   const char *reason, const char *extra)
 {
@@ -385,21 +387,27 @@ static enum step handle_frame(struct slb_worker *w, struct peer *p, const char *
     case SLB_FRAME_NEED_MORE:
         return STEP_NEXT;
     case SLB_FRAME_BAD:
-    case SLB_FRAME_FATAL:
-        if (p->kind == TAG_CLIENT && m->is_request)
+    case SLB_FRAME_FATAL: {
+        /* A request gets its 400/505/513 when a response can be built (it needs Via, From,
+         * To, Call-ID and CSeq); a client request that cannot be answered closes the
+         * connection, as does anything that breaks framing. */
+        bool answerable = m->is_request && slb_proxy_can_reply(m);
+        if (answerable)
             reply(w, p, base, slb_sip_err_status(m->err), slb_sip_err_reason(m->err), NULL);
+        bool close = fr->kind == SLB_FRAME_FATAL ||
+                     (p->kind == TAG_CLIENT && m->is_request && !answerable);
         slb_log_limited(&w->rl_input, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                         "worker %u: %s %s:%u sent a bad message: %s%s", w->index,
                         p->kind == TAG_CLIENT ? "client" : "backend", p->ip, p->port,
-                        slb_sip_err_reason(m->err),
-                        fr->kind == SLB_FRAME_FATAL ? " (closing)" : "");
-        if (fr->kind == SLB_FRAME_FATAL) {
+                        slb_sip_err_reason(m->err), close ? " (closing)" : "");
+        if (close) {
             w->c.closed_bad_input++;
             p->state = PEER_CLOSING;
             slb_conn_close(p->conn, true);
             return STEP_STOP;
         }
         return STEP_NEXT;
+    }
     case SLB_FRAME_MESSAGE:
         break;
     }
@@ -433,8 +441,8 @@ static size_t consume(struct slb_worker *w, struct peer *p, const char *buf, siz
             break;
         if (handle_frame(w, p, buf + at, &p->fr) == STEP_STOP) {
             *stop = true;
-            /* A parked message stays unconsumed; a fatal one ends the stream. */
-            if (p->fr.kind == SLB_FRAME_FATAL)
+            /* A parked message stays unconsumed; after a close nothing more is read. */
+            if (p->state == PEER_CLOSING)
                 at = len;
             break;
         }

@@ -31,7 +31,7 @@ PACKAGES=(
     libwolfssl-dev                       # fallback, and the speed comparison baseline
 )
 
-# Exactly the flags of shared/WOLFSSL.md. Changing them changes the stamp key.
+# The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.
 WOLF_CONFIGURE_FLAGS=(
     --enable-static --disable-shared
     --enable-aesni --enable-intelasm --enable-sp=yes --enable-sp-asm --enable-fpecc
@@ -39,6 +39,7 @@ WOLF_CONFIGURE_FLAGS=(
     --enable-supportedcurves --enable-curve25519 --enable-aesgcm --enable-chacha
     --enable-poly1305 --enable-crl --enable-ocsp --enable-ocspstapling --enable-opensslextra
     --enable-altcertchains --enable-enckeys --disable-examples
+    --enable-ip-alt-name  # backends are often named by address: check IP SANs too
 )
 # WOLFSSL_FPKI: accept URI SANs without "//" such as sip:example.com (RFC 5922 form).
 WOLF_EXTRA_CPPFLAGS="-DWOLFSSL_FPKI -DWOLFSSL_GETRANDOM"

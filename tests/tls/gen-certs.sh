@@ -15,6 +15,7 @@ set -euo pipefail
 
 out=${1:?usage: gen-certs.sh OUTDIR}
 mkdir -p "$out"
+out=$(cd "$out" && pwd) # the work below happens in a temporary directory
 tmp=$(mktemp -d "$out/.gen.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -53,7 +54,7 @@ ca inter "/CN=sipslb test intermediate CA" ca
 ec server-ec.key
 leaf server-ec server-ec.key ca "/CN=localhost" \
     "$server_ext
-subjectAltName=DNS:localhost,URI:sip:example.com"
+subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,URI:sip:example.com"
 
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out server-rsa.key 2>/dev/null
 leaf server-rsa server-rsa.key ca "/CN=localhost" "$server_ext

@@ -1,0 +1,460 @@
+/* sipslb-uas: a mock SIPS backend for tests and benchmarks, on the same engine as sipslb
+ * (io_uring loop, wolfSSL over memory buffers, the zero-copy scanner). Answers 200 to
+ * OPTIONS, REGISTER, BYE and anything else, 100 + 180 + 200 (with SDP) to INVITE, absorbs
+ * ACK, answers keepalive pings. Counts what it received per Call-ID and writes that report
+ * at exit and on SIGUSR1: one line "CALL-ID REQUESTS METHODS" per Call-ID.
+ * One loop on one thread, or --workers N loops. Not a product: bounded by its flags. */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "balancer/config.h"
+#include "core/flags.h"
+#include "core/log.h"
+#include "core/siphash.h"
+#include "core/sip.h"
+#include "io/conn.h"
+#include "io/loop.h"
+#include "io/worker.h"
+#include "tls/tls.h"
+
+struct uas_cfg {
+    struct slb_flag_list listen;
+    const char *cert, *key, *ca;
+    int verify_client;
+    int64_t workers;
+    const char *report;
+    const char *name;
+    int64_t max_calls;
+    bool no_sdp;
+};
+
+static const char *const verify_names[] = {"none", "optional", "require", NULL};
+
+#define F(n, t, f, d, lo, hi, ch, a, h) {n, t, offsetof(struct uas_cfg, f), d, lo, hi, ch, a, h}
+static const struct slb_flag flags[] = {
+    F("listen", SLB_FLAG_LIST, listen, "127.0.0.1:5071", 0, 8, NULL, "ADDR:PORT", "listen here"),
+    F("cert", SLB_FLAG_STR, cert, NULL, 0, 0, NULL, "FILE", "certificate chain (required)"),
+    F("key", SLB_FLAG_STR, key, NULL, 0, 0, NULL, "FILE", "its key (required)"),
+    F("ca", SLB_FLAG_STR, ca, NULL, 0, 0, NULL, "FILE", "CAs for client certificates"),
+    F("verify-client", SLB_FLAG_ENUM, verify_client, "none", 0, 0, verify_names, "MODE",
+      "mutual TLS"),
+    F("workers", SLB_FLAG_INT, workers, "1", 1, 64, NULL, "N", "loops (threads)"),
+    F("report", SLB_FLAG_STR, report, NULL, 0, 0, NULL, "FILE",
+      "write per-Call-ID counts here at exit and on SIGUSR1"),
+    F("name", SLB_FLAG_STR, name, "uas", 0, 0, NULL, "NAME", "this backend's name, in Contact"),
+    F("max-calls", SLB_FLAG_INT, max_calls, "1000000", 16, 50000000, NULL, "N",
+      "distinct Call-IDs remembered per worker for the report"),
+    F("no-sdp", SLB_FLAG_BOOL, no_sdp, "false", 0, 0, NULL, NULL, "200 to INVITE without SDP"),
+};
+
+/* Per-Call-ID tally: open addressing over a fixed table, keys copied into an arena. */
+struct call {
+    uint64_t hash;
+    uint32_t key_off, key_len;
+    uint32_t requests;
+    uint32_t methods; /* bit per enum slb_sip_method */
+};
+
+struct uas {
+    struct slb_loop loop;
+    const struct uas_cfg *cfg;
+    struct slb_tls_ctx *ctx;
+    unsigned index;
+    atomic_int running, stop;
+    struct slb_tls_conn *tls; /* per io slot */
+    struct slb_sip_frame *fr;
+    char **pending;
+    uint32_t *pending_len;
+    char plain[65536 + 32768];
+    struct slb_sip_msg msg;
+    struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
+    char out[8192];
+    struct call *calls;
+    uint32_t calls_cap, calls_n;
+    char *arena;
+    size_t arena_len, arena_cap;
+    uint64_t requests, responses_sent, dropped_calls;
+};
+
+static const struct slb_siphash_key tally_key = {0x75617374616c6c79ull, 0x6b65792e2e2e2e2eull};
+
+static void tally(struct uas *u, const struct slb_sip_msg *m)
+{
+    uint64_t h = slb_siphash(&tally_key, m->call_id.ptr, m->call_id.len);
+    uint32_t mask = u->calls_cap - 1, i = (uint32_t)h & mask;
+    for (;;) {
+        struct call *c = &u->calls[i];
+        if (c->requests == 0)
+            break;
+        if (c->hash == h && c->key_len == m->call_id.len &&
+            !memcmp(u->arena + c->key_off, m->call_id.ptr, c->key_len)) {
+            c->requests++;
+            c->methods |= 1u << m->method_id;
+            return;
+        }
+        i = (i + 1) & mask;
+    }
+    if (u->calls_n >= u->calls_cap / 2 || u->arena_len + m->call_id.len > u->arena_cap) {
+        u->dropped_calls++;
+        return;
+    }
+    memcpy(u->arena + u->arena_len, m->call_id.ptr, m->call_id.len);
+    u->calls[i] = (struct call){h, (uint32_t)u->arena_len, (uint32_t)m->call_id.len, 1,
+                                1u << m->method_id};
+    u->arena_len += m->call_id.len;
+    u->calls_n++;
+}
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct buf *b, const void *s, size_t n)
+{
+    if (n <= b->cap - b->len) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
+
+static void puts_(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+static const char sdp[] = "v=0\r\n"
+                          "o=uas 2890844527 2890844527 IN IP4 127.0.0.1\r\n"
+                          "s=-\r\n"
+                          "c=IN IP4 127.0.0.1\r\n"
+                          "t=0 0\r\n"
+                          "m=audio 49174 RTP/SAVP 0 8 101\r\n"
+                          "a=rtpmap:0 PCMU/8000\r\n"
+                          "a=rtpmap:8 PCMA/8000\r\n"
+                          "a=rtpmap:101 telephone-event/8000\r\n"
+                          "a=ptime:20\r\n"
+                          "a=sendrecv\r\n";
+
+/* A response to the request in u->msg (RFC 3261 8.2.6), with Record-Route copied for a
+ * dialog-forming request (12.1.1), a To tag, and Contact and SDP on a 200 to INVITE. */
+static size_t build(struct uas *u, const char *base, int status, const char *reason)
+{
+    const struct slb_sip_msg *m = &u->msg;
+    struct buf b = {u->out, 0, sizeof(u->out)};
+    char line[128];
+    snprintf(line, sizeof(line), "SIP/2.0 %d %s\r\n", status, reason);
+    puts_(&b, line);
+    for (uint32_t i = 0; i < m->header_count; i++) {
+        const struct slb_sip_header *h = &m->headers[i];
+        bool rr = h->id == SLB_HDR_RECORD_ROUTE && status > 100;
+        if (h->id == SLB_HDR_VIA || h->id == SLB_HDR_FROM || h->id == SLB_HDR_CALL_ID ||
+            h->id == SLB_HDR_CSEQ || rr)
+            put(&b, base + h->line_off, h->line_len);
+        if (h->id == SLB_HDR_TO && (int16_t)i == m->first[SLB_HDR_TO]) {
+            if (m->to_tag.ptr || status == 100) {
+                put(&b, base + h->line_off, h->line_len);
+            } else {
+                puts_(&b, "To: ");
+                put(&b, h->value.ptr, h->value.len);
+                snprintf(line, sizeof(line), ";tag=%s%08x\r\n", u->cfg->name,
+                         (unsigned)slb_siphash(&tally_key, m->call_id.ptr, m->call_id.len));
+                puts_(&b, line);
+            }
+        }
+    }
+    bool body = status == 200 && m->method_id == SLB_METHOD_INVITE && !u->cfg->no_sdp;
+    if (status >= 180 && m->method_id == SLB_METHOD_INVITE) {
+        snprintf(line, sizeof(line), "Contact: <sips:%s@127.0.0.1>\r\n", u->cfg->name);
+        puts_(&b, line);
+    }
+    if (body) {
+        snprintf(line, sizeof(line), "Content-Type: application/sdp\r\nContent-Length: %zu\r\n\r\n",
+                 sizeof(sdp) - 1);
+        puts_(&b, line);
+        put(&b, sdp, sizeof(sdp) - 1);
+    } else {
+        puts_(&b, "Content-Length: 0\r\n\r\n");
+    }
+    return b.len;
+}
+
+static int tls_out(void *arg, const void *data, size_t len)
+{
+    return slb_conn_write(arg, data, len);
+}
+
+static void send_resp(struct uas *u, struct slb_conn *conn, const char *base, int status,
+                      const char *reason)
+{
+    size_t n = build(u, base, status, reason);
+    struct iovec iov = {u->out, n};
+    if (slb_tls_write(&u->tls[slb_conn_id_slot(conn->id)], &iov, 1) >= 0)
+        u->responses_sent++;
+}
+
+static void handle(struct uas *u, struct slb_conn *conn, const char *base,
+                   const struct slb_sip_frame *fr)
+{
+    struct slb_tls_conn *t = &u->tls[slb_conn_id_slot(conn->id)];
+    if (fr->kind == SLB_FRAME_PING) {
+        struct iovec iov = {"\r\n", 2};
+        slb_tls_write(t, &iov, 1);
+        return;
+    }
+    const struct slb_sip_msg *m = &u->msg;
+    if (fr->kind != SLB_FRAME_MESSAGE || !m->is_request)
+        return;
+    u->requests++;
+    tally(u, m);
+    switch (m->method_id) {
+    case SLB_METHOD_ACK:
+        return;
+    case SLB_METHOD_INVITE:
+        send_resp(u, conn, base, 100, "Trying");
+        send_resp(u, conn, base, 180, "Ringing");
+        send_resp(u, conn, base, 200, "OK");
+        return;
+    default:
+        send_resp(u, conn, base, 200, "OK");
+    }
+}
+
+static void process(struct uas *u, struct slb_conn *conn, const char *buf, size_t len)
+{
+    uint32_t slot = slb_conn_id_slot(conn->id);
+    struct slb_sip_limits lim;
+    slb_sip_limits_default(&lim);
+    size_t at = 0;
+    while (at < len) {
+        slb_sip_frame(buf + at, len - at, &lim, &u->msg, u->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT,
+                      &u->fr[slot]);
+        if (u->fr[slot].kind == SLB_FRAME_NEED_MORE)
+            break;
+        if (u->fr[slot].kind == SLB_FRAME_FATAL) {
+            slb_conn_close(conn, true);
+            return;
+        }
+        handle(u, conn, buf + at, &u->fr[slot]);
+        at += u->fr[slot].frame_len;
+        u->fr[slot] = (struct slb_sip_frame){0};
+    }
+    /* Keep the unframed rest (rare: a message split across records). */
+    size_t rest = len - at;
+    if (!rest) {
+        free(u->pending[slot]);
+        u->pending[slot] = NULL;
+        u->pending_len[slot] = 0;
+        return;
+    }
+    if (buf == u->pending[slot]) {
+        memmove(u->pending[slot], buf + at, rest);
+    } else {
+        if (!u->pending[slot])
+            u->pending[slot] = malloc(65536 + 32768);
+        memcpy(u->pending[slot], buf + at, rest);
+    }
+    u->pending_len[slot] = (uint32_t)rest;
+}
+
+static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
+{
+    struct uas *u = slb_loop_user(loop);
+    uint32_t slot = slb_conn_id_slot(conn->id);
+    u->fr[slot] = (struct slb_sip_frame){0};
+    return slb_tls_conn_init(&u->tls[slot], u->ctx, NULL, tls_out, conn);
+}
+
+static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *data, size_t len)
+{
+    struct uas *u = slb_loop_user(loop);
+    uint32_t slot = slb_conn_id_slot(conn->id);
+    for (int i = 0; i < 64; i++) {
+        char *dst = u->plain;
+        size_t have = 0;
+        if (u->pending[slot]) {
+            /* Continue the split message right behind its first part. */
+            memcpy(u->plain, u->pending[slot], u->pending_len[slot]);
+            have = u->pending_len[slot];
+        }
+        size_t got = 0;
+        int ev = slb_tls_feed(&u->tls[slot], data, len, dst + have, sizeof(u->plain) - have, &got);
+        data = NULL;
+        len = 0;
+        if (ev < 0)
+            return ev;
+        if (got)
+            process(u, conn, u->plain, have + got);
+        if (ev & SLB_TLS_EV_PEER_CLOSED) {
+            slb_tls_close(&u->tls[slot]);
+            slb_conn_close(conn, true);
+            return 0;
+        }
+        if (!(ev & SLB_TLS_EV_MORE))
+            break;
+    }
+    return 0;
+}
+
+static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
+{
+    struct uas *u = slb_loop_user(loop);
+    slb_tls_flush(&u->tls[slb_conn_id_slot(conn->id)]);
+}
+
+static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
+{
+    struct uas *u = slb_loop_user(loop);
+    uint32_t slot = slb_conn_id_slot(conn->id);
+    (void)reason;
+    slb_tls_conn_deinit(&u->tls[slot]);
+    free(u->pending[slot]);
+    u->pending[slot] = NULL;
+    u->pending_len[slot] = 0;
+}
+
+#define MAX_CONNS 4096u
+
+static void *run(void *arg)
+{
+    struct uas *u = arg;
+    struct slb_loop_opts opts = {.max_conns = MAX_CONNS, .loop_id = (uint8_t)u->index};
+    struct slb_loop_cbs cbs = {.on_accept = on_accept, .on_data = on_data,
+                               .on_drained = on_drained, .on_close = on_close};
+    if (slb_loop_init(&u->loop, &opts, &cbs, u) < 0) {
+        kill(getpid(), SIGTERM);
+        return (void *)1;
+    }
+    for (unsigned i = 0; i < u->cfg->listen.n; i++) {
+        struct slb_addr a;
+        char host[256];
+        uint16_t port;
+        if (slb_config_parse_hostport(u->cfg->listen.v[i], &a, host, sizeof(host), &port) < 0 ||
+            slb_loop_listen(&u->loop, (struct sockaddr *)&a.sa, a.len, 1024, 1) < 0) {
+            slb_log(SLB_LOG_ERROR, "sipslb-uas: cannot listen on %s", u->cfg->listen.v[i]);
+            kill(getpid(), SIGTERM);
+            slb_loop_deinit(&u->loop);
+            return (void *)1;
+        }
+    }
+    atomic_store(&u->running, 1);
+    if (!atomic_load(&u->stop))
+        slb_loop_run(&u->loop);
+    slb_loop_deinit(&u->loop);
+    slb_tls_thread_cleanup();
+    return NULL;
+}
+
+/* Written to PATH.tmp then renamed, so a reader never sees half a report. */
+static void write_report(struct uas **u, unsigned n, const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        slb_log(SLB_LOG_WARN, "sipslb-uas: --report %s: %s", path, strerror(errno));
+        return;
+    }
+    uint64_t req = 0, resp = 0, dropped = 0;
+    for (unsigned k = 0; k < n; k++) {
+        req += u[k]->requests;
+        resp += u[k]->responses_sent;
+        dropped += u[k]->dropped_calls;
+    }
+    fprintf(f, "# requests %llu responses %llu untracked-calls %llu\n", (unsigned long long)req,
+            (unsigned long long)resp, (unsigned long long)dropped);
+    for (unsigned k = 0; k < n; k++)
+        for (uint32_t i = 0; i < u[k]->calls_cap; i++) {
+            const struct call *c = &u[k]->calls[i];
+            if (c->requests)
+                fprintf(f, "%.*s %u %x\n", (int)c->key_len, u[k]->arena + c->key_off,
+                        c->requests, c->methods);
+        }
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        slb_log(SLB_LOG_WARN, "sipslb-uas: --report %s: %s", path, strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+    static struct uas_cfg cfg;
+    char err[256];
+    int rc = slb_flags_parse(flags, sizeof(flags) / sizeof(flags[0]), &cfg, argc, argv,
+                             "usage: sipslb-uas --cert FILE --key FILE [--listen ADDR:PORT] "
+                             "[--report FILE]\nA mock SIPS backend (see bench/README.md).",
+                             err, sizeof(err));
+    if (rc == 1)
+        return 0;
+    if (rc < 0 || !cfg.cert || !cfg.key) {
+        fprintf(stderr, "sipslb-uas: %s\n", rc < 0 ? err : "--cert and --key are required");
+        return 2;
+    }
+    slb_tls_init();
+    static const enum slb_tls_verify vmap[] = {SLB_TLS_VERIFY_NONE, SLB_TLS_VERIFY_OPTIONAL,
+                                               SLB_TLS_VERIFY_REQUIRE};
+    struct slb_tls_server_opts so = {.cert_file = cfg.cert, .key_file = cfg.key, .ca_file = cfg.ca,
+                                     .verify_client = vmap[cfg.verify_client]};
+    unsigned n = (unsigned)cfg.workers;
+    struct uas **u = calloc(n, sizeof(*u));
+    void **args = calloc(n, sizeof(void *));
+    for (unsigned i = 0; i < n; i++) {
+        u[i] = calloc(1, sizeof(**u));
+        u[i]->cfg = &cfg;
+        u[i]->index = i;
+        u[i]->ctx = slb_tls_server_ctx_new(&so, err, sizeof(err));
+        if (!u[i]->ctx) {
+            fprintf(stderr, "sipslb-uas: %s\n", err);
+            return 2;
+        }
+        u[i]->tls = calloc(MAX_CONNS, sizeof(*u[i]->tls));
+        u[i]->fr = calloc(MAX_CONNS, sizeof(*u[i]->fr));
+        u[i]->pending = calloc(MAX_CONNS, sizeof(char *));
+        u[i]->pending_len = calloc(MAX_CONNS, sizeof(uint32_t));
+        u[i]->calls_cap = 1;
+        while (u[i]->calls_cap < 2 * (uint64_t)cfg.max_calls)
+            u[i]->calls_cap <<= 1;
+        u[i]->calls = calloc(u[i]->calls_cap, sizeof(struct call));
+        u[i]->arena_cap = (size_t)cfg.max_calls * 64;
+        u[i]->arena = malloc(u[i]->arena_cap);
+        if (!u[i]->calls || !u[i]->arena || !u[i]->tls)
+            return 1;
+        args[i] = u[i];
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct slb_workers workers;
+    if (slb_workers_start(&workers, n, false, run, args) != 0)
+        return 1;
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGUSR1) {
+            if (cfg.report)
+                write_report(u, n, cfg.report);
+            continue;
+        }
+        break;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        atomic_store(&u[i]->stop, 1);
+        if (atomic_load(&u[i]->running))
+            slb_loop_stop(&u[i]->loop);
+    }
+    void **results = calloc(n, sizeof(void *));
+    slb_workers_join(&workers, results);
+    if (cfg.report)
+        write_report(u, n, cfg.report);
+    int status = 0;
+    for (unsigned i = 0; i < n; i++)
+        status |= results[i] != NULL;
+    return status;
+}

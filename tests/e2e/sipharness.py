@@ -1,0 +1,242 @@
+"""Shared pieces of the end-to-end tests: certificates, free ports, processes started and
+stopped by PID, a small SIP-over-TLS client, and a test runner that prints the closing
+"N passed, N failed" line. Standard library only; loopback only; every wait is bounded."""
+
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+
+class Harness:
+    def __init__(self, build, source):
+        self.build = os.path.abspath(build)
+        self.source = os.path.abspath(source)
+        self.tmp = tempfile.mkdtemp(prefix="sipslb-e2e-")
+        self.procs = []
+        self.certs = os.path.join(self.tmp, "certs")
+        subprocess.run([os.path.join(self.source, "tests/tls/gen-certs.sh"), self.certs],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def cert(self, name):
+        return os.path.join(self.certs, name)
+
+    def bin(self, rel):
+        return os.path.join(self.build, rel)
+
+    @staticmethod
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def start(self, name, argv, wait_port=None):
+        log = open(os.path.join(self.tmp, name + ".log"), "w")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        p.name = name
+        p.logpath = log.name
+        self.procs.append(p)
+        if wait_port:
+            self.wait_port(wait_port, p)
+        return p
+
+    @staticmethod
+    def wait_port(port, proc, timeout=10.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            if proc.poll() is not None:
+                raise RuntimeError("%s exited with %s" % (proc.name, proc.returncode))
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("%s did not listen on %d" % (proc.name, port))
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=10.0):
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def log_of(self, p):
+        with open(p.logpath) as f:
+            return f.read()
+
+    def close(self):
+        for p in self.procs:
+            self.stop(p)
+
+    def start_uas(self, name, port, extra=()):
+        report = os.path.join(self.tmp, name + ".report")
+        p = self.start(name, [self.bin("bench/sipslb-uas"), "--cert", self.cert("server-ec.pem"),
+                              "--key", self.cert("server-ec.key"), "--listen",
+                              "127.0.0.1:%d" % port, "--report", report, "--name", name] +
+                       list(extra), wait_port=port)
+        p.report = report
+        p.port = port
+        return p
+
+    def start_sipslb(self, port, backends, extra=()):
+        stats = os.path.join(self.tmp, "sipslb-%d.stats" % port)
+        argv = [self.bin("balancer/sipslb"), "--cert", self.cert("server-ec.pem"), "--key",
+                self.cert("server-ec.key"), "--listen", "127.0.0.1:%d" % port,
+                "--backend-ca", self.cert("ca.pem"), "--stats-file", stats]
+        for b in backends:
+            argv += ["--backend", "sips:127.0.0.1:%d" % b]
+        p = self.start("sipslb-%d" % port, argv + list(extra), wait_port=port)
+        p.stats = stats
+        p.port = port
+        return p
+
+    @staticmethod
+    def read_report(path):
+        calls = {}
+        with open(path) as f:
+            for line in f:
+                if line.startswith("#"):
+                    continue
+                cid, n, _methods = line.split()
+                calls[cid] = int(n)
+        return calls
+
+    @staticmethod
+    def read_stats(path):
+        with open(path) as f:
+            return {k: int(v) for k, v in (line.split() for line in f)}
+
+    def reports(self, uas_list):
+        """Per-backend {call-id: requests}, after asking each backend to write its report."""
+        for u in uas_list:
+            try:
+                os.unlink(u.report)
+            except FileNotFoundError:
+                pass
+            u.send_signal(signal.SIGUSR1)
+        out = []
+        for u in uas_list:
+            end = time.time() + 5
+            while not os.path.exists(u.report) and time.time() < end:
+                time.sleep(0.02)
+            time.sleep(0.05)
+            out.append(self.read_report(u.report))
+        return out
+
+
+class SipClient:
+    """A SIP client over one TLS connection: sends raw messages, reads whole messages."""
+
+    def __init__(self, port, ca, timeout=5.0):
+        ctx = ssl.create_default_context(cafile=ca)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.local_port = raw.getsockname()[1]
+        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def recv_message(self, timeout=5.0):
+        """The next whole SIP message (bytes), b"\\r\\n" for a pong, or None on EOF."""
+        end = time.time() + timeout
+        while True:
+            if self.buf.startswith(b"\r\n") and not self.buf.startswith(b"\r\n\r\n"):
+                if len(self.buf) >= 2 and (len(self.buf) == 2 or self.buf[2:3] != b"\r"):
+                    self.buf = self.buf[2:]
+                    return b"\r\n"
+            head_end = self.buf.find(b"\r\n\r\n")
+            if head_end >= 0:
+                m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)",
+                              self.buf[:head_end])
+                n = int(m.group(1)) if m else 0
+                total = head_end + 4 + n
+                if len(self.buf) >= total:
+                    msg, self.buf = self.buf[:total], self.buf[total:]
+                    return msg
+            left = end - time.time()
+            if left <= 0:
+                raise TimeoutError("no complete message within %.1fs" % timeout)
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def status_of(msg):
+    m = re.match(rb"SIP/2\.0 (\d{3}) ", msg)
+    return int(m.group(1)) if m else None
+
+
+def header_values(msg, name, compact=None):
+    head = msg.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    names = {name.lower()} | ({compact} if compact else set())
+    out = []
+    for line in head.split("\r\n")[1:]:
+        k, _, v = line.partition(":")
+        if k.strip().lower() in names:
+            out.append(v.strip())
+    return out
+
+
+def request(method, call_id, cseq, branch, port, to_tag=None, body=b"", max_forwards=70,
+            extra=""):
+    to = "<sips:bob@example.com>" + (";tag=%s" % to_tag if to_tag else "")
+    head = ("%s sips:bob@example.com SIP/2.0\r\n"
+            "Via: SIP/2.0/TLS client.example.com:%d;branch=%s;rport\r\n"
+            "Max-Forwards: %d\r\n"
+            "From: <sips:alice@example.com>;tag=a%s\r\n"
+            "To: %s\r\n"
+            "Call-ID: %s\r\n"
+            "CSeq: %d %s\r\n"
+            "Contact: <sips:alice@127.0.0.1:%d>\r\n"
+            "%s"
+            "Content-Length: %d\r\n\r\n" % (method, port, branch, max_forwards, call_id[:8], to,
+                                            call_id, cseq, method, port, extra, len(body)))
+    return head.encode() + body
+
+
+def run_tests(tests, setup, teardown):
+    passed = failed = 0
+    ctx = None
+    try:
+        ctx = setup()
+        for t in tests:
+            t0 = time.time()
+            try:
+                t(ctx)
+                passed += 1
+                print("ok     %-52s %.2fs" % (t.__name__, time.time() - t0), flush=True)
+            except Exception:
+                failed += 1
+                print("FAILED %s" % t.__name__, flush=True)
+                traceback.print_exc()
+    except Exception:
+        failed += 1
+        print("FAILED setup", flush=True)
+        traceback.print_exc()
+    finally:
+        if ctx is not None:
+            teardown(ctx)
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return 0 if failed == 0 and passed > 0 else 1
