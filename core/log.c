@@ -20,6 +20,9 @@ uint64_t slb_clock_ms(void)
 }
 
 static void vlog(enum slb_log_level level, uint64_t suppressed, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void vlog(enum slb_log_level level, uint64_t suppressed, const char *fmt, va_list ap)
 {
     char line[1024];
     struct timespec ts;

@@ -31,7 +31,7 @@ set +e
 ctest --test-dir "$build" -V --timeout 900 >"$build/ctest.log" 2>&1
 rc=$?
 set -e
-grep -E "Test +#|Synthesis|tests passed|tests failed|Total Test time" "$build/ctest.log" \
+grep -E "Test +#|Synthesis|tests passed|tests failed|Total Test time|[0-9]+ passed, [0-9]+ failed" "$build/ctest.log" \
     | sed -E 's/^[0-9]+: //'
 if [[ $rc -ne 0 ]]; then
     ctest --test-dir "$build" --rerun-failed --output-on-failure --timeout 900 || true
