@@ -266,8 +266,10 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     const struct slb_sip_msg *m = &w->msg;
     w->c.requests_in++;
     bool ack = m->method_id == SLB_METHOD_ACK;
-    if (m->max_forwards == 0) {
-        /* RFC 3261 16.3 step 2; an ACK gets no response. */
+    /* RFC 3261 16.3 step 2 (Max-Forwards 0); also a request already carrying as many Via
+     * values as we keep, whose responses could not come back through us. An ACK gets no
+     * response. */
+    if (m->max_forwards == 0 || m->via_count >= SLB_SIP_MAX_VIAS) {
         if (!ack)
             reply(w, p, base, 483, "Too Many Hops", NULL);
         else
