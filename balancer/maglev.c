@@ -1,8 +1,10 @@
 /* Maglev table population (NSDI 2016, section 3.4): each backend walks its own
  * permutation of the slots (offset + j * skip, mod a prime) and, in turns, claims the next
- * slot of its permutation that is still free, until every slot has an owner. Backends are
- * taken in the order of their names' hashes so that the same set yields the same table
- * whatever order it was listed in. Pure; runs off the per-message path. */
+ * slot of its permutation that is still free, until every slot has an owner. Weights: in
+ * every round a backend earns weight/max_weight of a turn and claims a slot for each whole
+ * turn it has earned, so slot shares follow the weights. Backends are taken in the order of
+ * their names' hashes so that the same set yields the same table whatever order it was
+ * listed in. Pure; runs off the per-message path. */
 #include "balancer/maglev.h"
 
 #include <errno.h>
@@ -33,6 +35,7 @@ bool slb_is_prime(uint32_t n)
 
 struct perm {
     uint32_t offset, skip, next;
+    uint64_t weight, credit; /* turns earned, in units of 1/max_weight */
     uint16_t index; /* into the caller's backend array */
     uint64_t order; /* hash of the name: the turn order */
 };
@@ -65,6 +68,8 @@ int slb_maglev_build(struct slb_maglev *m, const struct slb_maglev_backend *b, s
             .offset = (uint32_t)(slb_siphash(&offset_key, b[i].name, len) % m->size),
             .skip = (uint32_t)(slb_siphash(&skip_key, b[i].name, len) % (m->size - 1)) + 1,
             .next = 0,
+            .weight = b[i].weight ? b[i].weight : 1,
+            .credit = 0,
             .index = (uint16_t)i,
             .order = slb_siphash(&route_key, b[i].name, len),
         };
@@ -74,21 +79,28 @@ int slb_maglev_build(struct slb_maglev *m, const struct slb_maglev_backend *b, s
     if (up == 0)
         return 0;
     qsort(p, up, sizeof(p[0]), by_order);
+    uint64_t max_w = 0;
+    for (uint32_t i = 0; i < up; i++)
+        max_w = p[i].weight > max_w ? p[i].weight : max_w;
     memset(m->slot, 0xff, m->size * sizeof(m->slot[0]));
     uint32_t filled = 0;
     for (;;) {
         for (uint32_t i = 0; i < up; i++) {
-            /* Next free slot in this backend's permutation; the permutation visits every
-             * slot since skip and the prime size are coprime. */
-            uint32_t c;
-            do {
-                c = (uint32_t)(((uint64_t)p[i].offset + (uint64_t)p[i].next * p[i].skip) %
-                               m->size);
-                p[i].next++;
-            } while (m->slot[c] != SLB_MAGLEV_NONE);
-            m->slot[c] = p[i].index;
-            if (++filled == m->size)
-                return 0;
+            p[i].credit += p[i].weight;
+            while (p[i].credit >= max_w) {
+                p[i].credit -= max_w;
+                /* Next free slot in this backend's permutation; the permutation visits
+                 * every slot since skip and the prime size are coprime. */
+                uint32_t c;
+                do {
+                    c = (uint32_t)(((uint64_t)p[i].offset + (uint64_t)p[i].next * p[i].skip) %
+                                   m->size);
+                    p[i].next++;
+                } while (m->slot[c] != SLB_MAGLEV_NONE);
+                m->slot[c] = p[i].index;
+                if (++filled == m->size)
+                    return 0;
+            }
         }
     }
 }

@@ -16,10 +16,12 @@
 #define SLB_MAGLEV_NONE         0xffffu /* lookup result when no backend is up */
 
 /* A backend as the table sees it: its stable name (the same in every process that is
- * given the same backend list, e.g. "host:port") and whether it takes new keys. */
+ * given the same backend list, e.g. "host:port"), its weight (share of slots relative to
+ * the others; 0 counts as 1) and whether it takes new keys. */
 struct slb_maglev_backend {
     const char *name;
     bool up;
+    uint32_t weight;
 };
 
 /* The table: size entries of backend indices. Owned by its builder; read only once
@@ -33,9 +35,10 @@ struct slb_maglev {
 /* Bytes of scratch slb_maglev_build needs for n backends. */
 size_t slb_maglev_scratch_bytes(size_t n);
 
-/* Fills m->slot (m->size entries, prime, > n) from the backends that are up. The result
- * depends only on the names, their up state and the size, not on the order of b[] beyond
- * the indices it reports. Returns 0, or -EINVAL (size not prime, n too large). */
+/* Fills m->slot (m->size entries, prime, > n) from the backends that are up, each owning
+ * a share of slots proportional to its weight. The result depends only on the names,
+ * weights, up states and the size, not on the order of b[] beyond the indices it reports.
+ * Returns 0, or -EINVAL (size not prime, n too large). */
 int slb_maglev_build(struct slb_maglev *m, const struct slb_maglev_backend *b, size_t n,
                      void *scratch);
 

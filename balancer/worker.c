@@ -121,7 +121,8 @@ static void rebuild_table(struct slb_worker *w)
 {
     struct slb_maglev_backend b[SLB_MAX_BACKENDS];
     for (unsigned i = 0; i < w->cfg->n_backends; i++)
-        b[i] = (struct slb_maglev_backend){w->cfg->backends[i].name, w->up[i]};
+        b[i] = (struct slb_maglev_backend){w->cfg->backends[i].name, w->up[i],
+                                           w->cfg->backends[i].weight};
     slb_maglev_build(&w->table, b, w->cfg->n_backends, w->maglev_scratch);
 }
 
