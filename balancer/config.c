@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/flags.h"
+#include "balancer/maglev.h"
 #include "core/sip-t.h"
 
 static const char *const verify_client_names[] = {"none", "optional", "require", NULL};
@@ -65,6 +66,18 @@ static const struct slb_flag table[] = {
       "slots in the consistent-hash table (a prime)"),
     F("retry-after", SLB_FLAG_INT, retry_after_s, "5", 1, 3600, NULL, "SECONDS",
       "Retry-After of the 503 sent when no backend is reachable"),
+    F("probe-interval", SLB_FLAG_MS, probe_interval_ms, "1s", 50, 3600000, NULL, "DURATION",
+      "how often each backend gets a SIP OPTIONS probe over TLS"),
+    F("probe-timeout", SLB_FLAG_MS, probe_timeout_ms, "1s", 10, 3600000, NULL, "DURATION",
+      "a probe unanswered this long has failed"),
+    F("fall", SLB_FLAG_INT, fall, "2", 1, 100, NULL, "N",
+      "consecutive failures (probes, connects, handshakes, resets) that mark a backend down"),
+    F("rise", SLB_FLAG_INT, rise, "2", 1, 100, NULL, "N",
+      "consecutive answered probes that bring it back up"),
+    F("probe-alive", SLB_FLAG_STR, probe_alive, "final-not-503", 0, 0, NULL, "CODES",
+      "responses that count as alive: final-not-503, or classes like 2xx,4xx"),
+    F("drain-idle", SLB_FLAG_MS, drain_idle_ms, "60s", 100, 86400000, NULL, "DURATION",
+      "a draining backend with no traffic this long is reported drained"),
     F("log-level", SLB_FLAG_ENUM, log_level, "info", 0, 0, log_level_names, "LEVEL",
       "lowest level logged"),
     F("stats-file", SLB_FLAG_STR, stats_file, NULL, 0, 0, NULL, "FILE",
@@ -141,21 +154,54 @@ static int parse_backend(const char *text, struct slb_backend_spec *b)
     char hp[300];
     snprintf(hp, sizeof(hp), "%s", text + 5);
     b->weight = 1;
+    b->drain = false;
     char *semi = strchr(hp, ';');
-    if (semi) {
+    if (semi)
         *semi = 0;
-        if (strncmp(semi + 1, "weight=", 7) != 0)
+    while (semi) {
+        char *param = semi + 1, *next = strchr(param, ';');
+        if (next)
+            *next = 0;
+        if (!strncmp(param, "weight=", 7)) {
+            char *end;
+            long w = strtol(param + 7, &end, 10);
+            if (*end || end == param + 7 || w < 1 || w > 1000)
+                return -EINVAL;
+            b->weight = (uint32_t)w;
+        } else if (!strcmp(param, "drain")) {
+            b->drain = true;
+        } else {
             return -EINVAL;
-        char *end;
-        long w = strtol(semi + 8, &end, 10);
-        if (*end || end == semi + 8 || w < 1 || w > 1000)
-            return -EINVAL;
-        b->weight = (uint32_t)w;
+        }
+        semi = next;
     }
     if (slb_config_parse_hostport(hp, &b->addr, b->host, sizeof(b->host), &b->port) < 0)
         return -EINVAL;
     snprintf(b->name, sizeof(b->name), "%s", hp);
     return 0;
+}
+
+static int parse_alive(struct slb_config *cfg)
+{
+    memset(cfg->alive_class, 0, sizeof(cfg->alive_class));
+    cfg->alive_not_503 = false;
+    if (!strcmp(cfg->probe_alive, "final-not-503")) {
+        for (int c = 2; c <= 6; c++)
+            cfg->alive_class[c] = 1;
+        cfg->alive_not_503 = true;
+        return 0;
+    }
+    const char *p = cfg->probe_alive;
+    for (;;) {
+        if (p[0] < '1' || p[0] > '6' || p[1] != 'x' || p[2] != 'x')
+            return -EINVAL;
+        cfg->alive_class[p[0] - '0'] = 1;
+        if (!p[3])
+            return 0;
+        if (p[3] != ',')
+            return -EINVAL;
+        p += 4;
+    }
 }
 
 static bool readable(const char *path)
@@ -203,8 +249,8 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
     cfg->n_listen = cfg->listen.n;
     for (unsigned i = 0; i < cfg->backend.n; i++) {
         if (parse_backend(cfg->backend.v[i], &cfg->backends[i]) < 0)
-            return usage_error("--backend %s: not sips:HOST:PORT[;weight=N], or HOST does not "
-                               "resolve", cfg->backend.v[i]);
+            return usage_error("--backend %s: not sips:HOST:PORT[;weight=N][;drain], or HOST "
+                               "does not resolve", cfg->backend.v[i]);
         for (unsigned j = 0; j < i; j++)
             if (!strcmp(cfg->backends[j].name, cfg->backends[i].name))
                 return usage_error("--backend %s given twice", cfg->backend.v[i]);
@@ -229,8 +275,16 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         else
             snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "%s", l);
     }
-    if (!(cfg->maglev_size & 1) || cfg->maglev_size < 3) /* full check by Maglev */
-        return usage_error("--maglev-size must be a prime");
+    if (!slb_is_prime((uint32_t)cfg->maglev_size))
+        return usage_error("--maglev-size %lld is not a prime", (long long)cfg->maglev_size);
+    if (cfg->probe_timeout_ms > cfg->probe_interval_ms)
+        return usage_error("--probe-timeout must not exceed --probe-interval");
+    if (parse_alive(cfg) < 0)
+        return usage_error("--probe-alive %s: not final-not-503 or a list like 2xx,4xx",
+                           cfg->probe_alive);
+    for (unsigned i = 0; i < cfg->n_backends; i++)
+        cfg->backends[i].token = (uint32_t)slb_route_hash(
+            (struct slb_slice){cfg->backends[i].name, strlen(cfg->backends[i].name)});
     return 0;
 }
 

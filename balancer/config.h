@@ -29,6 +29,8 @@ struct slb_backend_spec {
     char host[256]; /* name or address, for SNI and certificate checks */
     uint16_t port;
     uint32_t weight;
+    bool drain;     /* ;drain: no new dialogs, existing ones still reach it */
+    uint32_t token; /* hash of name: how our Record-Route names it (stable across reloads) */
     char name[320]; /* "host:port": the stable name Maglev hashes */
     struct slb_addr addr;
 };
@@ -54,6 +56,11 @@ struct slb_config {
     int64_t max_message_size;
     int64_t maglev_size;
     int64_t retry_after_s;
+    uint64_t probe_interval_ms;
+    uint64_t probe_timeout_ms;
+    int64_t fall, rise;
+    const char *probe_alive;
+    uint64_t drain_idle_ms;
     int log_level;
     bool print_config;
     const char *stats_file;
@@ -63,7 +70,9 @@ struct slb_config {
     struct slb_backend_spec backends[SLB_MAX_BACKENDS];
     unsigned n_backends;
     unsigned n_workers;
-    char advertise_hostport[128]; /* what goes into our Via */
+    char advertise_hostport[128]; /* what goes into our Via and Record-Route */
+    uint8_t alive_class[7];       /* from --probe-alive: response classes 1..6 that count */
+    bool alive_not_503;
 };
 
 /* Parses argv into cfg, checks every value, resolves addresses and checks that the

@@ -11,7 +11,9 @@
 #include <sys/random.h>
 
 #include "balancer/config.h"
+#include "balancer/health.h"
 #include "balancer/maglev.h"
+#include "balancer/router.h"
 #include "balancer/worker.h"
 #include "core/log.h"
 #include "io/worker.h"
@@ -22,6 +24,8 @@ static const char *const counter_names[] = {
     SLB_WORKER_COUNTERS(SLB_X_NAME)
 #undef SLB_X_NAME
 };
+
+static struct slb_health *health;
 
 static void write_stats(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
 {
@@ -36,8 +40,10 @@ static void write_stats(const struct slb_config *cfg, struct slb_worker **w, uns
     for (size_t i = 0; i < count; i++)
         if (f)
             fprintf(f, "%s %llu\n", counter_names[i], (unsigned long long)v[i]);
-    if (f)
+    if (f) {
+        slb_health_report(health, f);
         fclose(f);
+    }
     slb_log(SLB_LOG_INFO,
             "clients accepted %llu, handshakes ok %llu failed %llu; requests in %llu forwarded "
             "%llu; responses in %llu forwarded %llu; replies 400:%llu 483:%llu 503:%llu 513:%llu",
@@ -54,7 +60,8 @@ static enum slb_tls_version tls_min(const struct slb_config *cfg)
     return cfg->tls_min == SLB_TLS_MIN_13 ? SLB_TLS_VERSION_1_3 : SLB_TLS_VERSION_1_2;
 }
 
-/* One server and one client context per worker, built here on the main thread. */
+/* One server and one client context per worker (and a client one for the health
+ * checker, at index n), built here on the main thread. */
 static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tls_ctx **sctx,
                          struct slb_tls_ctx **cctx)
 {
@@ -81,7 +88,15 @@ static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tl
         .ciphers = cfg->ciphers,
     };
     char err[512];
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i <= n; i++) {
+        if (i == n) {
+            cctx[i] = slb_tls_client_ctx_new(&co, err, sizeof(err));
+            if (!cctx[i]) {
+                fprintf(stderr, "sipslb: %s\n", err);
+                return -EINVAL;
+            }
+            break;
+        }
         sctx[i] = slb_tls_server_ctx_new(&so, err, sizeof(err));
         if (!sctx[i]) {
             fprintf(stderr, "sipslb: %s\n", err);
@@ -104,11 +119,6 @@ int main(int argc, char **argv)
         return 0;
     if (rc != 0)
         return rc;
-    if (!slb_is_prime((uint32_t)cfg.maglev_size)) {
-        fprintf(stderr, "sipslb: --maglev-size %lld is not a prime\n",
-                (long long)cfg.maglev_size);
-        return 2;
-    }
     if (cfg.print_config) {
         slb_config_print(&cfg, stdout);
         return 0;
@@ -122,15 +132,23 @@ int main(int argc, char **argv)
         return 1;
     }
     unsigned n = cfg.n_workers;
-    struct slb_tls_ctx **sctx = calloc(n, sizeof(*sctx)), **cctx = calloc(n, sizeof(*cctx));
+    struct slb_tls_ctx **sctx = calloc(n + 1, sizeof(*sctx)), **cctx = calloc(n + 1, sizeof(*cctx));
     struct slb_worker **w = calloc(n, sizeof(*w));
     if (!sctx || !cctx || !w)
         return 1;
     if (make_contexts(&cfg, n, sctx, cctx) < 0)
         return 2;
 
+    static struct slb_router router;
+    if (slb_router_init(&router, &cfg, n) < 0)
+        return 1;
+    health = slb_health_new(&cfg, &router, cctx[n], n);
+    if (!health)
+        return 1;
     static struct slb_shared sh;
     sh.cfg = &cfg;
+    sh.router = &router;
+    sh.health = health;
     snprintf(sh.self.via_sent_by, sizeof(sh.self.via_sent_by), "%s", cfg.advertise_hostport);
     sh.self.via_sent_by_len = strlen(sh.self.via_sent_by);
     if (getrandom(&sh.self.mac_key, sizeof(sh.self.mac_key), 0) != sizeof(sh.self.mac_key)) {
@@ -163,12 +181,20 @@ int main(int argc, char **argv)
                           "wolfSSL %s%s",
             n, cfg.n_listen, cfg.n_backends, slb_tls_library_version(),
             slb_tls_library_has_asm() ? " (assembly)" : " (no assembly: slow)");
+    struct slb_workers control;
+    void *harg[1] = {health};
+    if (slb_workers_start(&control, 1, false, slb_health_main, harg) != 0) {
+        slb_log(SLB_LOG_ERROR, "cannot start the health checker");
+        return 1;
+    }
     rc = slb_workers_start(&workers, n, cfg.pin, slb_worker_main, args);
     if (rc != 0) {
         slb_log(SLB_LOG_ERROR, "cannot start workers: %s", strerror(rc < 0 ? -rc : rc));
         for (unsigned i = 0; i < n; i++)
             slb_worker_stop(w[i]);
         slb_workers_join(&workers, NULL);
+        slb_health_stop(health);
+        slb_workers_join(&control, NULL);
         return 1;
     }
     for (;;) {
@@ -188,6 +214,9 @@ int main(int argc, char **argv)
         slb_worker_stop(w[i]);
     void **results = calloc(n, sizeof(void *));
     slb_workers_join(&workers, results);
+    slb_health_stop(health);
+    void *hres = NULL;
+    slb_workers_join(&control, &hres);
     int status = 0;
     for (unsigned i = 0; i < n; i++)
         if (results[i])
@@ -198,6 +227,11 @@ int main(int argc, char **argv)
         slb_tls_ctx_free(sctx[i]);
         slb_tls_ctx_free(cctx[i]);
     }
+    slb_tls_ctx_free(cctx[n]);
+    slb_health_free(health);
+    slb_router_deinit(&router);
+    if (hres)
+        status = 1;
     slb_tls_cleanup();
     free(results);
     free(args);

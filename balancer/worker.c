@@ -21,7 +21,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "balancer/health.h"
 #include "balancer/maglev.h"
+#include "balancer/router.h"
 #include "core/log.h"
 #include "core/sip.h"
 #include "core/sip_edit.h"
@@ -83,9 +85,10 @@ struct slb_worker {
     uint32_t n_peers;
     struct link *links; /* n_backends * backend_conns */
     uint32_t n_links;
-    bool up[SLB_MAX_BACKENDS];
-    struct slb_maglev table;
-    void *maglev_scratch;
+    struct slb_router *router;
+    struct slb_health_signals *signals;
+    struct slb_drain_clock *drain_clock;
+    struct slb_timer refresh; /* keeps this worker's router generation moving when idle */
     char *plain; /* decryption scratch */
     size_t plain_cap;
     char *pool;  /* pending buffers */
@@ -115,31 +118,16 @@ static void pool_put(struct slb_worker *w, char *buf)
     w->pool_free[w->pool_top++] = (uint32_t)((size_t)(buf - w->pool) / w->pool_buf_bytes);
 }
 
-/* ---- routing table --------------------------------------------------------------------- */
+/* ---- routing ---------------------------------------------------------------------------- */
 
-static void rebuild_table(struct slb_worker *w)
-{
-    struct slb_maglev_backend b[SLB_MAX_BACKENDS];
-    for (unsigned i = 0; i < w->cfg->n_backends; i++)
-        b[i] = (struct slb_maglev_backend){w->cfg->backends[i].name, w->up[i],
-                                           w->cfg->backends[i].weight};
-    slb_maglev_build(&w->table, b, w->cfg->n_backends, w->maglev_scratch);
-}
+#define REFRESH_MS 100u
 
-/* A backend is up for this worker while one of its links is connected or still dialling
- * for the first time since it was last up. */
-static void update_backend(struct slb_worker *w, unsigned backend)
+/* An idle worker still announces the newest table it has seen, so old tables get freed. */
+static void on_refresh(struct slb_timer *t)
 {
-    unsigned k = (unsigned)w->cfg->backend_conns;
-    bool up = false;
-    for (unsigned i = 0; i < k; i++)
-        up |= w->links[backend * k + i].state == LINK_READY;
-    if (up != w->up[backend]) {
-        w->up[backend] = up;
-        slb_log(SLB_LOG_INFO, "worker %u: backend %s is %s", w->index,
-                w->cfg->backends[backend].name, up ? "up" : "down");
-        rebuild_table(w);
-    }
+    struct slb_worker *w = (struct slb_worker *)((char *)t - offsetof(struct slb_worker, refresh));
+    slb_router_acquire(w->router, w->index);
+    slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
 }
 
 /* ---- output ---------------------------------------------------------------------------- */
@@ -278,7 +266,8 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
         return STEP_NEXT;
     }
     uint64_t h = slb_route_hash(m->call_id);
-    uint16_t b = slb_maglev_lookup(&w->table, h);
+    const struct slb_route_table *t = slb_router_acquire(w->router, w->index);
+    uint16_t b = slb_maglev_lookup(&t->maglev, h);
     struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
     if (!l) {
         if (ack) {
@@ -497,7 +486,6 @@ static void on_handshake(struct slb_worker *w, struct peer *p)
     struct link *l = p->link;
     l->state = LINK_READY;
     l->backoff_ms = 0;
-    update_backend(w, l->backend);
     wake_parked(w, l);
 }
 
@@ -658,7 +646,8 @@ static void schedule_redial(struct slb_worker *w, struct link *l)
     if (l->backoff_ms > REDIAL_MS_MAX)
         l->backoff_ms = REDIAL_MS_MAX;
     slb_timer_arm(slb_loop_wheel(&w->loop), &l->redial, l->backoff_ms);
-    update_backend(w, l->backend);
+    /* A passive health signal: the control thread counts it and probes at once. */
+    atomic_fetch_add_explicit(&w->signals->failures[l->backend], 1, memory_order_relaxed);
     wake_parked(w, l);
 }
 
@@ -805,9 +794,10 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->n_peers = (uint32_t)cfg->max_conns + w->n_links + 16;
     w->peers = calloc(w->n_peers, sizeof(*w->peers));
     w->links = calloc(w->n_links, sizeof(*w->links));
-    w->table.size = (uint32_t)cfg->maglev_size;
-    w->table.slot = calloc(w->table.size, sizeof(uint16_t));
-    w->maglev_scratch = malloc(slb_maglev_scratch_bytes(SLB_MAX_BACKENDS));
+    w->router = sh->router;
+    w->signals = slb_health_signals(sh->health);
+    w->drain_clock = slb_health_drain_clock(sh->health, index);
+    slb_timer_init(&w->refresh, on_refresh);
     w->plain_cap = (size_t)cfg->max_message_size + 2 * SLB_TLS_RECORD_PLAIN_MAX;
     w->plain = malloc(w->plain_cap);
     /* Pending buffers: reserved, not touched, so only the ones ever used cost memory. */
@@ -816,7 +806,7 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->pool = mmap(NULL, w->pool_n * w->pool_buf_bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     w->pool_free = malloc(w->pool_n * sizeof(uint32_t));
-    if (!w->peers || !w->links || !w->table.slot || !w->maglev_scratch || !w->plain ||
+    if (!w->peers || !w->links || !w->plain ||
         w->pool == MAP_FAILED || !w->pool_free) {
         if (w->pool == MAP_FAILED)
             w->pool = NULL;
@@ -834,11 +824,6 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
         w->links[i].backend = (uint16_t)(i / (uint32_t)cfg->backend_conns);
         slb_timer_init(&w->links[i].redial, on_redial);
     }
-    /* Start optimistic: backends count as up until a dial fails, so the first requests
-     * wait for the handshakes (parked) instead of getting 503. */
-    for (unsigned i = 0; i < cfg->n_backends; i++)
-        w->up[i] = true;
-    rebuild_table(w);
     return w;
 }
 
@@ -851,8 +836,6 @@ void slb_worker_free(struct slb_worker *w)
             slb_tls_session_free(w->links[i].session);
     free(w->peers);
     free(w->links);
-    free(w->table.slot);
-    free(w->maglev_scratch);
     free(w->plain);
     if (w->pool)
         munmap(w->pool, w->pool_n * w->pool_buf_bytes);
@@ -896,6 +879,7 @@ void *slb_worker_main(void *arg)
     }
     for (uint32_t i = 0; i < w->n_links; i++)
         dial(w, &w->links[i]);
+    slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
     atomic_store(&w->running, 1);
     if (!atomic_load(&w->stop_requested)) {
         rc = slb_loop_run(&w->loop);
@@ -906,6 +890,7 @@ out:
     atomic_store(&w->stop_requested, 1); /* no redials during teardown */
     for (uint32_t i = 0; i < w->n_links; i++)
         slb_timer_cancel(&w->links[i].redial);
+    slb_timer_cancel(&w->refresh);
     slb_loop_deinit(&w->loop);
     slb_tls_thread_cleanup();
     return result;

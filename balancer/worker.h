@@ -62,10 +62,17 @@ struct slb_worker_counters {
 #undef SLB_X_FIELD
 };
 
-/* What every worker shares, read only: built by main before the workers start. */
+struct slb_router;
+struct slb_health;
+
+/* What every worker shares: built by main before the workers start. The configuration and
+ * self are read only; the router is read through its lock-free acquire; the health
+ * signals are atomic counters. */
 struct slb_shared {
     const struct slb_config *cfg;
     struct slb_proxy_self self;
+    struct slb_router *router;
+    struct slb_health *health;
 };
 
 /* Creates worker `index` with its own TLS contexts (made by the caller at boot, so that a

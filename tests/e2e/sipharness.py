@@ -112,8 +112,13 @@ class Harness:
 
     @staticmethod
     def read_stats(path):
+        """Counters as ints; "backend.NAME" entries keep their state word (up, down...)."""
+        out = {}
         with open(path) as f:
-            return {k: int(v) for k, v in (line.split() for line in f)}
+            for line in f:
+                k, v = line.split()
+                out[k] = int(v) if v.isdigit() else v
+        return out
 
     def reports(self, uas_list):
         """Per-backend {call-id: requests}, after asking each backend to write its report."""
@@ -240,3 +245,43 @@ def run_tests(tests, setup, teardown):
             teardown(ctx)
     print("%d passed, %d failed" % (passed, failed), flush=True)
     return 0 if failed == 0 and passed > 0 else 1
+
+
+# ---- optional peers: tests that need a program which is genuinely not installed ----------
+
+class Skip(Exception):
+    """Raised by a test whose prerequisite (a peer program) is missing: counted as skipped."""
+
+
+def run_tests_skipping(tests, setup, teardown):
+    """run_tests, plus tests that raise Skip: printed as "skip", counted apart. The closing
+    line is "N passed, N failed, N skipped". Exit status: 1 on any failure, 77 when nothing
+    ran because everything was skipped (CTest's SKIP_RETURN_CODE), else 0."""
+    passed = failed = skipped = 0
+    ctx = None
+    try:
+        ctx = setup()
+        for t in tests:
+            t0 = time.time()
+            try:
+                t(ctx)
+                passed += 1
+                print("ok     %-52s %.2fs" % (t.__name__, time.time() - t0), flush=True)
+            except Skip as why:
+                skipped += 1
+                print("skip   %-52s (%s)" % (t.__name__, why), flush=True)
+            except Exception:
+                failed += 1
+                print("FAILED %s" % t.__name__, flush=True)
+                traceback.print_exc()
+    except Exception:
+        failed += 1
+        print("FAILED setup", flush=True)
+        traceback.print_exc()
+    finally:
+        if ctx is not None:
+            teardown(ctx)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped), flush=True)
+    if failed:
+        return 1
+    return 0 if passed else 77

@@ -134,6 +134,9 @@ class RogueBackend:
                 if len(rest) < n:
                     break
                 msg, buf = head + b"\r\n\r\n" + rest[:n], rest[n:]
+                if b"Call-ID: slbprobe-" in msg:
+                    s.sendall(response_for(msg))  # sipslb's health probe: stay up
+                    continue
                 with self.cv:
                     self.requests.append((s, msg))
                     self.cv.notify_all()

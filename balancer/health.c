@@ -1,0 +1,440 @@
+/* The health checker (health.h). Runs on its own thread with its own io_uring loop, so
+ * probing never delays a worker. One persistent TLS connection per backend carries an
+ * OPTIONS probe every --probe-interval; the connection is re-dialled when it fails. State
+ * changes are logged once each and published as a new routing table.
+ *
+ * Invariants: probe state is touched by the control thread only; workers only add to the
+ * failure counters and their own drain clocks; the published state array is the only
+ * thing workers read, through the router. */
+#include "balancer/health.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/sip.h"
+#include "io/conn.h"
+#include "io/loop.h"
+#include "io/timer.h"
+#include "tls/tls.h"
+
+#define TICK_MS 50u
+
+struct probe {
+    struct slb_health *h;
+    unsigned backend;
+    struct slb_conn *conn; /* NULL: not connected */
+    struct slb_conn_id id;
+    struct slb_tls_conn tls;
+    bool tls_init, ready, waiting, connecting;
+    uint32_t cseq;
+    struct slb_timer next, timeout;
+    unsigned fails, oks;
+    bool alive; /* the health verdict */
+    bool drained_reported;
+    uint64_t seen_passive;
+    uint64_t last_failure_ms;
+    const char *last_reason;
+    char buf[8192];
+    size_t len;
+    struct slb_sip_frame fr;
+};
+
+struct slb_health {
+    struct slb_loop loop;
+    const struct slb_config *cfg;
+    struct slb_router *router;
+    struct slb_tls_ctx *cctx;
+    unsigned n_workers;
+    struct probe probe[SLB_MAX_BACKENDS];
+    struct slb_timer tick;
+    atomic_int stop, running;
+    _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: 0 up .. 3 drained */
+    struct slb_health_signals signals;
+    struct slb_drain_clock *drain; /* one per worker */
+    struct slb_sip_msg msg;
+    struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
+    char plain[16384 + 8192];
+};
+
+enum { REPORT_UP, REPORT_DOWN, REPORT_DRAINING, REPORT_DRAINED };
+static const char *const report_name[] = {"up", "down", "draining", "drained"};
+
+static uint8_t state_of(const struct probe *p)
+{
+    if (!p->alive)
+        return SLB_BACKEND_DOWN;
+    return p->h->cfg->backends[p->backend].drain ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
+}
+
+static void publish(struct slb_health *h)
+{
+    uint8_t state[SLB_MAX_BACKENDS] = {0};
+    for (unsigned i = 0; i < h->cfg->n_backends; i++)
+        state[i] = state_of(&h->probe[i]);
+    int rc = slb_router_publish(h->router, h->cfg, state);
+    if (rc < 0)
+        slb_log(SLB_LOG_ERROR, "cannot publish a routing table: %s", strerror(-rc));
+}
+
+static void set_report(struct slb_health *h, unsigned b, uint8_t r)
+{
+    if (atomic_exchange(&h->reported[b], r) != r)
+        slb_log(SLB_LOG_INFO, "backend %s is %s", h->cfg->backends[b].name, report_name[r]);
+}
+
+static void verdict(struct probe *p, bool ok, const char *why)
+{
+    struct slb_health *h = p->h;
+    const struct slb_config *cfg = h->cfg;
+    if (ok) {
+        p->fails = 0;
+        if (!p->alive && ++p->oks >= (unsigned)cfg->rise) {
+            p->alive = true;
+            p->oks = 0;
+            publish(h);
+            set_report(h, p->backend, cfg->backends[p->backend].drain ? REPORT_DRAINING
+                                                                       : REPORT_UP);
+        }
+        return;
+    }
+    p->oks = 0;
+    p->last_reason = why;
+    if (p->alive && ++p->fails >= (unsigned)cfg->fall) {
+        p->alive = false;
+        p->fails = 0;
+        publish(h);
+        slb_log(SLB_LOG_WARN, "backend %s failed %lld checks in a row (last: %s)",
+                cfg->backends[p->backend].name, (long long)cfg->fall, why);
+        set_report(h, p->backend, REPORT_DOWN);
+        p->drained_reported = false;
+    }
+}
+
+static int tls_out(void *arg, const void *data, size_t len)
+{
+    struct probe *p = arg;
+    return p->conn ? slb_conn_write(p->conn, data, len) : -EPIPE;
+}
+
+static void disconnect(struct probe *p)
+{
+    if (p->conn) {
+        struct slb_conn *c = p->conn;
+        p->conn = NULL;
+        c->owner = NULL;
+        slb_conn_close(c, false);
+    }
+    if (p->tls_init) {
+        slb_tls_conn_deinit(&p->tls);
+        p->tls_init = false;
+    }
+    p->ready = false;
+    p->waiting = false;
+    p->len = 0;
+    p->fr = (struct slb_sip_frame){0};
+    slb_timer_cancel(&p->timeout);
+}
+
+static void send_probe(struct probe *p)
+{
+    const struct slb_config *cfg = p->h->cfg;
+    const struct slb_backend_spec *b = &cfg->backends[p->backend];
+    char msg[768];
+    int n = snprintf(msg, sizeof(msg),
+                     "OPTIONS sips:%s SIP/2.0\r\n"
+                     "Via: SIP/2.0/TLS %s;branch=z9hG4bKslbprobe%u.%u\r\n"
+                     "Max-Forwards: 0\r\n"
+                     "From: <sips:sipslb@%s>;tag=slbprobe%u\r\n"
+                     "To: <sips:%s>\r\n"
+                     "Call-ID: slbprobe-%u-%08x@%s\r\n"
+                     "CSeq: %u OPTIONS\r\n"
+                     "User-Agent: sipslb health check\r\n"
+                     "Content-Length: 0\r\n\r\n",
+                     b->name, cfg->advertise_hostport, p->backend, p->cseq,
+                     cfg->advertise_hostport, p->backend, b->name, p->backend, b->token,
+                     cfg->advertise_hostport, p->cseq);
+    struct iovec iov = {msg, (size_t)n};
+    if (slb_tls_write(&p->tls, &iov, 1) < 0) {
+        disconnect(p);
+        verdict(p, false, "probe not sent");
+        return;
+    }
+    p->waiting = true;
+    slb_timer_arm(slb_loop_wheel(&p->h->loop), &p->timeout, p->h->cfg->probe_timeout_ms);
+}
+
+static void dial(struct probe *p)
+{
+    if (p->conn || p->connecting)
+        return;
+    const struct slb_backend_spec *b = &p->h->cfg->backends[p->backend];
+    p->connecting = true;
+    int rc = slb_loop_connect(&p->h->loop, (const struct sockaddr *)&b->addr.sa, b->addr.len,
+                              p->backend, &p->id);
+    if (rc < 0) {
+        p->connecting = false;
+        verdict(p, false, "cannot start a connect");
+        return;
+    }
+    struct slb_conn *c = slb_conn_get(&p->h->loop, p->id);
+    if (c) {
+        c->owner = p;
+        slb_conn_set_timeout(c, (uint32_t)p->h->cfg->probe_timeout_ms);
+    }
+}
+
+/* Every --probe-interval: probe if connected and idle, else (re)connect. */
+static void on_next(struct slb_timer *t)
+{
+    struct probe *p = (struct probe *)((char *)t - offsetof(struct probe, next));
+    slb_timer_arm(slb_loop_wheel(&p->h->loop), &p->next, p->h->cfg->probe_interval_ms);
+    if (p->ready && !p->waiting) {
+        p->cseq++;
+        send_probe(p);
+    } else if (!p->waiting) {
+        dial(p);
+    }
+}
+
+static void on_timeout(struct slb_timer *t)
+{
+    struct probe *p = (struct probe *)((char *)t - offsetof(struct probe, timeout));
+    disconnect(p);
+    verdict(p, false, "probe timed out");
+}
+
+static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
+{
+    struct slb_health *h = slb_loop_user(loop);
+    struct probe *p = &h->probe[conn->tag];
+    p->connecting = false;
+    if (res < 0) {
+        p->conn = NULL;
+        verdict(p, false, res == -ETIMEDOUT ? "connect timed out" : "connect failed");
+        return 0;
+    }
+    p->conn = conn;
+    conn->owner = p;
+    if (slb_tls_conn_init(&p->tls, h->cctx, h->cfg->backends[p->backend].host, tls_out, p) < 0)
+        return -ENOMEM;
+    p->tls_init = true;
+    slb_tls_start(&p->tls);
+    return 0;
+}
+
+static void on_response(struct probe *p, const struct slb_sip_msg *m)
+{
+    if (m->is_request || !p->waiting || m->status < 200)
+        return; /* a provisional response or a stray message: keep waiting */
+    p->waiting = false;
+    slb_timer_cancel(&p->timeout);
+    const struct slb_config *cfg = p->h->cfg;
+    unsigned cls = m->status / 100;
+    bool ok = cls <= 6 && cfg->alive_class[cls] && !(cfg->alive_not_503 && m->status == 503);
+    verdict(p, ok, ok ? "answered" : "answered with an unwanted status");
+}
+
+static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *data, size_t len)
+{
+    struct slb_health *h = slb_loop_user(loop);
+    struct probe *p = conn->owner;
+    if (!p)
+        return 0;
+    for (int i = 0; i < 16; i++) {
+        size_t got = 0;
+        int ev = slb_tls_feed(&p->tls, data, len, p->buf + p->len, sizeof(p->buf) - p->len, &got);
+        data = NULL;
+        len = 0;
+        if (ev < 0) {
+            disconnect(p);
+            verdict(p, false, "TLS failed");
+            return 0;
+        }
+        if (ev & SLB_TLS_EV_HANDSHAKE_DONE) {
+            p->ready = true;
+            slb_conn_set_timeout(conn, 0);
+            p->cseq++;
+            send_probe(p);
+        }
+        p->len += got;
+        size_t at = 0;
+        struct slb_sip_limits lim;
+        slb_sip_limits_default(&lim);
+        while (at < p->len) {
+            slb_sip_frame(p->buf + at, p->len - at, &lim, &h->msg, h->hdrs,
+                          SLB_SIP_MAX_HEADERS_DEFAULT, &p->fr);
+            if (p->fr.kind == SLB_FRAME_NEED_MORE)
+                break;
+            if (p->fr.kind == SLB_FRAME_FATAL) {
+                disconnect(p);
+                verdict(p, false, "unparsable response");
+                return 0;
+            }
+            if (p->fr.kind == SLB_FRAME_MESSAGE)
+                on_response(p, &h->msg);
+            at += p->fr.frame_len;
+            p->fr = (struct slb_sip_frame){0};
+        }
+        memmove(p->buf, p->buf + at, p->len - at);
+        p->len -= at;
+        if (ev & SLB_TLS_EV_PEER_CLOSED) {
+            disconnect(p);
+            return 0;
+        }
+        if (!(ev & SLB_TLS_EV_MORE))
+            break;
+    }
+    return 0;
+}
+
+static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
+{
+    struct probe *p = conn->owner;
+    (void)loop;
+    if (p && p->tls_init)
+        slb_tls_flush(&p->tls);
+}
+
+static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
+{
+    struct probe *p = conn->owner;
+    (void)loop;
+    if (!p)
+        return;
+    bool was_waiting = p->waiting;
+    p->conn = NULL;
+    disconnect(p);
+    if (was_waiting || reason < 0)
+        verdict(p, false, reason == -ETIMEDOUT ? "handshake timed out" : "connection lost");
+}
+
+/* Every TICK_MS: failures the workers saw, drained backends, table reclamation. */
+static void on_tick(struct slb_timer *t)
+{
+    struct slb_health *h = (struct slb_health *)((char *)t - offsetof(struct slb_health, tick));
+    uint64_t now = slb_loop_now_ms(&h->loop);
+    slb_timer_arm(slb_loop_wheel(&h->loop), &h->tick, TICK_MS);
+    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
+        struct probe *p = &h->probe[b];
+        uint64_t f = atomic_load_explicit(&h->signals.failures[b], memory_order_relaxed);
+        if (f != p->seen_passive) {
+            /* Workers lost connections to it: one failure, and probe right away. */
+            p->seen_passive = f;
+            verdict(p, false, "workers' connections failed");
+            if (!p->waiting)
+                dial(p);
+        }
+        if (p->alive && h->cfg->backends[b].drain && !p->drained_reported) {
+            uint64_t last = 0;
+            for (unsigned w = 0; w < h->n_workers; w++) {
+                uint64_t l = atomic_load_explicit(&h->drain[w].last_ms[b], memory_order_relaxed);
+                last = l > last ? l : last;
+            }
+            if (now - last >= h->cfg->drain_idle_ms) {
+                p->drained_reported = true;
+                set_report(h, b, REPORT_DRAINED);
+            }
+        }
+    }
+    slb_router_reclaim(h->router);
+}
+
+struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_router *router,
+                                  struct slb_tls_ctx *client_ctx, unsigned n_workers)
+{
+    struct slb_health *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->drain = calloc(n_workers, sizeof(*h->drain));
+    if (!h->drain) {
+        free(h);
+        return NULL;
+    }
+    h->cfg = cfg;
+    h->router = router;
+    h->cctx = client_ctx;
+    h->n_workers = n_workers;
+    uint64_t now = slb_clock_ms();
+    for (unsigned b = 0; b < cfg->n_backends; b++) {
+        struct probe *p = &h->probe[b];
+        p->h = h;
+        p->backend = b;
+        p->alive = true; /* until probes say otherwise: starts routing at once */
+        slb_timer_init(&p->next, on_next);
+        slb_timer_init(&p->timeout, on_timeout);
+        h->reported[b] = cfg->backends[b].drain ? REPORT_DRAINING : REPORT_UP;
+        for (unsigned w = 0; w < n_workers; w++)
+            atomic_store(&h->drain[w].last_ms[b], now);
+    }
+    slb_timer_init(&h->tick, on_tick);
+    return h;
+}
+
+void slb_health_free(struct slb_health *h)
+{
+    if (h) {
+        free(h->drain);
+        free(h);
+    }
+}
+
+void *slb_health_main(void *arg)
+{
+    struct slb_health *h = arg;
+    struct slb_loop_opts opts = {.max_conns = 2 * SLB_MAX_BACKENDS + 8, .loop_id = 255};
+    struct slb_loop_cbs cbs = {.on_connect = on_connect, .on_data = on_data,
+                               .on_drained = on_drained, .on_close = on_close};
+    int rc = slb_loop_init(&h->loop, &opts, &cbs, h);
+    if (rc < 0) {
+        slb_log(SLB_LOG_ERROR, "health checker: io_uring set-up failed: %s", strerror(-rc));
+        kill(getpid(), SIGTERM);
+        return (void *)1;
+    }
+    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
+        dial(&h->probe[b]);
+        slb_timer_arm(slb_loop_wheel(&h->loop), &h->probe[b].next, h->cfg->probe_interval_ms);
+    }
+    slb_timer_arm(slb_loop_wheel(&h->loop), &h->tick, TICK_MS);
+    atomic_store(&h->running, 1);
+    if (!atomic_load(&h->stop))
+        slb_loop_run(&h->loop);
+    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
+        slb_timer_cancel(&h->probe[b].next);
+        slb_timer_cancel(&h->probe[b].timeout);
+    }
+    slb_timer_cancel(&h->tick);
+    slb_loop_deinit(&h->loop);
+    for (unsigned b = 0; b < h->cfg->n_backends; b++)
+        if (h->probe[b].tls_init)
+            slb_tls_conn_deinit(&h->probe[b].tls);
+    slb_tls_thread_cleanup();
+    return NULL;
+}
+
+void slb_health_stop(struct slb_health *h)
+{
+    atomic_store(&h->stop, 1);
+    if (atomic_load(&h->running))
+        slb_loop_stop(&h->loop);
+}
+
+struct slb_health_signals *slb_health_signals(struct slb_health *h)
+{
+    return &h->signals;
+}
+
+struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned worker)
+{
+    return &h->drain[worker];
+}
+
+void slb_health_report(struct slb_health *h, FILE *out)
+{
+    for (unsigned b = 0; b < h->cfg->n_backends; b++)
+        fprintf(out, "backend.%s %s\n", h->cfg->backends[b].name,
+                report_name[atomic_load(&h->reported[b])]);
+}

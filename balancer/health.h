@@ -1,0 +1,45 @@
+/* Backend health for the whole process: a control thread with its own io_uring loop sends
+ * SIP OPTIONS probes over TLS to every backend, counts failures (unanswered or unwanted
+ * responses, failed connects and handshakes, resets, and the same failures seen by the
+ * workers), moves backends between up and down after --fall / --rise results, and
+ * publishes a new routing table through the router on every change. It also reports
+ * draining backends as drained once they have been idle for --drain-idle. */
+#ifndef SLB_BALANCER_HEALTH_H
+#define SLB_BALANCER_HEALTH_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "balancer/config.h"
+#include "balancer/router.h"
+
+struct slb_tls_ctx;
+struct slb_health;
+
+/* Signals a worker sends about a backend. Lock free; any worker thread. */
+struct slb_health_signals {
+    _Alignas(64) atomic_uint_fast64_t failures[SLB_MAX_BACKENDS]; /* passive failures */
+};
+
+/* Per-worker, per-backend time of the last message routed to a draining backend; written
+ * by its worker only, read by the control thread. */
+struct slb_drain_clock {
+    _Alignas(64) atomic_uint_fast64_t last_ms[SLB_MAX_BACKENDS];
+};
+
+struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_router *router,
+                                  struct slb_tls_ctx *client_ctx, unsigned n_workers);
+void slb_health_free(struct slb_health *h);
+
+/* The control thread's body (pthread start routine); returns when stopped. */
+void *slb_health_main(void *health);
+void slb_health_stop(struct slb_health *h);
+
+struct slb_health_signals *slb_health_signals(struct slb_health *h);
+struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned worker);
+
+/* Writes "backend.NAME STATE" lines (up, down, draining, drained). Any thread. */
+void slb_health_report(struct slb_health *h, FILE *out);
+
+#endif

@@ -1,0 +1,92 @@
+/* The routing view: tables built off the per-message path and swapped in by pointer;
+ * reclamation by generations each worker announces when it loads a table (router.h).
+ * Publishing, reclaiming and freeing run on one thread; acquiring on the workers. */
+#include "balancer/router.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct slb_route_table *build(struct slb_router *r, const struct slb_config *cfg,
+                                     const uint8_t state[SLB_MAX_BACKENDS])
+{
+    struct slb_route_table *t =
+        malloc(sizeof(*t) + (size_t)r->table_size * sizeof(t->slots[0]));
+    void *scratch = malloc(slb_maglev_scratch_bytes(SLB_MAX_BACKENDS));
+    if (!t || !scratch) {
+        free(t);
+        free(scratch);
+        return NULL;
+    }
+    t->gen = ++r->next_gen;
+    t->n_backends = cfg->n_backends;
+    memcpy(t->state, state, SLB_MAX_BACKENDS);
+    t->maglev.size = r->table_size;
+    t->maglev.slot = t->slots;
+    /* Only backends that are up take new dialogs: draining and down ones stay out. */
+    struct slb_maglev_backend b[SLB_MAX_BACKENDS];
+    for (unsigned i = 0; i < cfg->n_backends; i++)
+        b[i] = (struct slb_maglev_backend){cfg->backends[i].name, state[i] == SLB_BACKEND_UP,
+                                           cfg->backends[i].weight};
+    slb_maglev_build(&t->maglev, b, cfg->n_backends, scratch);
+    free(scratch);
+    return t;
+}
+
+int slb_router_init(struct slb_router *r, const struct slb_config *cfg, unsigned n_workers)
+{
+    memset(r, 0, sizeof(*r));
+    r->n_workers = n_workers;
+    r->table_size = (uint32_t)cfg->maglev_size;
+    uint8_t state[SLB_MAX_BACKENDS];
+    for (unsigned i = 0; i < SLB_MAX_BACKENDS; i++)
+        state[i] = i < cfg->n_backends && cfg->backends[i].drain ? SLB_BACKEND_DRAINING
+                                                                 : SLB_BACKEND_UP;
+    struct slb_route_table *t = build(r, cfg, state);
+    if (!t)
+        return -ENOMEM;
+    atomic_store(&r->cur, t);
+    return 0;
+}
+
+void slb_router_reclaim(struct slb_router *r)
+{
+    uint64_t oldest = UINT64_MAX;
+    for (unsigned w = 0; w < r->n_workers; w++) {
+        uint64_t s = atomic_load_explicit(&r->worker[w].seen, memory_order_seq_cst);
+        oldest = s < oldest ? s : oldest;
+    }
+    unsigned keep = 0;
+    for (unsigned i = 0; i < r->n_retired; i++) {
+        /* Every worker has loaded a newer table since: none can still hold this one. */
+        if (r->retired[i]->gen < oldest)
+            free(r->retired[i]);
+        else
+            r->retired[keep++] = r->retired[i];
+    }
+    r->n_retired = keep;
+}
+
+int slb_router_publish(struct slb_router *r, const struct slb_config *cfg,
+                       const uint8_t state[SLB_MAX_BACKENDS])
+{
+    slb_router_reclaim(r);
+    if (r->n_retired == sizeof(r->retired) / sizeof(r->retired[0]))
+        return -EBUSY;
+    struct slb_route_table *t = build(r, cfg, state);
+    if (!t)
+        return -ENOMEM;
+    struct slb_route_table *old = atomic_exchange_explicit(&r->cur, t, memory_order_seq_cst);
+    r->retired[r->n_retired++] = old;
+    slb_router_reclaim(r);
+    return 0;
+}
+
+void slb_router_deinit(struct slb_router *r)
+{
+    for (unsigned i = 0; i < r->n_retired; i++)
+        free(r->retired[i]);
+    r->n_retired = 0;
+    free(atomic_load(&r->cur));
+    atomic_store(&r->cur, NULL);
+}
