@@ -4,6 +4,7 @@
 #include "balancer/config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <netdb.h>
 #include <stddef.h>
@@ -82,6 +83,9 @@ static const struct slb_flag table[] = {
       "lowest level logged"),
     F("stats-file", SLB_FLAG_STR, stats_file, NULL, 0, 0, NULL, "FILE",
       "write the counters here (key value lines) at exit and on SIGUSR1"),
+    F("backends-file", SLB_FLAG_STR, backends_file, NULL, 0, 0, NULL, "FILE",
+      "more backends, one sips:HOST:PORT[;weight=N][;drain] per line (# comments); "
+      "re-read on SIGHUP for weight and drain changes"),
     F("print-config", SLB_FLAG_BOOL, print_config, "false", 0, 0, NULL, NULL,
       "print the effective configuration and exit"),
 };
@@ -93,7 +97,8 @@ static const char usage[] =
     "An edge load balancer for SIP over TLS: terminates TLS from clients, routes every\n"
     "dialog by its Call-ID (Maglev consistent hashing) to one backend SIPS server over\n"
     "persistent TLS connections, and relays responses back. SIGINT/SIGTERM: stop\n"
-    "accepting, flush, exit 0. SIGUSR1: write --stats-file.";
+    "accepting, flush, exit 0. SIGUSR1: write --stats-file. SIGHUP: re-read\n"
+    "--backends-file (weights and drain flags).";
 
 int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host,
                               size_t host_cap, uint16_t *port)
@@ -204,6 +209,87 @@ static int parse_alive(struct slb_config *cfg)
     }
 }
 
+/* Reads the backends file: each non-comment line a backend spec. Returns the count, or -1
+ * with err set. */
+static int read_backends_file(const char *path, struct slb_backend_spec *out, unsigned cap,
+                              char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "--backends-file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[512];
+    int n = 0, lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        char *end = p + strcspn(p, "#\r\n");
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        *end = 0;
+        if (!*p)
+            continue;
+        if ((unsigned)n == cap || parse_backend(p, &out[n]) < 0) {
+            snprintf(err, errlen, "--backends-file %s line %d: '%s' is not "
+                     "sips:HOST:PORT[;weight=N][;drain] (or too many backends)", path, lineno, p);
+            fclose(f);
+            return -1;
+        }
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs)
+{
+    memset(attrs, 0, sizeof(*attrs));
+    for (unsigned i = 0; i < cfg->n_backends; i++) {
+        attrs->weight[i] = cfg->backends[i].weight;
+        attrs->drain[i] = cfg->backends[i].drain;
+    }
+}
+
+int slb_config_reload_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs,
+                            char *err, size_t errlen)
+{
+    if (!cfg->backends_file) {
+        snprintf(err, errlen, "no --backends-file to re-read");
+        return -EINVAL;
+    }
+    static struct slb_backend_spec fresh[SLB_MAX_BACKENDS];
+    int n = read_backends_file(cfg->backends_file, fresh, SLB_MAX_BACKENDS, err, errlen);
+    if (n < 0)
+        return -EINVAL;
+    slb_config_attrs(cfg, attrs);
+    unsigned in_file = 0;
+    for (unsigned i = 0; i < cfg->n_backends; i++)
+        in_file += cfg->from_file[i];
+    if ((unsigned)n != in_file) {
+        snprintf(err, errlen, "--backends-file %s now lists %d backends, not %u: adding or "
+                 "removing backends needs a restart in this version", cfg->backends_file, n,
+                 in_file);
+        return -EINVAL;
+    }
+    for (int k = 0; k < n; k++) {
+        int found = -1;
+        for (unsigned i = 0; i < cfg->n_backends; i++)
+            if (cfg->from_file[i] && !strcmp(cfg->backends[i].name, fresh[k].name))
+                found = (int)i;
+        if (found < 0) {
+            snprintf(err, errlen, "--backends-file %s: %s is new: adding or removing backends "
+                     "needs a restart in this version", cfg->backends_file, fresh[k].name);
+            return -EINVAL;
+        }
+        attrs->weight[found] = fresh[k].weight;
+        attrs->drain[found] = fresh[k].drain;
+    }
+    return 0;
+}
+
 static bool readable(const char *path)
 {
     return path && access(path, R_OK) == 0;
@@ -229,7 +315,7 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
     if (cfg->verify_client != SLB_VERIFY_CLIENT_NONE && !cfg->ca)
         return usage_error("--verify-client %s needs --ca",
                            verify_client_names[cfg->verify_client]);
-    if (cfg->backend.n == 0)
+    if (cfg->backend.n == 0 && !cfg->backends_file)
         return usage_error("at least one --backend sips:HOST:PORT is required");
     if (cfg->backend_verify == SLB_BACKEND_VERIFY_REQUIRE && !cfg->backend_ca)
         return usage_error("--backend-verify require needs --backend-ca (or --backend-verify "
@@ -256,6 +342,23 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
                 return usage_error("--backend %s given twice", cfg->backend.v[i]);
     }
     cfg->n_backends = cfg->backend.n;
+    if (cfg->backends_file) {
+        char ferr[600];
+        int n = read_backends_file(cfg->backends_file, cfg->backends + cfg->n_backends,
+                                   SLB_MAX_BACKENDS - cfg->n_backends, ferr, sizeof(ferr));
+        if (n < 0)
+            return usage_error("%s", ferr);
+        for (int k = 0; k < n; k++) {
+            unsigned i = cfg->n_backends + (unsigned)k;
+            cfg->from_file[i] = true;
+            for (unsigned j = 0; j < i; j++)
+                if (!strcmp(cfg->backends[j].name, cfg->backends[i].name))
+                    return usage_error("backend %s listed twice", cfg->backends[i].name);
+        }
+        cfg->n_backends += (unsigned)n;
+        if (cfg->n_backends == 0)
+            return usage_error("no backend: --backends-file %s lists none", cfg->backends_file);
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->n_workers = cfg->workers ? (unsigned)cfg->workers : (unsigned)(cores > 0 ? cores : 1);
     /* Our Via sent-by: --advertise, else the first listen address. */

@@ -35,6 +35,13 @@ struct slb_backend_spec {
     struct slb_addr addr;
 };
 
+/* What a reload may change about the backends: weights and drain flags. Owned by whoever
+ * built it; handed to the health checker whole. */
+struct slb_backend_attrs {
+    uint32_t weight[SLB_MAX_BACKENDS];
+    bool drain[SLB_MAX_BACKENDS];
+};
+
 struct slb_config {
     /* Flags, as parsed. */
     struct slb_flag_list listen;
@@ -64,11 +71,13 @@ struct slb_config {
     int log_level;
     bool print_config;
     const char *stats_file;
+    const char *backends_file;
     /* Derived by slb_config_load. */
     struct slb_addr listen_addrs[SLB_MAX_LISTEN];
     unsigned n_listen;
     struct slb_backend_spec backends[SLB_MAX_BACKENDS];
     unsigned n_backends;
+    bool from_file[SLB_MAX_BACKENDS]; /* listed in --backends-file (not a --backend flag) */
     unsigned n_workers;
     char advertise_hostport[128]; /* what goes into our Via and Record-Route */
     uint8_t alive_class[7];       /* from --probe-alive: response classes 1..6 that count */
@@ -79,6 +88,16 @@ struct slb_config {
  * certificate files are readable. On a usage error prints one line naming the problem to
  * stderr and returns 2; on --help returns 1 (help printed); 0 when cfg is ready. */
 int slb_config_load(struct slb_config *cfg, int argc, char **argv);
+
+/* The weights and drain flags as configured at start. */
+void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs);
+
+/* Re-reads --backends-file for a reload (SIGHUP). It may change the weights and drain
+ * flags of the backends it listed at start; a file that cannot be read or parsed, or that
+ * adds or removes backends, is rejected whole (err says why) and nothing changes.
+ * Returns 0 with attrs filled, or -EINVAL. */
+int slb_config_reload_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs,
+                            char *err, size_t errlen);
 
 /* Prints the effective flags (re-parsable), for --print-config. */
 void slb_config_print(const struct slb_config *cfg, FILE *out);

@@ -55,6 +55,8 @@ struct slb_health {
     _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: 0 up .. 3 drained */
     struct slb_health_signals signals;
     struct slb_drain_clock *drain; /* one per worker */
+    struct slb_backend_attrs attrs; /* current weights and drain flags */
+    _Atomic(struct slb_backend_attrs *) pending; /* from a reload, not yet applied */
     struct slb_sip_msg msg;
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
     char plain[16384 + 8192];
@@ -67,7 +69,7 @@ static uint8_t state_of(const struct probe *p)
 {
     if (!p->alive)
         return SLB_BACKEND_DOWN;
-    return p->h->cfg->backends[p->backend].drain ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
+    return p->h->attrs.drain[p->backend] ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
 }
 
 static void publish(struct slb_health *h)
@@ -75,7 +77,7 @@ static void publish(struct slb_health *h)
     uint8_t state[SLB_MAX_BACKENDS] = {0};
     for (unsigned i = 0; i < h->cfg->n_backends; i++)
         state[i] = state_of(&h->probe[i]);
-    int rc = slb_router_publish(h->router, h->cfg, state);
+    int rc = slb_router_publish(h->router, h->cfg, state, &h->attrs);
     if (rc < 0)
         slb_log(SLB_LOG_ERROR, "cannot publish a routing table: %s", strerror(-rc));
 }
@@ -96,8 +98,7 @@ static void verdict(struct probe *p, bool ok, const char *why)
             p->alive = true;
             p->oks = 0;
             publish(h);
-            set_report(h, p->backend, cfg->backends[p->backend].drain ? REPORT_DRAINING
-                                                                       : REPORT_UP);
+            set_report(h, p->backend, h->attrs.drain[p->backend] ? REPORT_DRAINING : REPORT_UP);
         }
         return;
     }
@@ -312,12 +313,44 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         verdict(p, false, reason == -ETIMEDOUT ? "handshake timed out" : "connection lost");
 }
 
-/* Every TICK_MS: failures the workers saw, drained backends, table reclamation. */
+/* A reload's new weights and drain flags: logged, applied, published. */
+static void apply_attrs(struct slb_health *h, const struct slb_backend_attrs *a, uint64_t now)
+{
+    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
+        const char *name = h->cfg->backends[b].name;
+        if (a->weight[b] != h->attrs.weight[b])
+            slb_log(SLB_LOG_INFO, "backend %s: weight %u -> %u", name, h->attrs.weight[b],
+                    a->weight[b]);
+        if (a->drain[b] != h->attrs.drain[b]) {
+            struct probe *p = &h->probe[b];
+            p->drained_reported = false;
+            /* Idle time counts from now: dialogs placed just before may still be live. */
+            for (unsigned w = 0; w < h->n_workers; w++)
+                atomic_store(&h->drain[w].last_ms[b], now);
+            if (p->alive)
+                set_report(h, b, a->drain[b] ? REPORT_DRAINING : REPORT_UP);
+        }
+    }
+    h->attrs = *a;
+    publish(h);
+}
+
+void slb_health_reload(struct slb_health *h, struct slb_backend_attrs *a)
+{
+    free(atomic_exchange(&h->pending, a));
+}
+
+/* Every TICK_MS: reloads, failures the workers saw, drained backends, table reclamation. */
 static void on_tick(struct slb_timer *t)
 {
     struct slb_health *h = (struct slb_health *)((char *)t - offsetof(struct slb_health, tick));
     uint64_t now = slb_loop_now_ms(&h->loop);
     slb_timer_arm(slb_loop_wheel(&h->loop), &h->tick, TICK_MS);
+    struct slb_backend_attrs *a = atomic_exchange(&h->pending, NULL);
+    if (a) {
+        apply_attrs(h, a, now);
+        free(a);
+    }
     for (unsigned b = 0; b < h->cfg->n_backends; b++) {
         struct probe *p = &h->probe[b];
         uint64_t f = atomic_load_explicit(&h->signals.failures[b], memory_order_relaxed);
@@ -328,7 +361,7 @@ static void on_tick(struct slb_timer *t)
             if (!p->waiting)
                 dial(p);
         }
-        if (p->alive && h->cfg->backends[b].drain && !p->drained_reported) {
+        if (p->alive && h->attrs.drain[b] && !p->drained_reported) {
             uint64_t last = 0;
             for (unsigned w = 0; w < h->n_workers; w++) {
                 uint64_t l = atomic_load_explicit(&h->drain[w].last_ms[b], memory_order_relaxed);
@@ -371,12 +404,14 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
             atomic_store(&h->drain[w].last_ms[b], now);
     }
     slb_timer_init(&h->tick, on_tick);
+    slb_config_attrs(cfg, &h->attrs);
     return h;
 }
 
 void slb_health_free(struct slb_health *h)
 {
     if (h) {
+        free(atomic_load(&h->pending));
         free(h->drain);
         free(h);
     }

@@ -39,6 +39,11 @@ void slb_health_stop(struct slb_health *h);
 struct slb_health_signals *slb_health_signals(struct slb_health *h);
 struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned worker);
 
+/* Hands over new weights and drain flags (a reload); the health thread applies them,
+ * logs each change and publishes a new table within a tick. Takes ownership of a
+ * (malloc'd). Any thread. */
+void slb_health_reload(struct slb_health *h, struct slb_backend_attrs *a);
+
 /* Writes "backend.NAME STATE" lines (up, down, draining, drained). Any thread. */
 void slb_health_report(struct slb_health *h, FILE *out);
 

@@ -205,8 +205,19 @@ int main(int argc, char **argv)
             write_stats(&cfg, w, n);
             continue;
         }
-        if (sig == SIGHUP)
-            continue; /* reloads come with the routing work */
+        if (sig == SIGHUP) {
+            struct slb_backend_attrs *a = malloc(sizeof(*a));
+            char err[512];
+            if (a && slb_config_reload_attrs(&cfg, a, err, sizeof(err)) == 0) {
+                slb_log(SLB_LOG_INFO, "SIGHUP: re-read %s", cfg.backends_file);
+                slb_health_reload(health, a);
+            } else {
+                slb_log(SLB_LOG_ERROR, "SIGHUP: reload rejected, running configuration kept: %s",
+                        a ? err : "out of memory");
+                free(a);
+            }
+            continue;
+        }
         slb_log(SLB_LOG_INFO, "signal %d: stopping", sig);
         break;
     }

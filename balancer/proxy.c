@@ -117,3 +117,47 @@ bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_p
     return msg->via_count > 0 &&
            slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx);
 }
+
+bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                         uint32_t *backend)
+{
+    if (msg->first[SLB_HDR_ROUTE] < 0)
+        return false;
+    struct slb_slice uri = slb_sip_first_uri(msg->headers[msg->first[SLB_HDR_ROUTE]].value);
+    const char *semi = uri.ptr ? memchr(uri.ptr, ';', uri.len) : NULL;
+    if (!semi)
+        return false;
+    struct slb_slice params = {semi, (size_t)(uri.ptr + uri.len - semi)}, tok;
+    return slb_sip_param_find(params, "slb", &tok) &&
+           slb_backend_token_parse(tok, &self->mac_key, backend);
+}
+
+bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg)
+{
+    switch (msg->method_id) {
+    case SLB_METHOD_INVITE:
+    case SLB_METHOD_SUBSCRIBE:
+    case SLB_METHOD_REFER:
+    case SLB_METHOD_NOTIFY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                           const struct slb_proxy_self *self, uint32_t backend)
+{
+    char v[sizeof(self->via_sent_by) + SLB_BACKEND_TOKEN_LEN + 32];
+    size_t n = 0;
+    memcpy(v, "<sips:", 6);
+    n += 6;
+    memcpy(v + n, self->via_sent_by, self->via_sent_by_len);
+    n += self->via_sent_by_len;
+    memcpy(v + n, ";lr;slb=", 8);
+    n += 8;
+    slb_backend_token_make(v + n, &self->mac_key, backend);
+    n += SLB_BACKEND_TOKEN_LEN;
+    v[n++] = '>';
+    return slb_sip_edit_insert_header(e, msg, SLB_HDR_RECORD_ROUTE, "Record-Route", v, n);
+}

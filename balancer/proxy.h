@@ -43,4 +43,19 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
 bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                                uint64_t *conn_id);
 
+/* Whether the request's top Route value is ours: a URI carrying a valid ;slb= backend
+ * token (RFC 3261 16.4: a Route naming this proxy is removed before forwarding). Sets the
+ * backend token. */
+bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                         uint32_t *backend);
+
+/* Whether the method forms dialogs that must keep their backend: INVITE, SUBSCRIBE,
+ * REFER, NOTIFY (RFC 3261 12, RFC 6665, RFC 3515). */
+bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg);
+
+/* Inserts our Record-Route, <sips:ADVERTISE;lr;slb=TOKEN>, above any existing value
+ * (RFC 3261 16.6 step 4). */
+int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                           const struct slb_proxy_self *self, uint32_t backend);
+
 #endif

@@ -8,7 +8,8 @@
 #include <string.h>
 
 static struct slb_route_table *build(struct slb_router *r, const struct slb_config *cfg,
-                                     const uint8_t state[SLB_MAX_BACKENDS])
+                                     const uint8_t state[SLB_MAX_BACKENDS],
+                                     const struct slb_backend_attrs *attrs)
 {
     struct slb_route_table *t =
         malloc(sizeof(*t) + (size_t)r->table_size * sizeof(t->slots[0]));
@@ -27,7 +28,7 @@ static struct slb_route_table *build(struct slb_router *r, const struct slb_conf
     struct slb_maglev_backend b[SLB_MAX_BACKENDS];
     for (unsigned i = 0; i < cfg->n_backends; i++)
         b[i] = (struct slb_maglev_backend){cfg->backends[i].name, state[i] == SLB_BACKEND_UP,
-                                           cfg->backends[i].weight};
+                                           attrs->weight[i]};
     slb_maglev_build(&t->maglev, b, cfg->n_backends, scratch);
     free(scratch);
     return t;
@@ -39,10 +40,11 @@ int slb_router_init(struct slb_router *r, const struct slb_config *cfg, unsigned
     r->n_workers = n_workers;
     r->table_size = (uint32_t)cfg->maglev_size;
     uint8_t state[SLB_MAX_BACKENDS];
+    struct slb_backend_attrs attrs;
+    slb_config_attrs(cfg, &attrs);
     for (unsigned i = 0; i < SLB_MAX_BACKENDS; i++)
-        state[i] = i < cfg->n_backends && cfg->backends[i].drain ? SLB_BACKEND_DRAINING
-                                                                 : SLB_BACKEND_UP;
-    struct slb_route_table *t = build(r, cfg, state);
+        state[i] = attrs.drain[i] ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
+    struct slb_route_table *t = build(r, cfg, state, &attrs);
     if (!t)
         return -ENOMEM;
     atomic_store(&r->cur, t);
@@ -68,12 +70,13 @@ void slb_router_reclaim(struct slb_router *r)
 }
 
 int slb_router_publish(struct slb_router *r, const struct slb_config *cfg,
-                       const uint8_t state[SLB_MAX_BACKENDS])
+                       const uint8_t state[SLB_MAX_BACKENDS],
+                       const struct slb_backend_attrs *attrs)
 {
     slb_router_reclaim(r);
     if (r->n_retired == sizeof(r->retired) / sizeof(r->retired[0]))
         return -EBUSY;
-    struct slb_route_table *t = build(r, cfg, state);
+    struct slb_route_table *t = build(r, cfg, state, attrs);
     if (!t)
         return -ENOMEM;
     struct slb_route_table *old = atomic_exchange_explicit(&r->cur, t, memory_order_seq_cst);

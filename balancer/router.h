@@ -51,7 +51,8 @@ void slb_router_deinit(struct slb_router *r);
  * has moved past. Publisher thread only. Returns 0, or -ENOMEM / -EBUSY (too many tables
  * still held: the old one stays current). */
 int slb_router_publish(struct slb_router *r, const struct slb_config *cfg,
-                       const uint8_t state[SLB_MAX_BACKENDS]);
+                       const uint8_t state[SLB_MAX_BACKENDS],
+                       const struct slb_backend_attrs *attrs);
 
 /* Frees what can be freed without publishing (called periodically by the publisher). */
 void slb_router_reclaim(struct slb_router *r);

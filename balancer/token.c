@@ -97,3 +97,28 @@ bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key
     *tx = (uint32_t)t;
     return true;
 }
+
+static uint64_t backend_mac(const struct slb_siphash_key *key, uint32_t backend)
+{
+    unsigned char b[8] = {'s', 'l', 'b', 'r'};
+    memcpy(b + 4, &backend, 4);
+    return slb_siphash(key, b, sizeof(b));
+}
+
+void slb_backend_token_make(char out[SLB_BACKEND_TOKEN_LEN], const struct slb_siphash_key *key,
+                            uint32_t backend)
+{
+    put_hex(out, backend, 8);
+    put_hex(out + 8, backend_mac(key, backend), 16);
+}
+
+bool slb_backend_token_parse(struct slb_slice tok, const struct slb_siphash_key *key,
+                             uint32_t *backend)
+{
+    uint64_t b, m;
+    if (tok.len != SLB_BACKEND_TOKEN_LEN || !get_hex(tok.ptr, 8, &b) ||
+        !get_hex(tok.ptr + 8, 16, &m) || m != backend_mac(key, (uint32_t)b))
+        return false;
+    *backend = (uint32_t)b;
+    return true;
+}

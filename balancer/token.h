@@ -32,4 +32,15 @@ void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key
 bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key,
                       uint64_t *conn_id, uint32_t *tx);
 
+/* The backend token our Record-Route carries (RFC 3261 16.6 step 4): the backend's name
+ * hash and a MAC, 24 hex characters, so in-dialog requests return to that backend. */
+#define SLB_BACKEND_TOKEN_LEN 24u
+
+void slb_backend_token_make(char out[SLB_BACKEND_TOKEN_LEN], const struct slb_siphash_key *key,
+                            uint32_t backend);
+
+/* False when tok is malformed or its MAC fails (another instance's, or forged). */
+bool slb_backend_token_parse(struct slb_slice tok, const struct slb_siphash_key *key,
+                             uint32_t *backend);
+
 #endif

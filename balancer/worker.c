@@ -89,6 +89,8 @@ struct slb_worker {
     struct slb_health_signals *signals;
     struct slb_drain_clock *drain_clock;
     struct slb_timer refresh; /* keeps this worker's router generation moving when idle */
+    uint64_t seen_gen;        /* the table generation last reconciled with our links */
+    uint8_t seen_state[SLB_MAX_BACKENDS];
     char *plain; /* decryption scratch */
     size_t plain_cap;
     char *pool;  /* pending buffers */
@@ -122,11 +124,42 @@ static void pool_put(struct slb_worker *w, char *buf)
 
 #define REFRESH_MS 100u
 
+static void dial(struct slb_worker *w, struct link *l);
+
+/* A new table: a backend that came back up gets its links dialled now rather than at the
+ * end of their backoff. */
+static void reconcile(struct slb_worker *w, const struct slb_route_table *t)
+{
+    unsigned k = (unsigned)w->cfg->backend_conns;
+    for (unsigned b = 0; b < w->cfg->n_backends; b++) {
+        if (t->state[b] != SLB_BACKEND_DOWN && w->seen_state[b] == SLB_BACKEND_DOWN) {
+            for (unsigned i = 0; i < k; i++) {
+                struct link *l = &w->links[b * k + i];
+                if (l->state == LINK_DOWN) {
+                    slb_timer_cancel(&l->redial);
+                    l->backoff_ms = 0;
+                    dial(w, l);
+                }
+            }
+        }
+        w->seen_state[b] = t->state[b];
+    }
+    w->seen_gen = t->gen;
+}
+
+static inline const struct slb_route_table *route_table(struct slb_worker *w)
+{
+    const struct slb_route_table *t = slb_router_acquire(w->router, w->index);
+    if (t->gen != w->seen_gen)
+        reconcile(w, t);
+    return t;
+}
+
 /* An idle worker still announces the newest table it has seen, so old tables get freed. */
 static void on_refresh(struct slb_timer *t)
 {
     struct slb_worker *w = (struct slb_worker *)((char *)t - offsetof(struct slb_worker, refresh));
-    slb_router_acquire(w->router, w->index);
+    route_table(w);
     slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
 }
 
@@ -234,6 +267,14 @@ static void wake_parked(struct slb_worker *w, struct link *l)
 /* Result of handling one framed message: go on with the next, or stop (parked/closing). */
 enum step { STEP_NEXT, STEP_STOP };
 
+static int backend_by_token(const struct slb_config *cfg, uint32_t token)
+{
+    for (unsigned i = 0; i < cfg->n_backends; i++)
+        if (cfg->backends[i].token == token)
+            return (int)i;
+    return -1;
+}
+
 /* A ready link of the backend (spread by the key hash), else one still connecting (the
  * caller parks on it until its handshake ends), else NULL. */
 static struct link *pick_link(struct slb_worker *w, unsigned backend, uint64_t hash)
@@ -266,8 +307,26 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
         return STEP_NEXT;
     }
     uint64_t h = slb_route_hash(m->call_id);
-    const struct slb_route_table *t = slb_router_acquire(w->router, w->index);
-    uint16_t b = slb_maglev_lookup(&t->maglev, h);
+    const struct slb_route_table *t = route_table(w);
+    uint16_t b = SLB_MAGLEV_NONE;
+    uint32_t token;
+    /* In-dialog requests carry our Route: they go to the backend it names while that one
+     * is up or draining, whatever the table says now; otherwise by the table. */
+    bool our_route = slb_proxy_our_route(m, &w->sh->self, &token);
+    if (our_route) {
+        int idx = backend_by_token(w->cfg, token);
+        if (idx >= 0 && t->state[idx] != SLB_BACKEND_DOWN) {
+            b = (uint16_t)idx;
+            w->c.sticky_routed++;
+            if (t->state[idx] == SLB_BACKEND_DRAINING)
+                atomic_store_explicit(&w->drain_clock->last_ms[idx], slb_loop_now_ms(&w->loop),
+                                      memory_order_relaxed);
+        } else {
+            w->c.sticky_fallback++;
+        }
+    }
+    if (b == SLB_MAGLEV_NONE)
+        b = slb_maglev_lookup(&t->maglev, h);
     struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
     if (!l) {
         if (ack) {
@@ -286,7 +345,12 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     }
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, base, m->msg_len);
-    if (slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v) < 0) {
+    int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v);
+    if (erc == 0 && our_route) /* RFC 3261 16.4: our own Route value goes */
+        erc = slb_sip_edit_pop_list_value(e, m, (uint32_t)m->first[SLB_HDR_ROUTE]);
+    if (erc == 0 && slb_proxy_dialog_forming(m))
+        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token);
+    if (erc < 0) {
         reply(w, p, base, 513, "Message Too Large", NULL);
         return STEP_NEXT;
     }
@@ -634,7 +698,6 @@ static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
     return 0;
 }
 
-static void dial(struct slb_worker *w, struct link *l);
 
 static void schedule_redial(struct slb_worker *w, struct link *l)
 {

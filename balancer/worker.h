@@ -54,6 +54,8 @@ struct slb_worker;
     X(drop_ack_unroutable)                                                                 \
     X(drop_backend_request)                                                                \
     X(backpressure_parks)                                                                  \
+    X(sticky_routed)                                                                       \
+    X(sticky_fallback)                                                                     \
     X(pending_pool_empty)
 
 struct slb_worker_counters {

@@ -34,6 +34,15 @@ int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via);
  * name is given in lowercase; the list's names match it in any case. Returns true and sets *value (len 0 when valueless). */
 bool slb_sip_param_find(struct slb_slice params, const char *name, struct slb_slice *value);
 
+/* In a header value holding a comma-separated list (Route, Record-Route, Path...), the
+ * offset where the second element starts (after the comma and LWS), or value.len when
+ * there is only one. Commas inside quotes or <> do not separate. */
+size_t slb_sip_list_next(struct slb_slice value);
+
+/* The URI inside the first name-addr of a value ("<sips:a;lr>, ..." gives "sips:a;lr"),
+ * or the addr-spec up to the first comma. Returns an empty slice when there is none. */
+struct slb_slice slb_sip_first_uri(struct slb_slice value);
+
 /* The SIP status code a rejected message earns (400, 505, 513), a short reason phrase for
  * it (a static string), and whether the stream must be closed after answering. */
 int slb_sip_err_status(enum slb_sip_err err);

@@ -7,6 +7,8 @@
  * failed call leaves the edit unchanged. Pure; any thread. */
 #include "core/sip_edit.h"
 
+#include "core/sip.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -179,6 +181,18 @@ int slb_sip_edit_pop_via(struct slb_sip_edit *e, const struct slb_sip_msg *msg)
     }
     const struct slb_sip_header *h = &msg->headers[top->header];
     return slb_sip_edit_splice(e, h->line_off, h->line_len, NULL, 0);
+}
+
+int slb_sip_edit_pop_list_value(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                                uint32_t header)
+{
+    if (header >= msg->header_count)
+        return -ENOENT;
+    const struct slb_sip_header *h = &msg->headers[header];
+    size_t next = slb_sip_list_next(h->value);
+    if (next >= h->value.len)
+        return slb_sip_edit_splice(e, h->line_off, h->line_len, NULL, 0);
+    return slb_sip_edit_splice(e, off_of(e, h->value.ptr), next, NULL, 0);
 }
 
 int slb_sip_edit_max_forwards(struct slb_sip_edit *e, const struct slb_sip_msg *msg)

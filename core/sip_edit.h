@@ -42,6 +42,12 @@ int slb_sip_edit_push_via(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
  * comma (RFC 3261 16.7 step 3). -ENOENT when there is no Via. */
 int slb_sip_edit_pop_via(struct slb_sip_edit *e, const struct slb_sip_msg *msg);
 
+/* Removes the first element of the list in header line `header` (index into msg's
+ * headers): the whole line when it holds one element, else the element and its comma
+ * (loose routing, RFC 3261 16.4 and 16.12). */
+int slb_sip_edit_pop_list_value(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                                uint32_t header);
+
 /* Decrements Max-Forwards, or inserts "Max-Forwards: 70" when absent (RFC 3261 16.6
  * step 3). -ELOOP when it is already 0: the caller answers 483 (16.3 step 2). */
 int slb_sip_edit_max_forwards(struct slb_sip_edit *e, const struct slb_sip_msg *msg);

@@ -870,3 +870,46 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
     check_required(msg, end);
     return msg->err == SLB_SIP_E_NONE ? 0 : -EBADMSG;
 }
+
+size_t slb_sip_list_next(struct slb_slice v)
+{
+    const char *p = v.ptr, *end = v.ptr + v.len;
+    bool in_angle = false;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            p = skip_quoted(p, end);
+            continue;
+        }
+        if (c == '<')
+            in_angle = true;
+        else if (c == '>')
+            in_angle = false;
+        else if (c == ',' && !in_angle) {
+            p++;
+            while (p < end && is_lws(*p))
+                p++;
+            return (size_t)(p - v.ptr);
+        }
+        p++;
+    }
+    return v.len;
+}
+
+struct slb_slice slb_sip_first_uri(struct slb_slice v)
+{
+    size_t first_len = slb_sip_list_next(v);
+    const char *p = v.ptr, *end = v.ptr + first_len;
+    const char *lt = find_either_s(p, end, end, '<', '"');
+    while (lt < end && *lt == '"') {
+        p = skip_quoted(lt, end);
+        lt = find_either_s(p, end, end, '<', '"');
+    }
+    if (lt < end) {
+        const char *gt = find_byte(lt, end, '>');
+        return gt ? (struct slb_slice){lt + 1, (size_t)(gt - lt - 1)}
+                  : (struct slb_slice){NULL, 0};
+    }
+    /* addr-spec: up to the comma, trimmed. */
+    return trim(v.ptr, find_either_s(v.ptr, end, end, ',', ','));
+}
