@@ -197,3 +197,34 @@ Test(edit, the_whole_request_path_together)
            "Via: SIP/2.0/TLS c;branch=z9hG4bK1;rport=1234;received=192.0.2.7\r\n"
            "Max-Forwards: 69\r\n" TAIL);
 }
+
+Test(edit, pop_first_route_value)
+{
+    start("INVITE sips:b@example.com SIP/2.0\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK1\r\n"
+          "Route: <sips:lb.example.com;lr;slb=1>, \"x,y\" <sips:p2.example.com;lr>\r\n" TAIL);
+    cr_assert_eq(slb_sip_edit_pop_list_value(&ed, &msg, (uint32_t)msg.first[SLB_HDR_ROUTE]), 0);
+    expect("INVITE sips:b@example.com SIP/2.0\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK1\r\n"
+           "Route: \"x,y\" <sips:p2.example.com;lr>\r\n" TAIL);
+    start("INVITE sips:b@example.com SIP/2.0\r\nRoute: <sips:lb.example.com;lr;slb=1>\r\n"
+          "Via: SIP/2.0/TLS c;branch=z9hG4bK1\r\n" TAIL);
+    cr_assert_eq(slb_sip_edit_pop_list_value(&ed, &msg, (uint32_t)msg.first[SLB_HDR_ROUTE]), 0);
+    expect("INVITE sips:b@example.com SIP/2.0\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK1\r\n" TAIL);
+    cr_assert_eq(slb_sip_edit_pop_list_value(&ed, &msg, 999), -ENOENT);
+}
+
+Test(edit, list_helpers)
+{
+    struct slb_slice v = {"<sips:a;lr>, <sips:b>", 21};
+    cr_assert_eq(slb_sip_list_next(v), 13);
+    struct slb_slice u = slb_sip_first_uri(v);
+    cr_assert_eq(u.len, 9);
+    cr_assert_eq(memcmp(u.ptr, "sips:a;lr", 9), 0);
+    struct slb_slice q = {"\"a, <b>\" <sips:c;x=\",\">", 24};
+    cr_assert_eq(slb_sip_list_next(q), q.len);
+    u = slb_sip_first_uri(q);
+    cr_assert_eq(u.len, 12, "%zu", u.len);
+    struct slb_slice plain = {"sips:d;lr , sips:e", 18};
+    u = slb_sip_first_uri(plain);
+    cr_assert_eq(u.len, 9);
+    cr_assert_eq(slb_sip_first_uri((struct slb_slice){"", 0}).len, 0);
+}

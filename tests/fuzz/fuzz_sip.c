@@ -32,6 +32,8 @@ static void edit_and_rescan(const char *m, size_t len, const struct slb_sip_limi
         slb_sip_edit_insert_header(&ed, &msg, SLB_HDR_RECORD_ROUTE, "Record-Route", rr,
                                    sizeof(rr) - 1);
         slb_sip_edit_push_via(&ed, &msg, via, sizeof(via) - 1);
+        if (msg.first[SLB_HDR_ROUTE] >= 0)
+            slb_sip_edit_pop_list_value(&ed, &msg, (uint32_t)msg.first[SLB_HDR_ROUTE]);
     } else if (slb_sip_edit_pop_via(&ed, &msg) < 0) {
         abort(); /* a scanned message always has a Via */
     }
@@ -76,6 +78,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fr.frame_len == 0 || fr.frame_len > size - at)
             abort(); /* a frame that does not advance or overruns would hang or over-read */
         if (fr.kind == SLB_FRAME_MESSAGE) {
+            for (uint32_t i = 0; i < msg.header_count; i++) {
+                size_t next = slb_sip_list_next(msg.headers[i].value);
+                struct slb_slice u = slb_sip_first_uri(msg.headers[i].value);
+                if (next > msg.headers[i].value.len ||
+                    (u.ptr && (u.ptr < msg.headers[i].value.ptr ||
+                               u.ptr + u.len > msg.headers[i].value.ptr + msg.headers[i].value.len)))
+                    abort();
+            }
             edit_and_rescan(buf + at, fr.frame_len, &lim);
             for (unsigned i = 1; i < msg.via_count; i++) {
                 struct slb_sip_via v;
