@@ -78,7 +78,7 @@ struct uas {
     uint32_t calls_cap, calls_n;
     char *arena;
     size_t arena_len, arena_cap;
-    uint64_t requests, responses_sent, dropped_calls;
+    uint64_t requests, responses_sent, dropped_calls, dropped_responses;
 };
 
 static const struct slb_siphash_key tally_key = {0x75617374616c6c79ull, 0x6b65792e2e2e2e2eull};
@@ -193,8 +193,13 @@ static void send_resp(struct uas *u, struct slb_conn *conn, const char *base, in
 {
     size_t n = build(u, base, status, reason);
     struct iovec iov = {u->out, n};
-    if (slb_tls_write(&u->tls[slb_conn_id_slot(conn->id)], &iov, 1) >= 0)
+    if (slb_tls_write(&u->tls[slb_conn_id_slot(conn->id)], &iov, 1) >= 0) {
         u->responses_sent++;
+    } else {
+        /* Never silently: a peer that does not read gets its connection closed. */
+        u->dropped_responses++;
+        slb_conn_close(conn, false);
+    }
 }
 
 static void handle(struct uas *u, struct slb_conn *conn, const char *base,
@@ -322,7 +327,12 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
 static void *run(void *arg)
 {
     struct uas *u = arg;
-    struct slb_loop_opts opts = {.max_conns = MAX_CONNS, .loop_id = (uint8_t)u->index};
+    /* A deep output queue: a load generator with many calls in flight gets three responses
+     * per INVITE in bursts, and a mock backend must not be the one dropping them. */
+    struct slb_loop_opts opts = {.max_conns = MAX_CONNS,
+                                 .loop_id = (uint8_t)u->index,
+                                 .out_cap_bytes = 4u << 20,
+                                 .out_chunks = 8192};
     struct slb_loop_cbs cbs = {.on_accept = on_accept, .on_data = on_data,
                                .on_drained = on_drained, .on_close = on_close};
     if (slb_loop_init(&u->loop, &opts, &cbs, u) < 0) {
@@ -359,14 +369,16 @@ static void write_report(struct uas **u, unsigned n, const char *path)
         slb_log(SLB_LOG_WARN, "sipslb-uas: --report %s: %s", path, strerror(errno));
         return;
     }
-    uint64_t req = 0, resp = 0, dropped = 0;
+    uint64_t req = 0, resp = 0, dropped = 0, lost = 0;
     for (unsigned k = 0; k < n; k++) {
         req += u[k]->requests;
         resp += u[k]->responses_sent;
         dropped += u[k]->dropped_calls;
+        lost += u[k]->dropped_responses;
     }
-    fprintf(f, "# requests %llu responses %llu untracked-calls %llu\n", (unsigned long long)req,
-            (unsigned long long)resp, (unsigned long long)dropped);
+    fprintf(f, "# requests %llu responses %llu untracked-calls %llu unsent-responses %llu\n",
+            (unsigned long long)req, (unsigned long long)resp, (unsigned long long)dropped,
+            (unsigned long long)lost);
     for (unsigned k = 0; k < n; k++)
         for (uint32_t i = 0; i < u[k]->calls_cap; i++) {
             const struct call *c = &u[k]->calls[i];

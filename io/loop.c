@@ -825,6 +825,11 @@ int slb_loop_run(struct slb_loop *loop)
     /* One pass per turn; ends on stop or a ring failure. */
     for (;;) {
         loop->now_ms = clock_ms();
+        /* Timers armed by the callbacks below count from now, not from the wheel's last
+         * run, which may be long ago after an idle wait (the wheel only moves its clock
+         * forward; due timers still fire after the completions are handled). */
+        if (loop->now_ms > loop->wheel.now_ms)
+            loop->wheel.now_ms = loop->now_ms;
         reap(loop);
         if (!loop->stopping && atomic_load_explicit(&loop->stop_req, memory_order_acquire))
             begin_stop(loop);

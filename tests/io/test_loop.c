@@ -338,6 +338,34 @@ Test(loop, on_close_reports_timeout_from_the_timer_wheel, .timeout = 10)
     check_one_close(&g_srv, -ETIMEDOUT);
 }
 
+static int accept_with_long_timeout(struct slb_loop *loop, struct slb_conn *conn)
+{
+    h_log_accept(loop, conn);
+    slb_conn_set_timeout(conn, 800);
+    return 0;
+}
+
+/* A timer armed in a callback after the loop slept long counts from now, not from the
+ * wheel's last run (which would make an 800 ms timeout fire at once). */
+Test(loop, timeout_armed_after_a_long_idle_counts_from_now, .timeout = 10)
+{
+    h_echo_cbs(&g_srv.cbs);
+    g_srv.cbs.on_accept = accept_with_long_timeout;
+    START_OR_SKIP(&g_srv);
+    usleep(1500 * 1000); /* the loop sleeps with no timer armed */
+    uint64_t t0 = mono_ms();
+    int fd = h_connect(g_srv.port);
+    cr_assert_geq(fd, 0);
+    cr_assert(h_read_eof(fd), "closed by the timeout");
+    uint64_t took = mono_ms() - t0;
+    cr_assert_geq(took, 700, "closed after %lu ms: the timeout counted from a stale clock",
+                  (unsigned long)took);
+    close(fd);
+    cr_assert(h_wait_atomic(&g_srv.n_close, 1, 3000));
+    h_srv_stop(&g_srv);
+    check_one_close(&g_srv, -ETIMEDOUT);
+}
+
 Test(loop, on_close_reports_teardown_as_ecanceled, .timeout = 10)
 {
     h_echo_cbs(&g_srv.cbs);
