@@ -49,7 +49,7 @@ static const struct slb_flag table[] = {
     F("backend-key", SLB_FLAG_STR, backend_key, NULL, 0, 0, NULL, "FILE", "key of --backend-cert"),
     F("backend-conns", SLB_FLAG_INT, backend_conns, "2", 1, 64, NULL, "K",
       "persistent TLS connections per backend per worker"),
-    F("workers", SLB_FLAG_INT, workers, "0", 0, 256, NULL, "N",
+    F("workers", SLB_FLAG_INT, workers, "0", 0, 255, NULL, "N",
       "worker threads, one io_uring each; 0 = online cores"),
     F("pin", SLB_FLAG_BOOL, pin, "false", 0, 0, NULL, NULL, "pin worker i to core i"),
     F("advertise", SLB_FLAG_STR, advertise, NULL, 0, 0, NULL, "HOST[:PORT]",
@@ -361,6 +361,8 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->n_workers = cfg->workers ? (unsigned)cfg->workers : (unsigned)(cores > 0 ? cores : 1);
+    if (cfg->n_workers > 255)
+        cfg->n_workers = 255; /* loop id 255 is the health checker's */
     /* Our Via sent-by: --advertise, else the first listen address. */
     if (cfg->advertise) {
         if (strlen(cfg->advertise) >= sizeof(cfg->advertise_hostport) - 8 ||

@@ -60,17 +60,14 @@ static enum slb_tls_version tls_min(const struct slb_config *cfg)
     return cfg->tls_min == SLB_TLS_MIN_13 ? SLB_TLS_VERSION_1_3 : SLB_TLS_VERSION_1_2;
 }
 
-/* One server and one client context per worker (and a client one for the health
- * checker, at index n), built here on the main thread. */
-static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tls_ctx **sctx,
-                         struct slb_tls_ctx **cctx)
+static struct slb_tls_server_opts server_opts(const struct slb_config *cfg)
 {
     static const enum slb_tls_verify verify_client[] = {
         [SLB_VERIFY_CLIENT_NONE] = SLB_TLS_VERIFY_NONE,
         [SLB_VERIFY_CLIENT_OPTIONAL] = SLB_TLS_VERIFY_OPTIONAL,
         [SLB_VERIFY_CLIENT_REQUIRE] = SLB_TLS_VERIFY_REQUIRE,
     };
-    struct slb_tls_server_opts so = {
+    return (struct slb_tls_server_opts){
         .cert_file = cfg->cert,
         .key_file = cfg->key,
         .ca_file = cfg->ca,
@@ -78,6 +75,14 @@ static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tl
         .min_version = tls_min(cfg),
         .ciphers = cfg->ciphers,
     };
+}
+
+/* One server and one client context per worker (and a client one for the health
+ * checker, at index n), built here on the main thread. */
+static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tls_ctx **sctx,
+                         struct slb_tls_ctx **cctx)
+{
+    struct slb_tls_server_opts so = server_opts(cfg);
     struct slb_tls_client_opts co = {
         .ca_file = cfg->backend_ca,
         .verify_server = cfg->backend_verify == SLB_BACKEND_VERIFY_NONE ? SLB_TLS_VERIFY_NONE
@@ -89,26 +94,49 @@ static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tl
     };
     char err[512];
     for (unsigned i = 0; i <= n; i++) {
-        if (i == n) {
-            cctx[i] = slb_tls_client_ctx_new(&co, err, sizeof(err));
-            if (!cctx[i]) {
-                fprintf(stderr, "sipslb: %s\n", err);
-                return -EINVAL;
-            }
-            break;
-        }
-        sctx[i] = slb_tls_server_ctx_new(&so, err, sizeof(err));
-        if (!sctx[i]) {
+        if (i < n && !(sctx[i] = slb_tls_server_ctx_new(&so, err, sizeof(err)))) {
             fprintf(stderr, "sipslb: %s\n", err);
             return -EINVAL;
         }
-        cctx[i] = slb_tls_client_ctx_new(&co, err, sizeof(err));
-        if (!cctx[i]) {
+        if (!(cctx[i] = slb_tls_client_ctx_new(&co, err, sizeof(err)))) {
             fprintf(stderr, "sipslb: %s\n", err);
             return -EINVAL;
         }
     }
     return 0;
+}
+
+/* SIGHUP: the certificate and key again (ACME renewals), for new clients of every
+ * worker; all or nothing. Then the backends file, when there is one. */
+static void reload(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
+{
+    struct slb_tls_server_opts so = server_opts(cfg);
+    struct slb_tls_ctx *fresh[SLB_MAX_WORKERS] = {0};
+    char err[512];
+    unsigned made = 0;
+    for (; made < n; made++)
+        if (!(fresh[made] = slb_tls_server_ctx_new(&so, err, sizeof(err))))
+            break;
+    if (made < n) {
+        slb_log(SLB_LOG_ERROR, "SIGHUP: certificate reload rejected, current one kept: %s", err);
+        for (unsigned i = 0; i < made; i++)
+            slb_tls_ctx_free(fresh[i]);
+    } else {
+        for (unsigned i = 0; i < n; i++)
+            slb_worker_set_server_ctx(w[i], fresh[i]);
+        slb_log(SLB_LOG_INFO, "SIGHUP: re-read --cert %s and --key %s", cfg->cert, cfg->key);
+    }
+    if (!cfg->backends_file)
+        return;
+    struct slb_backend_attrs *a = malloc(sizeof(*a));
+    if (a && slb_config_reload_attrs(cfg, a, err, sizeof(err)) == 0) {
+        slb_log(SLB_LOG_INFO, "SIGHUP: re-read %s", cfg->backends_file);
+        slb_health_reload(health, a);
+    } else {
+        slb_log(SLB_LOG_ERROR, "SIGHUP: backends reload rejected, running configuration kept: %s",
+                a ? err : "out of memory");
+        free(a);
+    }
 }
 
 int main(int argc, char **argv)
@@ -206,16 +234,7 @@ int main(int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            struct slb_backend_attrs *a = malloc(sizeof(*a));
-            char err[512];
-            if (a && slb_config_reload_attrs(&cfg, a, err, sizeof(err)) == 0) {
-                slb_log(SLB_LOG_INFO, "SIGHUP: re-read %s", cfg.backends_file);
-                slb_health_reload(health, a);
-            } else {
-                slb_log(SLB_LOG_ERROR, "SIGHUP: reload rejected, running configuration kept: %s",
-                        a ? err : "out of memory");
-                free(a);
-            }
+            reload(&cfg, w, n);
             continue;
         }
         slb_log(SLB_LOG_INFO, "signal %d: stopping", sig);
@@ -234,8 +253,9 @@ int main(int argc, char **argv)
             status = 1;
     write_stats(&cfg, w, n);
     for (unsigned i = 0; i < n; i++) {
+        slb_tls_ctx_free(slb_worker_server_ctx_leftover(w[i]));
+        slb_tls_ctx_free(slb_worker_server_ctx(w[i])); /* sctx[i], or its replacement */
         slb_worker_free(w[i]);
-        slb_tls_ctx_free(sctx[i]);
         slb_tls_ctx_free(cctx[i]);
     }
     slb_tls_ctx_free(cctx[n]);

@@ -51,6 +51,7 @@ struct peer {
     uint8_t kind; /* TAG_CLIENT or TAG_BACKEND */
     uint8_t state;
     struct link *link;   /* TAG_BACKEND: the link it serves */
+    struct slb_tls_ctx *ctx; /* TAG_CLIENT: the server context its session came from */
     struct link *parked; /* TAG_CLIENT: the link it waits on */
     struct peer *next_parked;
     char *pending; /* unframed plaintext (a pool buffer), or NULL */
@@ -79,6 +80,12 @@ struct slb_worker {
     const struct slb_config *cfg;
     unsigned index;
     struct slb_tls_ctx *sctx, *cctx;
+    uint32_t sctx_sessions;                 /* client sessions made from sctx */
+    _Atomic(struct slb_tls_ctx *) new_sctx; /* from a reload, not yet taken */
+    struct {
+        struct slb_tls_ctx *ctx;
+        uint32_t sessions;
+    } retired_sctx[4]; /* replaced server contexts, freed with their last session */
     atomic_int stop_requested;
     atomic_int running;
     struct peer *peers;
@@ -155,11 +162,48 @@ static inline const struct slb_route_table *route_table(struct slb_worker *w)
     return t;
 }
 
+/* A reloaded certificate: new clients get the new context; the old one lives on until
+ * the last session made from it closes. */
+static void take_new_sctx(struct slb_worker *w)
+{
+    if (!atomic_load_explicit(&w->new_sctx, memory_order_relaxed))
+        return;
+    unsigned slot = 0;
+    while (slot < 4 && w->retired_sctx[slot].ctx)
+        slot++;
+    if (slot == 4)
+        return; /* four generations still in use: try again on the next refresh */
+    struct slb_tls_ctx *n = atomic_exchange(&w->new_sctx, NULL);
+    if (w->sctx_sessions == 0) {
+        slb_tls_ctx_free(w->sctx);
+    } else {
+        w->retired_sctx[slot].ctx = w->sctx;
+        w->retired_sctx[slot].sessions = w->sctx_sessions;
+    }
+    w->sctx = n;
+    w->sctx_sessions = 0;
+}
+
+static void release_sctx(struct slb_worker *w, struct slb_tls_ctx *ctx)
+{
+    if (ctx == w->sctx) {
+        w->sctx_sessions--;
+        return;
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        if (w->retired_sctx[i].ctx == ctx && --w->retired_sctx[i].sessions == 0) {
+            slb_tls_ctx_free(ctx);
+            w->retired_sctx[i].ctx = NULL;
+        }
+    }
+}
+
 /* An idle worker still announces the newest table it has seen, so old tables get freed. */
 static void on_refresh(struct slb_timer *t)
 {
     struct slb_worker *w = (struct slb_worker *)((char *)t - offsetof(struct slb_worker, refresh));
     route_table(w);
+    take_new_sctx(w);
     slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
 }
 
@@ -694,6 +738,9 @@ static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
     struct slb_worker *w = slb_loop_user(loop);
     if (peer_open(w, conn, TAG_CLIENT, w->sctx, NULL) < 0)
         return -ENOMEM;
+    struct peer *p = conn->owner;
+    p->ctx = w->sctx;
+    w->sctx_sessions++;
     w->c.client_accepted++;
     return 0;
 }
@@ -823,6 +870,8 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
     p->state = PEER_FREE;
     p->link = NULL;
     if (kind == TAG_CLIENT) {
+        release_sctx(w, p->ctx);
+        p->ctx = NULL;
         w->c.client_closed++;
         return;
     }
@@ -971,4 +1020,25 @@ void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_count
 #define SLB_X_ADD(name) sum->name += w->c.name;
     SLB_WORKER_COUNTERS(SLB_X_ADD)
 #undef SLB_X_ADD
+}
+
+void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx)
+{
+    slb_tls_ctx_free(atomic_exchange(&w->new_sctx, ctx));
+}
+
+struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w)
+{
+    /* After the worker stopped: whatever was never taken, and every retired context. */
+    for (unsigned i = 0; i < 4; i++)
+        if (w->retired_sctx[i].ctx) {
+            slb_tls_ctx_free(w->retired_sctx[i].ctx);
+            w->retired_sctx[i].ctx = NULL;
+        }
+    return atomic_exchange(&w->new_sctx, NULL);
+}
+
+struct slb_tls_ctx *slb_worker_server_ctx(const struct slb_worker *w)
+{
+    return w->sctx;
 }

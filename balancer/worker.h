@@ -91,6 +91,15 @@ void *slb_worker_main(void *worker);
 /* Asks the worker to stop accepting, flush and return. Any thread. */
 void slb_worker_stop(struct slb_worker *w);
 
+/* Hands the worker a new server TLS context (a reloaded certificate); it takes it within
+ * 100 ms for new clients. Takes ownership. Any thread. */
+void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
+
+/* After the worker has stopped: frees its retired contexts and returns one handed over but
+ * never taken (or NULL), for the caller to free; and the context in use. */
+struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w);
+struct slb_tls_ctx *slb_worker_server_ctx(const struct slb_worker *w);
+
 /* Adds this worker's counters into sum. */
 void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_counters *sum);
 

@@ -267,11 +267,60 @@ def test_two_processes_route_every_call_id_alike(c):
         c.h.stop(u)
 
 
+def peer_cert(port, ca):
+    import ssl
+    import socket
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return s.getpeercert(binary_form=True)
+
+
+def test_sighup_reloads_the_certificate_without_dropping_connections(c):
+    import shutil
+    uas = c.h.start_uas("cert0", c.h.free_port())
+    cert, key = os.path.join(c.h.tmp, "lb.pem"), os.path.join(c.h.tmp, "lb.key")
+    shutil.copy(c.h.cert("server-ec.pem"), cert)
+    shutil.copy(c.h.cert("server-ec.key"), key)
+    lb = c.h.start_sipslb(c.h.free_port(), [uas.port], ["--workers", "2"] + PROBE)
+    # start_sipslb uses the harness certificate; restart on the copies instead.
+    c.h.stop(lb)
+    port = c.h.free_port()
+    lb = c.h.start("sipslb-cert", [c.h.bin("balancer/sipslb"), "--cert", cert, "--key", key,
+                                   "--listen", "127.0.0.1:%d" % port, "--backend",
+                                   "sips:127.0.0.1:%d" % uas.port, "--backend-ca", c.ca,
+                                   "--workers", "2"] + PROBE, wait_port=port)
+    before = peer_cert(port, c.ca)
+    old = SipClient(port, c.ca)
+    # A renewal: another certificate (signed through the intermediate) in the same files.
+    shutil.copy(c.h.cert("server-chain.pem"), cert)
+    shutil.copy(c.h.cert("server-chain.key"), key)
+    lb.send_signal(signal.SIGHUP)
+    assert log_wait(c, lb, r"re-read --cert", 5)
+    time.sleep(0.3)  # workers take it within 100 ms
+    after = peer_cert(port, c.ca)
+    assert after != before, "new connections still get the old certificate"
+    old.send(request("OPTIONS", "cert-old-" + uuid.uuid4().hex, 1, "z9hG4bKco", old.local_port))
+    assert status_of(old.recv_message()) == 200, "the old connection was dropped"
+    # A broken renewal is rejected whole; the current certificate stays.
+    with open(key, "w") as f:
+        f.write("not a key\n")
+    lb.send_signal(signal.SIGHUP)
+    assert log_wait(c, lb, r"certificate reload rejected", 5)
+    assert peer_cert(port, c.ca) == after
+    old.send(request("OPTIONS", "cert-old2-" + uuid.uuid4().hex, 1, "z9hG4bKc2", old.local_port))
+    assert status_of(old.recv_message()) == 200
+    old.close()
+    assert c.h.stop(lb) == 0
+    c.h.stop(uas)
+
+
 TESTS = [
     test_record_route_keeps_in_dialog_requests_on_their_backend,
     test_failover_timeline_and_rejoin,
     test_drain_at_runtime_and_bad_reload,
     test_two_processes_route_every_call_id_alike,
+    test_sighup_reloads_the_certificate_without_dropping_connections,
 ]
 
 if __name__ == "__main__":
