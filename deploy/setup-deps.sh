@@ -29,6 +29,9 @@ PACKAGES=(
     dpkg-dev autoconf automake libtool   # apt-get source + ./autogen.sh
     openssl                              # tests generate throwaway certificates
     libwolfssl-dev                       # fallback, and the speed comparison baseline
+    kamailio kamailio-tls-modules        # interop: SIPS backends (tests/kamailio)
+    haproxy                              # interop: TLS originator for SIPp (tests/haproxy)
+    sip-tester                           # interop: SIPp, the SIP load client (tests/sipp)
 )
 
 # The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.
