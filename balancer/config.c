@@ -247,14 +247,21 @@ static int read_backends_file(const char *path, struct slb_backend_spec *out, un
 void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs)
 {
     memset(attrs, 0, sizeof(*attrs));
+    attrs->n = cfg->n_backends;
     for (unsigned i = 0; i < cfg->n_backends; i++) {
+        attrs->present[i] = true;
         attrs->weight[i] = cfg->backends[i].weight;
         attrs->drain[i] = cfg->backends[i].drain;
     }
 }
 
-int slb_config_reload_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs,
-                            char *err, size_t errlen)
+static uint32_t name_token(const char *name)
+{
+    return (uint32_t)slb_route_hash((struct slb_slice){name, strlen(name)});
+}
+
+int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_attrs *cur,
+                            struct slb_backend_attrs *out, char *err, size_t errlen)
 {
     if (!cfg->backends_file) {
         snprintf(err, errlen, "no --backends-file to re-read");
@@ -264,29 +271,52 @@ int slb_config_reload_attrs(const struct slb_config *cfg, struct slb_backend_att
     int n = read_backends_file(cfg->backends_file, fresh, SLB_MAX_BACKENDS, err, errlen);
     if (n < 0)
         return -EINVAL;
-    slb_config_attrs(cfg, attrs);
-    unsigned in_file = 0;
-    for (unsigned i = 0; i < cfg->n_backends; i++)
-        in_file += cfg->from_file[i];
-    if ((unsigned)n != in_file) {
-        snprintf(err, errlen, "--backends-file %s now lists %d backends, not %u: adding or "
-                 "removing backends needs a restart in this version", cfg->backends_file, n,
-                 in_file);
-        return -EINVAL;
-    }
+    *out = *cur;
+    int slot_of[SLB_MAX_BACKENDS];
+    uint32_t next = out->n;
     for (int k = 0; k < n; k++) {
-        int found = -1;
-        for (unsigned i = 0; i < cfg->n_backends; i++)
-            if (cfg->from_file[i] && !strcmp(cfg->backends[i].name, fresh[k].name))
-                found = (int)i;
-        if (found < 0) {
-            snprintf(err, errlen, "--backends-file %s: %s is new: adding or removing backends "
-                     "needs a restart in this version", cfg->backends_file, fresh[k].name);
-            return -EINVAL;
+        slot_of[k] = -1;
+        for (int j = 0; j < k; j++)
+            if (!strcmp(fresh[j].name, fresh[k].name)) {
+                snprintf(err, errlen, "--backends-file: %s listed twice", fresh[k].name);
+                return -EINVAL;
+            }
+        for (uint32_t i = 0; i < out->n; i++) {
+            if (strcmp(cfg->backends[i].name, fresh[k].name))
+                continue;
+            if (!cfg->from_file[i]) {
+                snprintf(err, errlen, "--backends-file: %s is also a --backend flag",
+                         fresh[k].name);
+                return -EINVAL;
+            }
+            slot_of[k] = (int)i;
         }
-        attrs->weight[found] = fresh[k].weight;
-        attrs->drain[found] = fresh[k].drain;
+        if (slot_of[k] < 0) {
+            if (next == SLB_MAX_BACKENDS) {
+                snprintf(err, errlen, "--backends-file: more than %u backends over this "
+                         "process's life", SLB_MAX_BACKENDS);
+                return -EINVAL;
+            }
+            slot_of[k] = (int)next++;
+        }
     }
+    /* Valid: from here on nothing fails. New slots are written now; nobody reads them
+     * before the table that lists them is published. */
+    for (uint32_t i = 0; i < out->n; i++)
+        if (cfg->from_file[i])
+            out->present[i] = false;
+    for (int k = 0; k < n; k++) {
+        unsigned i = (unsigned)slot_of[k];
+        if (i >= out->n) {
+            cfg->backends[i] = fresh[k];
+            cfg->backends[i].token = name_token(fresh[k].name);
+            cfg->from_file[i] = true;
+        }
+        out->present[i] = true;
+        out->weight[i] = fresh[k].weight;
+        out->drain[i] = fresh[k].drain;
+    }
+    out->n = next;
     return 0;
 }
 
@@ -388,8 +418,7 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         return usage_error("--probe-alive %s: not final-not-503 or a list like 2xx,4xx",
                            cfg->probe_alive);
     for (unsigned i = 0; i < cfg->n_backends; i++)
-        cfg->backends[i].token = (uint32_t)slb_route_hash(
-            (struct slb_slice){cfg->backends[i].name, strlen(cfg->backends[i].name)});
+        cfg->backends[i].token = name_token(cfg->backends[i].name);
     return 0;
 }
 

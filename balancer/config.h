@@ -35,9 +35,12 @@ struct slb_backend_spec {
     struct slb_addr addr;
 };
 
-/* What a reload may change about the backends: weights and drain flags. Owned by whoever
- * built it; handed to the health checker whole. */
+/* What a reload may change about the backends: which slots of cfg->backends are in use
+ * (slots only grow; a removed backend keeps its slot and gets it back if re-added), their
+ * weights and drain flags. Owned by whoever built it; handed to the health checker whole. */
 struct slb_backend_attrs {
+    uint32_t n; /* slots 0..n-1 have been used */
+    bool present[SLB_MAX_BACKENDS];
     uint32_t weight[SLB_MAX_BACKENDS];
     bool drain[SLB_MAX_BACKENDS];
 };
@@ -76,7 +79,7 @@ struct slb_config {
     struct slb_addr listen_addrs[SLB_MAX_LISTEN];
     unsigned n_listen;
     struct slb_backend_spec backends[SLB_MAX_BACKENDS];
-    unsigned n_backends;
+    unsigned n_backends; /* at start; a reload may use more slots (struct slb_backend_attrs) */
     bool from_file[SLB_MAX_BACKENDS]; /* listed in --backends-file (not a --backend flag) */
     unsigned n_workers;
     char advertise_hostport[128]; /* what goes into our Via and Record-Route */
@@ -92,12 +95,14 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv);
 /* The weights and drain flags as configured at start. */
 void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs);
 
-/* Re-reads --backends-file for a reload (SIGHUP). It may change the weights and drain
- * flags of the backends it listed at start; a file that cannot be read or parsed, or that
- * adds or removes backends, is rejected whole (err says why) and nothing changes.
- * Returns 0 with attrs filled, or -EINVAL. */
-int slb_config_reload_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs,
-                            char *err, size_t errlen);
+/* Re-reads --backends-file for a reload (SIGHUP), against the attributes now in force
+ * (cur): backends it no longer lists are removed, new ones take new slots of cfg->backends
+ * (written before the caller publishes them), weights and drain flags follow the file. A
+ * file that cannot be read or parsed, that names a --backend flag's backend, or that needs
+ * more than SLB_MAX_BACKENDS slots is rejected whole (err says why) and nothing changes.
+ * Main thread only. Returns 0 with out filled, or -EINVAL. */
+int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_attrs *cur,
+                            struct slb_backend_attrs *out, char *err, size_t errlen);
 
 /* Prints the effective flags (re-parsable), for --print-config. */
 void slb_config_print(const struct slb_config *cfg, FILE *out);

@@ -52,7 +52,8 @@ struct slb_health {
     struct probe probe[SLB_MAX_BACKENDS];
     struct slb_timer tick;
     atomic_int stop, running;
-    _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: 0 up .. 3 drained */
+    _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: REPORT_* */
+    atomic_uint n_reported;                      /* slots in use, for slb_health_report */
     struct slb_health_signals signals;
     struct slb_drain_clock *drain; /* one per worker */
     struct slb_backend_attrs attrs; /* current weights and drain flags */
@@ -62,11 +63,13 @@ struct slb_health {
     char plain[16384 + 8192];
 };
 
-enum { REPORT_UP, REPORT_DOWN, REPORT_DRAINING, REPORT_DRAINED };
-static const char *const report_name[] = {"up", "down", "draining", "drained"};
+enum { REPORT_UP, REPORT_DOWN, REPORT_DRAINING, REPORT_DRAINED, REPORT_REMOVED };
+static const char *const report_name[] = {"up", "down", "draining", "drained", "removed"};
 
 static uint8_t state_of(const struct probe *p)
 {
+    if (!p->h->attrs.present[p->backend])
+        return SLB_BACKEND_REMOVED;
     if (!p->alive)
         return SLB_BACKEND_DOWN;
     return p->h->attrs.drain[p->backend] ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
@@ -75,7 +78,7 @@ static uint8_t state_of(const struct probe *p)
 static void publish(struct slb_health *h)
 {
     uint8_t state[SLB_MAX_BACKENDS] = {0};
-    for (unsigned i = 0; i < h->cfg->n_backends; i++)
+    for (unsigned i = 0; i < h->attrs.n; i++)
         state[i] = state_of(&h->probe[i]);
     int rc = slb_router_publish(h->router, h->cfg, state, &h->attrs);
     if (rc < 0)
@@ -92,6 +95,8 @@ static void verdict(struct probe *p, bool ok, const char *why)
 {
     struct slb_health *h = p->h;
     const struct slb_config *cfg = h->cfg;
+    if (!h->attrs.present[p->backend])
+        return;
     if (ok) {
         p->fails = 0;
         if (!p->alive && ++p->oks >= (unsigned)cfg->rise) {
@@ -189,9 +194,21 @@ static void dial(struct probe *p)
 }
 
 /* Every --probe-interval: probe if connected and idle, else (re)connect. */
+static void on_next(struct slb_timer *t);
+
+static void start_probe(struct slb_health *h, unsigned b)
+{
+    if (b >= atomic_load(&h->n_reported))
+        atomic_store(&h->n_reported, b + 1);
+    dial(&h->probe[b]);
+    slb_timer_arm(slb_loop_wheel(&h->loop), &h->probe[b].next, h->cfg->probe_interval_ms);
+}
+
 static void on_next(struct slb_timer *t)
 {
     struct probe *p = (struct probe *)((char *)t - offsetof(struct probe, next));
+    if (!p->h->attrs.present[p->backend])
+        return; /* removed: no more probes */
     slb_timer_arm(slb_loop_wheel(&p->h->loop), &p->next, p->h->cfg->probe_interval_ms);
     if (p->ready && !p->waiting) {
         p->cseq++;
@@ -313,16 +330,42 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         verdict(p, false, reason == -ETIMEDOUT ? "handshake timed out" : "connection lost");
 }
 
-/* A reload's new weights and drain flags: logged, applied, published. */
+static void start_probe(struct slb_health *h, unsigned b);
+
+/* A reload: backends added or removed, new weights and drain flags; logged, applied,
+ * published. */
 static void apply_attrs(struct slb_health *h, const struct slb_backend_attrs *a, uint64_t now)
 {
-    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
+    struct slb_backend_attrs old = h->attrs;
+    h->attrs = *a;
+    for (unsigned b = 0; b < a->n; b++) {
         const char *name = h->cfg->backends[b].name;
-        if (a->weight[b] != h->attrs.weight[b])
-            slb_log(SLB_LOG_INFO, "backend %s: weight %u -> %u", name, h->attrs.weight[b],
+        struct probe *p = &h->probe[b];
+        bool was = b < old.n && old.present[b];
+        if (!a->present[b]) {
+            if (was) {
+                disconnect(p);
+                slb_timer_cancel(&p->next);
+                set_report(h, b, REPORT_REMOVED);
+            }
+            continue;
+        }
+        if (!was) {
+            /* New, or back after a removal: up until its probes say otherwise. */
+            p->alive = true;
+            p->fails = p->oks = 0;
+            p->drained_reported = false;
+            slb_log(SLB_LOG_INFO, "backend %s added", name);
+            for (unsigned w = 0; w < h->n_workers; w++)
+                atomic_store(&h->drain[w].last_ms[b], now);
+            set_report(h, b, a->drain[b] ? REPORT_DRAINING : REPORT_UP);
+            start_probe(h, b);
+            continue;
+        }
+        if (a->weight[b] != old.weight[b])
+            slb_log(SLB_LOG_INFO, "backend %s: weight %u -> %u", name, old.weight[b],
                     a->weight[b]);
-        if (a->drain[b] != h->attrs.drain[b]) {
-            struct probe *p = &h->probe[b];
+        if (a->drain[b] != old.drain[b]) {
             p->drained_reported = false;
             /* Idle time counts from now: dialogs placed just before may still be live. */
             for (unsigned w = 0; w < h->n_workers; w++)
@@ -331,7 +374,6 @@ static void apply_attrs(struct slb_health *h, const struct slb_backend_attrs *a,
                 set_report(h, b, a->drain[b] ? REPORT_DRAINING : REPORT_UP);
         }
     }
-    h->attrs = *a;
     publish(h);
 }
 
@@ -351,8 +393,10 @@ static void on_tick(struct slb_timer *t)
         apply_attrs(h, a, now);
         free(a);
     }
-    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
+    for (unsigned b = 0; b < h->attrs.n; b++) {
         struct probe *p = &h->probe[b];
+        if (!h->attrs.present[b])
+            continue;
         uint64_t f = atomic_load_explicit(&h->signals.failures[b], memory_order_relaxed);
         if (f != p->seen_passive) {
             /* Workers lost connections to it: one failure, and probe right away. */
@@ -392,19 +436,21 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
     h->cctx = client_ctx;
     h->n_workers = n_workers;
     uint64_t now = slb_clock_ms();
-    for (unsigned b = 0; b < cfg->n_backends; b++) {
+    for (unsigned b = 0; b < SLB_MAX_BACKENDS; b++) {
         struct probe *p = &h->probe[b];
         p->h = h;
         p->backend = b;
         p->alive = true; /* until probes say otherwise: starts routing at once */
         slb_timer_init(&p->next, on_next);
         slb_timer_init(&p->timeout, on_timeout);
-        h->reported[b] = cfg->backends[b].drain ? REPORT_DRAINING : REPORT_UP;
+        h->reported[b] = b < cfg->n_backends && cfg->backends[b].drain ? REPORT_DRAINING
+                                                                       : REPORT_UP;
         for (unsigned w = 0; w < n_workers; w++)
             atomic_store(&h->drain[w].last_ms[b], now);
     }
     slb_timer_init(&h->tick, on_tick);
     slb_config_attrs(cfg, &h->attrs);
+    atomic_store(&h->n_reported, h->attrs.n);
     return h;
 }
 
@@ -429,21 +475,19 @@ void *slb_health_main(void *arg)
         kill(getpid(), SIGTERM);
         return (void *)1;
     }
-    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
-        dial(&h->probe[b]);
-        slb_timer_arm(slb_loop_wheel(&h->loop), &h->probe[b].next, h->cfg->probe_interval_ms);
-    }
+    for (unsigned b = 0; b < h->attrs.n; b++)
+        start_probe(h, b);
     slb_timer_arm(slb_loop_wheel(&h->loop), &h->tick, TICK_MS);
     atomic_store(&h->running, 1);
     if (!atomic_load(&h->stop))
         slb_loop_run(&h->loop);
-    for (unsigned b = 0; b < h->cfg->n_backends; b++) {
+    for (unsigned b = 0; b < SLB_MAX_BACKENDS; b++) {
         slb_timer_cancel(&h->probe[b].next);
         slb_timer_cancel(&h->probe[b].timeout);
     }
     slb_timer_cancel(&h->tick);
     slb_loop_deinit(&h->loop);
-    for (unsigned b = 0; b < h->cfg->n_backends; b++)
+    for (unsigned b = 0; b < SLB_MAX_BACKENDS; b++)
         if (h->probe[b].tls_init)
             slb_tls_conn_deinit(&h->probe[b].tls);
     slb_tls_thread_cleanup();
@@ -469,7 +513,8 @@ struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned wo
 
 void slb_health_report(struct slb_health *h, FILE *out)
 {
-    for (unsigned b = 0; b < h->cfg->n_backends; b++)
+    unsigned n = atomic_load(&h->n_reported);
+    for (unsigned b = 0; b < n; b++)
         fprintf(out, "backend.%s %s\n", h->cfg->backends[b].name,
                 report_name[atomic_load(&h->reported[b])]);
 }

@@ -108,7 +108,9 @@ static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tl
 
 /* SIGHUP: the certificate and key again (ACME renewals), for new clients of every
  * worker; all or nothing. Then the backends file, when there is one. */
-static void reload(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
+static struct slb_backend_attrs in_force; /* the backends as last handed to the health checker */
+
+static void reload(struct slb_config *cfg, struct slb_worker **w, unsigned n)
 {
     struct slb_tls_server_opts so = server_opts(cfg);
     struct slb_tls_ctx *fresh[SLB_MAX_WORKERS] = {0};
@@ -129,8 +131,9 @@ static void reload(const struct slb_config *cfg, struct slb_worker **w, unsigned
     if (!cfg->backends_file)
         return;
     struct slb_backend_attrs *a = malloc(sizeof(*a));
-    if (a && slb_config_reload_attrs(cfg, a, err, sizeof(err)) == 0) {
+    if (a && slb_config_reload_attrs(cfg, &in_force, a, err, sizeof(err)) == 0) {
         slb_log(SLB_LOG_INFO, "SIGHUP: re-read %s", cfg->backends_file);
+        in_force = *a;
         slb_health_reload(health, a);
     } else {
         slb_log(SLB_LOG_ERROR, "SIGHUP: backends reload rejected, running configuration kept: %s",
@@ -167,6 +170,7 @@ int main(int argc, char **argv)
     if (make_contexts(&cfg, n, sctx, cctx) < 0)
         return 2;
 
+    slb_config_attrs(&cfg, &in_force);
     static struct slb_router router;
     if (slb_router_init(&router, &cfg, n) < 0)
         return 1;

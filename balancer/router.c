@@ -20,16 +20,16 @@ static struct slb_route_table *build(struct slb_router *r, const struct slb_conf
         return NULL;
     }
     t->gen = ++r->next_gen;
-    t->n_backends = cfg->n_backends;
+    t->n_backends = attrs->n;
     memcpy(t->state, state, SLB_MAX_BACKENDS);
     t->maglev.size = r->table_size;
     t->maglev.slot = t->slots;
     /* Only backends that are up take new dialogs: draining and down ones stay out. */
     struct slb_maglev_backend b[SLB_MAX_BACKENDS];
-    for (unsigned i = 0; i < cfg->n_backends; i++)
+    for (unsigned i = 0; i < attrs->n; i++)
         b[i] = (struct slb_maglev_backend){cfg->backends[i].name, state[i] == SLB_BACKEND_UP,
                                            attrs->weight[i]};
-    slb_maglev_build(&t->maglev, b, cfg->n_backends, scratch);
+    slb_maglev_build(&t->maglev, b, attrs->n, scratch);
     free(scratch);
     return t;
 }

@@ -18,12 +18,13 @@ enum slb_backend_state {
     SLB_BACKEND_UP = 0,   /* takes new dialogs */
     SLB_BACKEND_DOWN,     /* failed its probes: no traffic */
     SLB_BACKEND_DRAINING, /* no new dialogs; its dialogs still reach it */
+    SLB_BACKEND_REMOVED,  /* taken out by a reload: no traffic, its links are closed */
 };
 
 /* One published table. Immutable once published; freed by the router's owner thread. */
 struct slb_route_table {
     uint64_t gen;
-    uint32_t n_backends;
+    uint32_t n_backends; /* slots of cfg->backends in use (some may be REMOVED) */
     uint8_t state[SLB_MAX_BACKENDS]; /* enum slb_backend_state */
     struct slb_maglev maglev;        /* slot array follows the struct */
     uint16_t slots[];

@@ -34,7 +34,7 @@
 
 enum { TAG_CLIENT = 1, TAG_BACKEND = 2 };
 enum peer_state { PEER_FREE, PEER_HANDSHAKE, PEER_OPEN, PEER_CLOSING };
-enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY };
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
 
 #define REDIAL_MS_MIN 100u
 #define REDIAL_MS_MAX 10000u
@@ -90,7 +90,8 @@ struct slb_worker {
     atomic_int running;
     struct peer *peers;
     uint32_t n_peers;
-    struct link *links; /* n_backends * backend_conns */
+    struct link *links; /* SLB_MAX_BACKENDS * backend_conns, slot-major */
+    uint32_t n_known;   /* backend slots whose links were started */
     uint32_t n_links;
     struct slb_router *router;
     struct slb_health_signals *signals;
@@ -133,17 +134,27 @@ static void pool_put(struct slb_worker *w, char *buf)
 
 static void dial(struct slb_worker *w, struct link *l);
 
-/* A new table: a backend that came back up gets its links dialled now rather than at the
- * end of their backoff. */
+static void close_links(struct slb_worker *w, unsigned b);
+static void wake_parked(struct slb_worker *w, struct link *l);
+
+/* A new table: links for backends a reload added, closed links for those it removed, and a
+ * backend that came back up gets its links dialled now rather than at the end of their
+ * backoff. */
 static void reconcile(struct slb_worker *w, const struct slb_route_table *t)
 {
     unsigned k = (unsigned)w->cfg->backend_conns;
-    for (unsigned b = 0; b < w->cfg->n_backends; b++) {
-        if (t->state[b] != SLB_BACKEND_DOWN && w->seen_state[b] == SLB_BACKEND_DOWN) {
+    for (unsigned b = 0; b < t->n_backends; b++) {
+        bool fresh = b >= w->n_known;
+        if (t->state[b] == SLB_BACKEND_REMOVED) {
+            if (!fresh && w->seen_state[b] != SLB_BACKEND_REMOVED)
+                close_links(w, b);
+        } else if (fresh || w->seen_state[b] == SLB_BACKEND_DOWN ||
+                   w->seen_state[b] == SLB_BACKEND_REMOVED) {
             for (unsigned i = 0; i < k; i++) {
                 struct link *l = &w->links[b * k + i];
-                if (l->state == LINK_DOWN) {
+                if (fresh || l->state == LINK_DOWN || l->state == LINK_REMOVED) {
                     slb_timer_cancel(&l->redial);
+                    l->state = LINK_DOWN;
                     l->backoff_ms = 0;
                     dial(w, l);
                 }
@@ -151,6 +162,8 @@ static void reconcile(struct slb_worker *w, const struct slb_route_table *t)
         }
         w->seen_state[b] = t->state[b];
     }
+    if (t->n_backends > w->n_known)
+        w->n_known = t->n_backends;
     w->seen_gen = t->gen;
 }
 
@@ -311,10 +324,11 @@ static void wake_parked(struct slb_worker *w, struct link *l)
 /* Result of handling one framed message: go on with the next, or stop (parked/closing). */
 enum step { STEP_NEXT, STEP_STOP };
 
-static int backend_by_token(const struct slb_config *cfg, uint32_t token)
+static int backend_by_token(const struct slb_config *cfg, const struct slb_route_table *t,
+                            uint32_t token)
 {
-    for (unsigned i = 0; i < cfg->n_backends; i++)
-        if (cfg->backends[i].token == token)
+    for (unsigned i = 0; i < t->n_backends; i++)
+        if (t->state[i] != SLB_BACKEND_REMOVED && cfg->backends[i].token == token)
             return (int)i;
     return -1;
 }
@@ -358,7 +372,7 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
      * is up or draining, whatever the table says now; otherwise by the table. */
     bool our_route = slb_proxy_our_route(m, &w->sh->self, &token);
     if (our_route) {
-        int idx = backend_by_token(w->cfg, token);
+        int idx = backend_by_token(w->cfg, t, token);
         if (idx >= 0 && t->state[idx] != SLB_BACKEND_DOWN) {
             b = (uint16_t)idx;
             w->c.sticky_routed++;
@@ -748,8 +762,12 @@ static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
 
 static void schedule_redial(struct slb_worker *w, struct link *l)
 {
-    l->state = LINK_DOWN;
     l->peer = NULL;
+    if (l->state == LINK_REMOVED) {
+        wake_parked(w, l);
+        return; /* its backend was removed by a reload */
+    }
+    l->state = LINK_DOWN;
     if (atomic_load(&w->stop_requested))
         return; /* tearing down: no redial, no table change */
     l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : REDIAL_MS_MIN;
@@ -807,6 +825,24 @@ static void dial(struct slb_worker *w, struct link *l)
     struct slb_conn *conn = slb_conn_get(&w->loop, id);
     if (conn)
         slb_conn_set_timeout(conn, (uint32_t)w->cfg->handshake_timeout_ms);
+}
+
+/* A reload removed backend b: its links close (after what is queued) and stay closed;
+ * clients waiting on them re-route. */
+static void close_links(struct slb_worker *w, unsigned b)
+{
+    unsigned k = (unsigned)w->cfg->backend_conns;
+    for (unsigned i = 0; i < k; i++) {
+        struct link *l = &w->links[b * k + i];
+        slb_timer_cancel(&l->redial);
+        l->state = LINK_REMOVED;
+        if (l->peer && l->peer->conn) {
+            l->peer->state = PEER_CLOSING;
+            slb_tls_close(&l->peer->tls);
+            slb_conn_close(l->peer->conn, true);
+        }
+        wake_parked(w, l);
+    }
 }
 
 static void on_redial(struct slb_timer *t)
@@ -902,7 +938,8 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->cctx = client_ctx;
     slb_sip_limits_default(&w->lim);
     w->lim.max_msg_bytes = (uint32_t)cfg->max_message_size;
-    w->n_links = cfg->n_backends * (uint32_t)cfg->backend_conns;
+    w->n_links = SLB_MAX_BACKENDS * (uint32_t)cfg->backend_conns;
+    w->n_known = cfg->n_backends;
     w->n_peers = (uint32_t)cfg->max_conns + w->n_links + 16;
     w->peers = calloc(w->n_peers, sizeof(*w->peers));
     w->links = calloc(w->n_links, sizeof(*w->links));
@@ -989,7 +1026,7 @@ void *slb_worker_main(void *arg)
             goto out;
         }
     }
-    for (uint32_t i = 0; i < w->n_links; i++)
+    for (uint32_t i = 0; i < cfg->n_backends * (uint32_t)cfg->backend_conns; i++)
         dial(w, &w->links[i]);
     slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
     atomic_store(&w->running, 1);

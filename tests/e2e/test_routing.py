@@ -226,9 +226,9 @@ def test_drain_at_runtime_and_bad_reload(c):
     time.sleep(0.3)
     st = c.h.read_stats(lb.stats)
     assert st["backend.127.0.0.1:%d" % ports[victim]] == "drained", st
-    # A file that adds a backend is rejected whole: the drain stays.
+    # A file that does not parse is rejected whole: the drain stays.
     with open(bfile, "a") as f:
-        f.write("sips:127.0.0.1:9\nthis is not a backend\n")
+        f.write("this is not a backend\n")
     lb.send_signal(signal.SIGHUP)
     assert log_wait(c, lb, r"reload rejected", 5)
     for i in range(50):
@@ -315,12 +315,60 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(c):
     c.h.stop(uas)
 
 
+def test_sighup_adds_and_removes_backends_without_dropping_connections(c):
+    uas = [c.h.start_uas("ar%d" % i, c.h.free_port()) for i in range(3)]
+    ports = [u.port for u in uas]
+    bfile = os.path.join(c.h.tmp, "backends-ar.txt")
+    write_backends(bfile, ports[:2])
+    lb = c.h.start_sipslb(c.h.free_port(), [], ["--workers", "2", "--backends-file", bfile]
+                          + PROBE)
+    conns = [SipClient(lb.port, c.ca) for _ in range(4)]
+
+    def burst(tag, n=120):
+        cids = []
+        for i in range(n):
+            cl = conns[i % len(conns)]
+            cid = "%s-%d-%s" % (tag, i, uuid.uuid4().hex)
+            cl.send(request("OPTIONS", cid, 1, "z9hG4bK%s%d" % (tag, i), cl.local_port))
+            assert status_of(cl.recv_message()) == 200, (tag, i)
+            cids.append(cid)
+        return cids
+
+    first = burst("ar1")
+    third_report = c.h.reports([uas[2]])[0]
+    assert not any(cid in third_report for cid in first)
+    write_backends(bfile, ports)  # add the third
+    lb.send_signal(signal.SIGHUP)
+    assert log_wait(c, lb, r"backend 127\.0\.0\.1:%d added" % ports[2], 5)
+    time.sleep(0.3)
+    second = burst("ar2")  # on the same connections: none was dropped
+    reports = c.h.reports(uas)
+    on_new = sum(1 for cid in second if cid in reports[2])
+    assert 20 < on_new < 70, "the added backend got %d of 120" % on_new
+    write_backends(bfile, [ports[0], ports[2]])  # remove the second
+    lb.send_signal(signal.SIGHUP)
+    assert log_wait(c, lb, r"backend 127\.0\.0\.1:%d is removed" % ports[1], 5)
+    time.sleep(0.3)
+    third = burst("ar3")
+    reports = c.h.reports(uas)
+    assert not any(cid in reports[1] for cid in third), "a removed backend got traffic"
+    for cl in conns:
+        cl.close()
+    assert c.h.stop(lb) == 0
+    st = c.h.read_stats(lb.stats)
+    assert st["backend.127.0.0.1:%d" % ports[1]] == "removed", st
+    assert st["handshakes_ok"] == 4, st  # the same four connections carried every burst
+    for u in uas:
+        c.h.stop(u)
+
+
 TESTS = [
     test_record_route_keeps_in_dialog_requests_on_their_backend,
     test_failover_timeline_and_rejoin,
     test_drain_at_runtime_and_bad_reload,
     test_two_processes_route_every_call_id_alike,
     test_sighup_reloads_the_certificate_without_dropping_connections,
+    test_sighup_adds_and_removes_backends_without_dropping_connections,
 ]
 
 if __name__ == "__main__":
