@@ -17,8 +17,11 @@ struct WOLFSSL_SESSION; /* wolfSSL's resumable session */
 
 /* Bound on ciphertext a session holds for its owner when the owner's plaintext buffer is full
  * (see slb_tls_feed). Past it the connection is failed with -ENOBUFS: a peer that keeps sending
- * while we cannot deliver is shed rather than buffered without limit. */
-#define SLB_TLS_STASH_MAX_BYTES (256u * 1024u)
+ * while we cannot deliver is shed rather than buffered without limit. It must exceed what an
+ * owner can be handed after it paused reading: io/ may still deliver what its receive buffer
+ * ring already holds (256 x 16 KiB by default), so a paused (backpressured) client is slowed
+ * down, not cut off. Allocated only while in use. */
+#define SLB_TLS_STASH_MAX_BYTES (8u * 1024u * 1024u)
 
 /* Session-ticket key material for slb_tls_set_ticket_key: 16-byte key name + 32-byte
  * AES-256-GCM key. */
