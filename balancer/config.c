@@ -86,6 +86,8 @@ static const struct slb_flag table[] = {
     F("backends-file", SLB_FLAG_STR, backends_file, NULL, 0, 0, NULL, "FILE",
       "more backends, one sips:HOST:PORT[;weight=N][;drain] per line (# comments); "
       "re-read on SIGHUP for weight and drain changes"),
+    F("no-path", SLB_FLAG_BOOL, no_path, "false", 0, 0, NULL, NULL,
+      "do not add our Path to REGISTER requests (RFC 3327)"),
     F("print-config", SLB_FLAG_BOOL, print_config, "false", 0, 0, NULL, NULL,
       "print the effective configuration and exit"),
 };

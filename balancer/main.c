@@ -181,6 +181,7 @@ int main(int argc, char **argv)
     sh.cfg = &cfg;
     sh.router = &router;
     sh.health = health;
+    sh.workers = w;
     snprintf(sh.self.via_sent_by, sizeof(sh.self.via_sent_by), "%s", cfg.advertise_hostport);
     sh.self.via_sent_by_len = strlen(sh.self.via_sent_by);
     if (getrandom(&sh.self.mac_key, sizeof(sh.self.mac_key), 0) != sizeof(sh.self.mac_key)) {

@@ -118,18 +118,33 @@ bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_p
            slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx);
 }
 
-bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
-                         uint32_t *backend)
+void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                          struct slb_route_info *ri)
 {
+    *ri = (struct slb_route_info){.ours = false};
     if (msg->first[SLB_HDR_ROUTE] < 0)
-        return false;
+        return;
     struct slb_slice uri = slb_sip_first_uri(msg->headers[msg->first[SLB_HDR_ROUTE]].value);
     const char *semi = uri.ptr ? memchr(uri.ptr, ';', uri.len) : NULL;
     if (!semi)
-        return false;
+        return;
     struct slb_slice params = {semi, (size_t)(uri.ptr + uri.len - semi)}, tok;
-    return slb_sip_param_find(params, "slb", &tok) &&
-           slb_backend_token_parse(tok, &self->mac_key, backend);
+    if (slb_sip_param_find(params, "slb", &tok))
+        ri->has_backend = slb_backend_token_parse(tok, &self->mac_key, &ri->backend);
+    if (slb_sip_param_find(params, "flow", &tok)) {
+        ri->has_flow = true;
+        ri->flow_ok = slb_flow_token_parse(tok, &self->mac_key, &ri->flow);
+    }
+    ri->ours = ri->has_backend || ri->flow_ok;
+}
+
+bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                         uint32_t *backend)
+{
+    struct slb_route_info ri;
+    slb_proxy_route_info(msg, self, &ri);
+    *backend = ri.backend;
+    return ri.has_backend;
 }
 
 bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg)
@@ -145,19 +160,48 @@ bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg)
     }
 }
 
-int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
-                           const struct slb_proxy_self *self, uint32_t backend)
+/* "<sips:ADVERTISE;lr[;slb=B][;flow=F]>" into v; returns its length. */
+static size_t our_uri(char *v, const struct slb_proxy_self *self, const uint32_t *backend,
+                      const uint64_t *client_conn)
 {
-    char v[sizeof(self->via_sent_by) + SLB_BACKEND_TOKEN_LEN + 32];
     size_t n = 0;
     memcpy(v, "<sips:", 6);
     n += 6;
     memcpy(v + n, self->via_sent_by, self->via_sent_by_len);
     n += self->via_sent_by_len;
-    memcpy(v + n, ";lr;slb=", 8);
-    n += 8;
-    slb_backend_token_make(v + n, &self->mac_key, backend);
-    n += SLB_BACKEND_TOKEN_LEN;
+    memcpy(v + n, ";lr", 3);
+    n += 3;
+    if (backend) {
+        memcpy(v + n, ";slb=", 5);
+        n += 5;
+        slb_backend_token_make(v + n, &self->mac_key, *backend);
+        n += SLB_BACKEND_TOKEN_LEN;
+    }
+    if (client_conn) {
+        memcpy(v + n, ";flow=", 6);
+        n += 6;
+        slb_flow_token_make(v + n, &self->mac_key, *client_conn);
+        n += SLB_FLOW_TOKEN_LEN;
+    }
     v[n++] = '>';
+    return n;
+}
+
+#define OUR_URI_MAX (sizeof(((struct slb_proxy_self *)0)->via_sent_by) + 96)
+
+int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                           const struct slb_proxy_self *self, uint32_t backend,
+                           uint64_t client_conn)
+{
+    char v[OUR_URI_MAX];
+    size_t n = our_uri(v, self, &backend, &client_conn);
     return slb_sip_edit_insert_header(e, msg, SLB_HDR_RECORD_ROUTE, "Record-Route", v, n);
+}
+
+int slb_proxy_path(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                   const struct slb_proxy_self *self, uint64_t client_conn)
+{
+    char v[OUR_URI_MAX];
+    size_t n = our_uri(v, self, NULL, &client_conn);
+    return slb_sip_edit_insert_header(e, msg, SLB_HDR_PATH, "Path", v, n);
 }

@@ -43,9 +43,22 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
 bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                                uint64_t *conn_id);
 
-/* Whether the request's top Route value is ours: a URI carrying a valid ;slb= backend
- * token (RFC 3261 16.4: a Route naming this proxy is removed before forwarding). Sets the
- * backend token. */
+/* What the request's top Route says, when it is ours (RFC 3261 16.4: a Route naming this
+ * proxy is removed before forwarding): the backend token (;slb=) and the flow token
+ * (;flow=, RFC 5626), each with whether its MAC holds. */
+struct slb_route_info {
+    bool ours;        /* a valid slb= or flow= token: the value names us */
+    bool has_backend; /* slb= with a valid MAC */
+    uint32_t backend;
+    bool has_flow; /* flow= present */
+    bool flow_ok;  /* ... and its MAC holds */
+    uint64_t flow; /* the client connection id it names */
+};
+
+void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                          struct slb_route_info *ri);
+
+/* Compatibility: true with the backend token when the top Route is ours and names one. */
 bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                          uint32_t *backend);
 
@@ -53,9 +66,16 @@ bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_s
  * REFER, NOTIFY (RFC 3261 12, RFC 6665, RFC 3515). */
 bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg);
 
-/* Inserts our Record-Route, <sips:ADVERTISE;lr;slb=TOKEN>, above any existing value
- * (RFC 3261 16.6 step 4). */
+/* Inserts our Record-Route, <sips:ADVERTISE;lr;slb=BACKEND;flow=CLIENT>, above any existing
+ * value (RFC 3261 16.6 step 4): in-dialog requests from the client side go back to that
+ * backend, those from the backend side to that client connection (RFC 5626). */
 int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
-                           const struct slb_proxy_self *self, uint32_t backend);
+                           const struct slb_proxy_self *self, uint32_t backend,
+                           uint64_t client_conn);
+
+/* Inserts our Path, <sips:ADVERTISE;lr;flow=CLIENT>, above any existing value (RFC 3327
+ * 4.3), so a registrar routes requests for this registration back to this connection. */
+int slb_proxy_path(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                   const struct slb_proxy_self *self, uint64_t client_conn);
 
 #endif

@@ -122,3 +122,28 @@ bool slb_backend_token_parse(struct slb_slice tok, const struct slb_siphash_key 
     *backend = (uint32_t)b;
     return true;
 }
+
+static uint64_t flow_mac(const struct slb_siphash_key *key, uint64_t conn_id)
+{
+    unsigned char b[12] = {'f', 'l', 'o', 'w'};
+    memcpy(b + 4, &conn_id, 8);
+    return slb_siphash(key, b, sizeof(b));
+}
+
+void slb_flow_token_make(char out[SLB_FLOW_TOKEN_LEN], const struct slb_siphash_key *key,
+                         uint64_t conn_id)
+{
+    put_hex(out, conn_id, 16);
+    put_hex(out + 16, flow_mac(key, conn_id), 16);
+}
+
+bool slb_flow_token_parse(struct slb_slice tok, const struct slb_siphash_key *key,
+                          uint64_t *conn_id)
+{
+    uint64_t c, m;
+    if (tok.len != SLB_FLOW_TOKEN_LEN || !get_hex(tok.ptr, 16, &c) ||
+        !get_hex(tok.ptr + 16, 16, &m) || m != flow_mac(key, c))
+        return false;
+    *conn_id = c;
+    return true;
+}

@@ -51,6 +51,7 @@ struct peer {
     uint8_t kind; /* TAG_CLIENT or TAG_BACKEND */
     uint8_t state;
     struct link *link;   /* TAG_BACKEND: the link it serves */
+    int16_t backend_peer; /* TAG_CLIENT: the backend whose address it comes from, or -1 */
     struct slb_tls_ctx *ctx; /* TAG_CLIENT: the server context its session came from */
     struct link *parked; /* TAG_CLIENT: the link it waits on */
     struct peer *next_parked;
@@ -109,7 +110,14 @@ struct slb_worker {
     struct slb_sip_msg msg;
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
     struct slb_sip_edit edit;
+    struct slb_route_info route; /* of the request being handled */
     char reply[4096];
+    /* Cross-worker hand-over of requests for clients on another worker: slots of this
+     * worker's outbox, each owned by us until the receiver posts it back. */
+    char *outbox;
+    size_t outbox_slot_bytes;
+    uint16_t outbox_free[64];
+    unsigned outbox_top;
     struct slb_ratelimit rl_tls, rl_input, rl_backend;
     struct slb_worker_counters c;
 };
@@ -367,12 +375,12 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     uint64_t h = slb_route_hash(m->call_id);
     const struct slb_route_table *t = route_table(w);
     uint16_t b = SLB_MAGLEV_NONE;
-    uint32_t token;
     /* In-dialog requests carry our Route: they go to the backend it names while that one
      * is up or draining, whatever the table says now; otherwise by the table. */
-    bool our_route = slb_proxy_our_route(m, &w->sh->self, &token);
-    if (our_route) {
-        int idx = backend_by_token(w->cfg, t, token);
+    const struct slb_route_info *ri = &w->route;
+    bool our_route = ri->ours;
+    if (ri->has_backend) {
+        int idx = backend_by_token(w->cfg, t, ri->backend);
         if (idx >= 0 && t->state[idx] != SLB_BACKEND_DOWN) {
             b = (uint16_t)idx;
             w->c.sticky_routed++;
@@ -407,7 +415,9 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     if (erc == 0 && our_route) /* RFC 3261 16.4: our own Route value goes */
         erc = slb_sip_edit_pop_list_value(e, m, (uint32_t)m->first[SLB_HDR_ROUTE]);
     if (erc == 0 && slb_proxy_dialog_forming(m))
-        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token);
+        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, p->id.v);
+    if (erc == 0 && m->method_id == SLB_METHOD_REGISTER && !w->cfg->no_path)
+        erc = slb_proxy_path(e, m, &w->sh->self, p->id.v); /* RFC 3327 */
     if (erc < 0) {
         reply(w, p, base, 513, "Message Too Large", NULL);
         return STEP_NEXT;
@@ -448,20 +458,124 @@ static void count_response(struct slb_worker *w, unsigned status)
     }
 }
 
-static void backend_response(struct slb_worker *w, const char *base)
+/* ---- requests from backends toward clients (RFC 5626, RFC 3327) --------------------------- */
+
+static int backend_of_peer(const struct peer *p)
+{
+    return p->kind == TAG_BACKEND ? (int)p->link->backend : p->backend_peer;
+}
+
+/* Hands a finished message to the worker that owns the connection `dst`. */
+static int hand_over(struct slb_worker *w, unsigned dst_worker, uint64_t dst,
+                     const struct iovec *iov, int n, size_t len)
+{
+    if (w->outbox_top == 0 || len + 16 > w->outbox_slot_bytes)
+        return -ENOBUFS;
+    unsigned slot = w->outbox_free[--w->outbox_top];
+    char *buf = w->outbox + slot * w->outbox_slot_bytes;
+    memcpy(buf, &dst, 8);
+    size_t at = 8;
+    for (int i = 0; i < n; i++) {
+        memcpy(buf + at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+    }
+    uint64_t a = (uint64_t)1 << 48 | (uint64_t)w->index << 16 | slot;
+    int rc = slb_loop_post(slb_worker_loop(w->sh->workers[dst_worker]), a, len);
+    if (rc < 0) {
+        w->outbox_free[w->outbox_top++] = (uint16_t)slot;
+        return rc;
+    }
+    w->c.handoffs_sent++;
+    return 0;
+}
+
+static enum step toward_client(struct slb_worker *w, struct peer *p, const char *base)
+{
+    const struct slb_sip_msg *m = &w->msg;
+    const struct slb_route_info *ri = &w->route;
+    w->c.requests_to_clients++;
+    if (!ri->flow_ok) {
+        w->c.flow_bad_mac++;
+        reply(w, p, base, 403, "Forbidden - Bad Flow Token", NULL);
+        return STEP_NEXT;
+    }
+    if (m->max_forwards == 0 || m->via_count >= SLB_SIP_MAX_VIAS) {
+        reply(w, p, base, 483, "Too Many Hops", NULL);
+        return STEP_NEXT;
+    }
+    unsigned dst_worker = slb_conn_id_loop((struct slb_conn_id){ri->flow});
+    struct peer *c = NULL;
+    if (dst_worker == w->index) {
+        struct slb_conn *conn = slb_conn_get(&w->loop, (struct slb_conn_id){ri->flow});
+        c = conn ? conn->owner : NULL;
+        if (!c || c->kind != TAG_CLIENT || c->state != PEER_OPEN)
+            c = NULL;
+    }
+    if ((dst_worker == w->index && !c) || dst_worker >= w->cfg->n_workers) {
+        /* RFC 5626 5.3: the flow is gone. */
+        w->c.flow_failed++;
+        reply(w, p, base, 430, "Flow Failed", NULL);
+        return STEP_NEXT;
+    }
+    struct slb_sip_edit *e = &w->edit;
+    slb_sip_edit_init(e, base, m->msg_len);
+    int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v);
+    if (erc == 0) /* RFC 3261 16.4: our Route value goes */
+        erc = slb_sip_edit_pop_list_value(e, m, (uint32_t)m->first[SLB_HDR_ROUTE]);
+    int b = backend_of_peer(p);
+    if (erc == 0 && slb_proxy_dialog_forming(m) && b >= 0)
+        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, ri->flow);
+    if (erc < 0) {
+        reply(w, p, base, 513, "Message Too Large", NULL);
+        return STEP_NEXT;
+    }
+    struct iovec iov[SLB_SIP_EDIT_MAX_IOV];
+    int n = slb_sip_edit_iov(e, iov, (int)SLB_SIP_EDIT_MAX_IOV);
+    size_t len = slb_sip_edit_len(e);
+    int rc = c ? send_iov(c, iov, n, len) : hand_over(w, dst_worker, ri->flow, iov, n, len);
+    if (rc < 0) {
+        /* One slow client must not stall the backend's connection: it is told to retry. */
+        w->c.to_client_busy++;
+        reply(w, p, base, 503, "Service Unavailable - Flow Busy", "Retry-After: 1\r\n");
+        return STEP_NEXT;
+    }
+    w->c.requests_to_clients_forwarded++;
+    return STEP_NEXT;
+}
+
+/* The backend a response must go back to when the connection it came from is gone: the
+ * backend whose host:port is the sent-by of the Via below ours. */
+static struct peer *backend_for_via(struct slb_worker *w, const struct slb_sip_msg *m)
+{
+    if (m->via_count < 2)
+        return NULL;
+    struct slb_sip_via v;
+    if (slb_sip_via_parse(m->vias[1].value, &v) < 0)
+        return NULL;
+    const struct slb_route_table *t = route_table(w);
+    for (unsigned b = 0; b < t->n_backends; b++) {
+        const struct slb_backend_spec *s = &w->cfg->backends[b];
+        if (t->state[b] == SLB_BACKEND_REMOVED || v.port != s->port ||
+            v.host.len != strlen(s->host) || memcmp(v.host.ptr, s->host, v.host.len))
+            continue;
+        struct link *l = pick_link(w, b, 0);
+        return l && l->state == LINK_READY ? l->peer : NULL;
+    }
+    return NULL;
+}
+
+/* Any response: our top Via names the connection its request came from (RFC 3261 16.7:
+ * a response whose top Via is not ours is not for us). That connection may be a client's,
+ * one of our links, or a backend's connection to us, on this worker or another. When it is
+ * gone, a client's answer to a backend's request goes back on one of our links to that
+ * backend; anything else is dropped and counted. */
+static void relay_response(struct slb_worker *w, struct peer *from, const char *base)
 {
     const struct slb_sip_msg *m = &w->msg;
     w->c.responses_in++;
     uint64_t id;
-    /* RFC 3261 16.7 step 1: a response whose top Via is not ours is not for us. */
     if (!slb_proxy_response_target(m, &w->sh->self, &id)) {
         w->c.drop_response_not_ours++;
-        return;
-    }
-    struct slb_conn *conn = slb_conn_get(&w->loop, (struct slb_conn_id){id});
-    struct peer *c = conn ? conn->owner : NULL;
-    if (!c || c->kind != TAG_CLIENT || c->state != PEER_OPEN) {
-        w->c.drop_response_stale_client++;
         return;
     }
     struct slb_sip_edit *e = &w->edit;
@@ -470,14 +584,77 @@ static void backend_response(struct slb_worker *w, const char *base)
         return;
     struct iovec iov[SLB_SIP_EDIT_MAX_IOV];
     int n = slb_sip_edit_iov(e, iov, (int)SLB_SIP_EDIT_MAX_IOV);
+    size_t len = slb_sip_edit_len(e);
+    unsigned dst_worker = slb_conn_id_loop((struct slb_conn_id){id});
+    bool from_client = from->kind == TAG_CLIENT && from->backend_peer < 0;
+    if (dst_worker != w->index && dst_worker < w->cfg->n_workers) {
+        if (hand_over(w, dst_worker, id, iov, n, len) == 0) {
+            w->c.responses_forwarded++;
+            count_response(w, m->status);
+            return;
+        }
+    }
+    struct slb_conn *conn = dst_worker == w->index ? slb_conn_get(&w->loop, (struct slb_conn_id){id})
+                                                   : NULL;
+    struct peer *to = conn ? conn->owner : NULL;
+    if (!to || to->state != PEER_OPEN)
+        to = from_client ? backend_for_via(w, m) : NULL;
+    if (!to) {
+        w->c.drop_response_stale_client++;
+        return;
+    }
     /* A client that does not read its responses loses them rather than stalling the
-     * backend connection that all other clients share. */
-    if (send_iov(c, iov, n, slb_sip_edit_len(e)) < 0) {
+     * connection that others share. */
+    if (send_iov(to, iov, n, len) < 0) {
         w->c.drop_response_client_full++;
         return;
     }
     w->c.responses_forwarded++;
+    if (from_client)
+        w->c.responses_to_backends++;
     count_response(w, m->status);
+}
+
+static void on_msg(struct slb_loop *loop, uint64_t a, uint64_t b)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    unsigned kind = (unsigned)(a >> 48), from = (unsigned)(a >> 16) & 0xff;
+    unsigned slot = (unsigned)a & 0xffff;
+    if (from >= w->cfg->n_workers)
+        return;
+    struct slb_worker *src = w->sh->workers[from];
+    if (kind == 2) { /* our slot is back */
+        w->outbox_free[w->outbox_top++] = (uint16_t)slot;
+        return;
+    }
+    const char *buf = src->outbox + slot * src->outbox_slot_bytes;
+    uint64_t dst;
+    memcpy(&dst, buf, 8);
+    struct slb_conn *conn = slb_conn_get(&w->loop, (struct slb_conn_id){dst});
+    struct peer *c = conn ? conn->owner : NULL;
+    struct iovec iov = {(void *)(buf + 8), (size_t)b};
+    if (c && send_iov(c, &iov, 1, (size_t)b) == 0) {
+        w->c.handoffs_delivered++;
+    } else {
+        /* The flow went away meanwhile (or is full): a request gets 430 Flow Failed (RFC
+         * 5626 5.3), sent back like any response, by our Via on top of it. */
+        w->c.handoffs_lost++;
+        const char *msg = buf + 8;
+        if (slb_sip_scan(msg, (size_t)b, &w->lim, &w->msg, w->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT) == 0 &&
+            slb_proxy_can_reply(&w->msg)) {
+            w->c.flow_failed++;
+            int n = slb_proxy_reply(w->reply, sizeof(w->reply), &w->msg, msg, 430, "Flow Failed",
+                                    NULL, "slbflow");
+            static const struct peer from_backend = {.kind = TAG_BACKEND, .backend_peer = -1};
+            if (n > 0 && slb_sip_scan(w->reply, (size_t)n, &w->lim, &w->msg, w->hdrs,
+                                      SLB_SIP_MAX_HEADERS_DEFAULT) == 0)
+                relay_response(w, (struct peer *)&from_backend, w->reply);
+        }
+    }
+    /* Give the slot back; the queue to a loop rarely fills, so retry briefly. */
+    uint64_t back = (uint64_t)2 << 48 | (uint64_t)w->index << 16 | slot;
+    for (int i = 0; i < 1000 && slb_loop_post(slb_worker_loop(src), back, 0) == -EAGAIN; i++)
+        ;
 }
 
 static void pong(struct peer *p)
@@ -525,19 +702,20 @@ static enum step handle_frame(struct slb_worker *w, struct peer *p, const char *
     case SLB_FRAME_MESSAGE:
         break;
     }
-    if (p->kind == TAG_CLIENT) {
-        if (m->is_request)
-            return client_request(w, p, base);
-        w->c.drop_from_client_response++;
-        return STEP_NEXT;
-    }
     if (!m->is_request) {
-        backend_response(w, base);
+        relay_response(w, p, base);
         return STEP_NEXT;
     }
-    /* Requests from backends toward clients need our flow tokens: not routable yet. */
+    slb_proxy_route_info(m, &w->sh->self, &w->route);
+    /* Only a backend (one of our links, or a connection from a backend's address) may send
+     * toward a client, and only with a flow token naming someone else than itself. */
+    bool from_backend = p->kind == TAG_BACKEND || p->backend_peer >= 0;
+    if (from_backend && w->route.has_flow && !(w->route.flow_ok && w->route.flow == p->id.v))
+        return toward_client(w, p, base);
+    if (p->kind == TAG_CLIENT)
+        return client_request(w, p, base);
     w->c.drop_backend_request++;
-    reply(w, p, base, 501, "Not Implemented", NULL);
+    reply(w, p, base, 403, "Forbidden - No Flow Token", NULL);
     return STEP_NEXT;
 }
 
@@ -737,6 +915,7 @@ static int peer_open(struct slb_worker *w, struct slb_conn *conn, uint8_t kind,
     p->id = conn->id;
     p->kind = kind;
     p->state = PEER_HANDSHAKE;
+    p->backend_peer = -1;
     conn->owner = p;
     peer_address(p, conn);
     if (slb_tls_conn_init(&p->tls, ctx, host, tls_out, p) < 0) {
@@ -747,6 +926,27 @@ static int peer_open(struct slb_worker *w, struct slb_conn *conn, uint8_t kind,
     return 0;
 }
 
+/* The backend whose address a connection comes from (the allow-list for requests toward
+ * clients), or -1. */
+static int16_t backend_by_address(struct slb_worker *w, const struct sockaddr_storage *ss)
+{
+    const struct slb_route_table *t = route_table(w);
+    for (unsigned b = 0; b < t->n_backends; b++) {
+        const struct sockaddr_storage *a = &w->cfg->backends[b].addr.sa;
+        if (t->state[b] == SLB_BACKEND_REMOVED || a->ss_family != ss->ss_family)
+            continue;
+        if (ss->ss_family == AF_INET &&
+            ((const struct sockaddr_in *)(const void *)a)->sin_addr.s_addr ==
+                ((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr)
+            return (int16_t)b;
+        if (ss->ss_family == AF_INET6 &&
+            !memcmp(&((const struct sockaddr_in6 *)(const void *)a)->sin6_addr,
+                    &((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr, 16))
+            return (int16_t)b;
+    }
+    return -1;
+}
+
 static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
 {
     struct slb_worker *w = slb_loop_user(loop);
@@ -755,6 +955,7 @@ static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
     struct peer *p = conn->owner;
     p->ctx = w->sctx;
     w->sctx_sessions++;
+    p->backend_peer = backend_by_address(w, &conn->peer);
     w->c.client_accepted++;
     return 0;
 }
@@ -955,10 +1156,18 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->pool = mmap(NULL, w->pool_n * w->pool_buf_bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     w->pool_free = malloc(w->pool_n * sizeof(uint32_t));
+    w->outbox_slot_bytes = (size_t)cfg->max_message_size + 4096;
+    w->outbox = mmap(NULL, 64 * w->outbox_slot_bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    for (unsigned i = 0; i < 64; i++)
+        w->outbox_free[i] = (uint16_t)(63 - i);
+    w->outbox_top = 64;
     if (!w->peers || !w->links || !w->plain ||
-        w->pool == MAP_FAILED || !w->pool_free) {
+        w->pool == MAP_FAILED || !w->pool_free || w->outbox == MAP_FAILED) {
         if (w->pool == MAP_FAILED)
             w->pool = NULL;
+        if (w->outbox == MAP_FAILED)
+            w->outbox = NULL;
         slb_worker_free(w);
         return NULL;
     }
@@ -989,6 +1198,8 @@ void slb_worker_free(struct slb_worker *w)
     if (w->pool)
         munmap(w->pool, w->pool_n * w->pool_buf_bytes);
     free(w->pool_free);
+    if (w->outbox)
+        munmap(w->outbox, 64 * w->outbox_slot_bytes);
     free(w);
 }
 
@@ -1007,6 +1218,7 @@ void *slb_worker_main(void *arg)
         .on_data = on_data,
         .on_drained = on_drained,
         .on_close = on_close,
+        .on_msg = on_msg,
     };
     int rc = slb_loop_init(&w->loop, &opts, &cbs, w);
     if (rc < 0) {
@@ -1078,4 +1290,9 @@ struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w)
 struct slb_tls_ctx *slb_worker_server_ctx(const struct slb_worker *w)
 {
     return w->sctx;
+}
+
+struct slb_loop *slb_worker_loop(struct slb_worker *w)
+{
+    return &w->loop;
 }

@@ -55,6 +55,15 @@ struct slb_worker;
     X(drop_backend_request)                                                                \
     X(backpressure_parks)                                                                  \
     X(sticky_routed)                                                                       \
+    X(requests_to_clients)                                                                 \
+    X(requests_to_clients_forwarded)                                                       \
+    X(responses_to_backends)                                                               \
+    X(flow_failed)                                                                         \
+    X(flow_bad_mac)                                                                        \
+    X(to_client_busy)                                                                      \
+    X(handoffs_sent)                                                                       \
+    X(handoffs_delivered)                                                                  \
+    X(handoffs_lost)                                                                       \
     X(sticky_fallback)                                                                     \
     X(pending_pool_empty)
 
@@ -75,7 +84,13 @@ struct slb_shared {
     struct slb_proxy_self self;
     struct slb_router *router;
     struct slb_health *health;
+    struct slb_worker **workers; /* every worker, for hand-overs between them */
 };
+
+struct slb_loop;
+
+/* The worker's io/ loop (for messages posted to it). */
+struct slb_loop *slb_worker_loop(struct slb_worker *w);
 
 /* Creates worker `index` with its own TLS contexts (made by the caller at boot, so that a
  * bad certificate fails before any socket opens). Returns NULL on allocation failure. */

@@ -1,6 +1,7 @@
 /* The proxy rules: error responses per RFC 3261 8.2.6, request edits, response routing. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "balancer/proxy.h"
@@ -129,4 +130,41 @@ Test(proxy, request_edits_then_response_routes_back)
     slb_sip_edit_init(&e, req, strlen(req));
     cr_assert_eq(slb_proxy_request_edits(&e, &back, &s, "192.0.2.9", 9, 1, 1), -ELOOP);
     cr_assert_eq(e.n_ops, 0);
+}
+
+Test(proxy, record_route_and_path_carry_tokens_that_route_info_reads_back)
+{
+    static const char r[] = "REGISTER sips:example.com SIP/2.0\r\n"
+                            "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                            "From: <sips:a@example.com>;tag=f1\r\nTo: <sips:a@example.com>\r\n"
+                            "Call-ID: p@x\r\nCSeq: 5 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    scan_ok(r, &msg, h);
+    struct slb_proxy_self s = self();
+    struct slb_sip_edit e;
+    slb_sip_edit_init(&e, r, strlen(r));
+    cr_assert_eq(slb_proxy_path(&e, &msg, &s, 0x0100000500000009ull), 0);
+    cr_assert_eq(slb_proxy_record_route(&e, &msg, &s, 0xabcd, 0x0100000500000009ull), 0);
+    int n = slb_sip_edit_flatten(&e, out, sizeof(out));
+    out[n] = 0;
+    cr_assert(strstr(out, "Path: <sips:lb.example.com:5061;lr;flow="), "%s", out);
+    cr_assert(strstr(out, "Record-Route: <sips:lb.example.com:5061;lr;slb="), "%s", out);
+    /* Turn the Record-Route into a Route of a later request and read it back. */
+    const char *rr = strstr(out, "Record-Route: ") + 14;
+    char later[2048];
+    snprintf(later, sizeof(later),
+             "BYE sips:a@c.example.com SIP/2.0\r\nVia: SIP/2.0/TLS k;branch=z9hG4bKk\r\n"
+             "Route: %.*s\r\nFrom: <sips:b@example.com>;tag=1\r\nTo: <sips:a@example.com>;tag=2\r\n"
+             "Call-ID: p@x\r\nCSeq: 6 BYE\r\nContent-Length: 0\r\n\r\n",
+             (int)(strchr(rr, '\r') - rr), rr);
+    scan_ok(later, &back, h2);
+    struct slb_route_info ri;
+    slb_proxy_route_info(&back, &s, &ri);
+    cr_assert(ri.ours && ri.has_backend && ri.has_flow && ri.flow_ok);
+    cr_assert_eq(ri.backend, 0xabcd);
+    cr_assert_eq(ri.flow, 0x0100000500000009ull);
+    /* Under another process's key it is not ours. */
+    struct slb_proxy_self other = self();
+    other.mac_key.k1 ^= 1;
+    slb_proxy_route_info(&back, &other, &ri);
+    cr_assert(!ri.ours && ri.has_flow && !ri.flow_ok);
 }

@@ -60,3 +60,24 @@ Test(token, same_transaction_same_hash)
                          "To: <sips:b@example.com>;tag=t9\r\nCSeq: 6 BYE\r\nContent-Length: 0\r\n\r\n");
     cr_assert_neq(invite, bye);
 }
+
+Test(token, flow_token_round_trip_and_tamper)
+{
+    char t[SLB_FLOW_TOKEN_LEN];
+    slb_flow_token_make(t, &key, 0x0100002a00000007ull);
+    uint64_t id;
+    cr_assert(slb_flow_token_parse((struct slb_slice){t, sizeof(t)}, &key, &id));
+    cr_assert_eq(id, 0x0100002a00000007ull);
+    for (size_t i = 0; i < sizeof(t); i++) {
+        char u[SLB_FLOW_TOKEN_LEN];
+        memcpy(u, t, sizeof(t));
+        u[i] = u[i] == 'a' ? 'b' : 'a';
+        cr_assert_not(slb_flow_token_parse((struct slb_slice){u, sizeof(u)}, &key, &id), "%zu", i);
+    }
+    /* A backend token is not a flow token, and the other way round. */
+    char b[SLB_BACKEND_TOKEN_LEN];
+    slb_backend_token_make(b, &key, 7);
+    uint32_t backend;
+    cr_assert_not(slb_flow_token_parse((struct slb_slice){b, sizeof(b)}, &key, &id));
+    cr_assert_not(slb_backend_token_parse((struct slb_slice){t, 24}, &key, &backend));
+}

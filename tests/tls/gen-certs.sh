@@ -54,7 +54,7 @@ ca inter "/CN=sipslb test intermediate CA" ca
 ec server-ec.key
 leaf server-ec server-ec.key ca "/CN=localhost" \
     "$server_ext
-subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,URI:sip:example.com"
+subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:::1,URI:sip:example.com"
 
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out server-rsa.key 2>/dev/null
 leaf server-rsa server-rsa.key ca "/CN=localhost" "$server_ext
