@@ -88,6 +88,8 @@ static const struct slb_flag table[] = {
       "re-read on SIGHUP for weight and drain changes"),
     F("no-path", SLB_FLAG_BOOL, no_path, "false", 0, 0, NULL, NULL,
       "do not add our Path to REGISTER requests (RFC 3327)"),
+    F("sips-only", SLB_FLAG_BOOL, sips_only, "false", 0, 0, NULL, NULL,
+      "refuse sip: Request-URIs with 480 and Warning 381 (RFC 5630); sips: is always taken"),
     F("print-config", SLB_FLAG_BOOL, print_config, "false", 0, 0, NULL, NULL,
       "print the effective configuration and exit"),
 };

@@ -76,6 +76,7 @@ struct slb_config {
     const char *stats_file;
     const char *backends_file;
     bool no_path;
+    bool sips_only;
     /* Derived by slb_config_load. */
     struct slb_addr listen_addrs[SLB_MAX_LISTEN];
     unsigned n_listen;

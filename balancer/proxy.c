@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "balancer/token.h"
 #include "core/sip.h"
@@ -99,7 +100,8 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
     n += self->via_sent_by_len;
     memcpy(via + n, ";branch=", 8);
     n += 8;
-    slb_branch_make(via + n, &self->mac_key, conn_id, slb_tx_hash(&self->mac_key, msg));
+    slb_branch_make(via + n, &self->mac_key, conn_id, slb_tx_hash(&self->mac_key, msg),
+                    slb_loop_hash(&self->mac_key, msg));
     n += SLB_BRANCH_LEN;
     int rc = slb_sip_edit_push_via(e, msg, via, n);
     if (rc < 0)
@@ -115,7 +117,7 @@ bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_p
 {
     uint32_t tx;
     return msg->via_count > 0 &&
-           slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx);
+           slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx, NULL);
 }
 
 void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
@@ -204,4 +206,66 @@ int slb_proxy_path(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
     char v[OUR_URI_MAX];
     size_t n = our_uri(v, self, NULL, &client_conn);
     return slb_sip_edit_insert_header(e, msg, SLB_HDR_PATH, "Path", v, n);
+}
+
+bool slb_proxy_is_loop(const struct slb_sip_msg *msg, const struct slb_proxy_self *self)
+{
+    uint32_t want = 0;
+    bool computed = false;
+    for (unsigned i = 0; i < msg->via_count; i++) {
+        struct slb_slice v = msg->vias[i].value;
+        /* Cheap filter first: only a Via of ours can carry our branch. */
+        if (v.len < SLB_BRANCH_LEN || !memmem(v.ptr, v.len, SLB_BRANCH_PREFIX,
+                                              SLB_BRANCH_PREFIX_LEN))
+            continue;
+        struct slb_sip_via via;
+        uint64_t conn;
+        uint32_t tx, loop;
+        if (slb_sip_via_parse(v, &via) < 0 ||
+            !slb_branch_parse(via.branch, &self->mac_key, &conn, &tx, &loop))
+            continue;
+        if (!computed) {
+            want = slb_loop_hash(&self->mac_key, msg);
+            computed = true;
+        }
+        if (loop == want)
+            return true; /* the same request came back: a loop, not a spiral */
+    }
+    return false;
+}
+
+int slb_proxy_check_request(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                            bool sips_only, const char **reason, char *extra, size_t extra_len)
+{
+    *reason = NULL;
+    extra[0] = 0;
+    struct slb_slice u = msg->ruri;
+    /* RFC 3261 16.3 step 1: a scheme we cannot route (sip, sips and tel are ours). */
+    bool sip = u.len > 4 && !strncasecmp(u.ptr, "sip:", 4);
+    bool sips = u.len > 5 && !strncasecmp(u.ptr, "sips:", 5);
+    bool tel = u.len > 4 && !strncasecmp(u.ptr, "tel:", 4);
+    if (!sip && !sips && !tel) {
+        *reason = "Unsupported URI Scheme";
+        return 416;
+    }
+    /* RFC 5630 3.1.3 and RFC 3261 26.2.2: SIPS required. */
+    if (sips_only && !sips) {
+        *reason = "Temporarily Unavailable";
+        snprintf(extra, extra_len, "Warning: 381 %.*s \"SIPS Required\"\r\n",
+                 (int)self->via_sent_by_len, self->via_sent_by);
+        return 480;
+    }
+    /* RFC 3261 16.3 step 3: we support no extension a proxy must understand. */
+    if (msg->first[SLB_HDR_PROXY_REQUIRE] >= 0) {
+        const struct slb_sip_header *h = &msg->headers[msg->first[SLB_HDR_PROXY_REQUIRE]];
+        *reason = "Bad Extension";
+        snprintf(extra, extra_len, "Unsupported: %.*s\r\n", (int)h->value.len, h->value.ptr);
+        return 420;
+    }
+    /* RFC 3261 16.3 step 4 and 16.6 step 8: our own Via with the same loop hash. */
+    if (slb_proxy_is_loop(msg, self)) {
+        *reason = "Loop Detected";
+        return 482;
+    }
+    return 0;
 }

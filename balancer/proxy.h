@@ -62,6 +62,17 @@ void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_
 bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                          uint32_t *backend);
 
+/* Whether the request already went through us unchanged (one of our Via values carries the
+ * same loop hash, RFC 3261 16.6 step 8): a loop. A spiral (retargeted) is not. */
+bool slb_proxy_is_loop(const struct slb_sip_msg *msg, const struct slb_proxy_self *self);
+
+/* The checks of RFC 3261 16.3 a request must pass before we forward it: 416 for a scheme
+ * other than sip, sips or tel; 480 with Warning 381 for sip: under sips_only (RFC 5630);
+ * 420 with Unsupported for any Proxy-Require; 482 for a loop. Returns 0 or the status, with
+ * the reason phrase and extra header lines (in extra) for the response. */
+int slb_proxy_check_request(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                            bool sips_only, const char **reason, char *extra, size_t extra_len);
+
 /* Whether the method forms dialogs that must keep their backend: INVITE, SUBSCRIBE,
  * REFER, NOTIFY (RFC 3261 12, RFC 6665, RFC 3515). */
 bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg);

@@ -33,11 +33,13 @@ static bool get_hex(const char *in, int digits, uint64_t *v)
     return true;
 }
 
-static uint64_t mac(const struct slb_siphash_key *key, uint64_t conn_id, uint32_t tx)
+static uint64_t mac(const struct slb_siphash_key *key, uint64_t conn_id, uint32_t tx,
+                    uint32_t loop)
 {
-    unsigned char b[12];
+    unsigned char b[16];
     memcpy(b, &conn_id, 8);
     memcpy(b + 8, &tx, 4);
+    memcpy(b + 12, &loop, 4);
     return slb_siphash(key, b, sizeof(b));
 }
 
@@ -73,29 +75,47 @@ uint32_t slb_tx_hash(const struct slb_siphash_key *key, const struct slb_sip_msg
 }
 
 void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key,
-                     uint64_t conn_id, uint32_t tx)
+                     uint64_t conn_id, uint32_t tx, uint32_t loop)
 {
     memcpy(out, SLB_BRANCH_PREFIX, SLB_BRANCH_PREFIX_LEN);
-    put_hex(out + SLB_BRANCH_PREFIX_LEN, conn_id, 16);
-    put_hex(out + SLB_BRANCH_PREFIX_LEN + 16, tx, 8);
-    put_hex(out + SLB_BRANCH_PREFIX_LEN + 24, mac(key, conn_id, tx), 16);
+    char *p = out + SLB_BRANCH_PREFIX_LEN;
+    put_hex(p, conn_id, 16);
+    put_hex(p + 16, tx, 8);
+    put_hex(p + 24, loop, 8);
+    put_hex(p + 32, mac(key, conn_id, tx, loop), 16);
 }
 
 bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key,
-                      uint64_t *conn_id, uint32_t *tx)
+                      uint64_t *conn_id, uint32_t *tx, uint32_t *loop)
 {
     if (branch.len != SLB_BRANCH_LEN ||
         memcmp(branch.ptr, SLB_BRANCH_PREFIX, SLB_BRANCH_PREFIX_LEN) != 0)
         return false;
     const char *p = branch.ptr + SLB_BRANCH_PREFIX_LEN;
-    uint64_t c, t, m;
-    if (!get_hex(p, 16, &c) || !get_hex(p + 16, 8, &t) || !get_hex(p + 24, 16, &m))
+    uint64_t c, t, l, m;
+    if (!get_hex(p, 16, &c) || !get_hex(p + 16, 8, &t) || !get_hex(p + 24, 8, &l) ||
+        !get_hex(p + 32, 16, &m))
         return false;
-    if (m != mac(key, c, (uint32_t)t))
+    if (m != mac(key, c, (uint32_t)t, (uint32_t)l))
         return false;
     *conn_id = c;
     *tx = (uint32_t)t;
+    if (loop)
+        *loop = (uint32_t)l;
     return true;
+}
+
+uint32_t slb_loop_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg)
+{
+    struct hash_buf h = {.len = 0};
+    add(&h, msg->ruri);
+    add(&h, msg->from_tag);
+    add(&h, msg->to_tag);
+    add(&h, msg->call_id);
+    unsigned char cseq[4];
+    memcpy(cseq, &msg->cseq, 4);
+    add(&h, (struct slb_slice){(const char *)cseq, 4});
+    return (uint32_t)slb_siphash(key, h.b, h.len);
 }
 
 static uint64_t backend_mac(const struct slb_siphash_key *key, uint32_t backend)

@@ -11,11 +11,11 @@
 #include "core/sip-t.h"
 #include "core/siphash.h"
 
-/* "z9hG4bK" (RFC 3261 8.1.1.7) + "slb" + 16 hex (connection) + 8 hex (transaction) + 16
- * hex (MAC). */
+/* "z9hG4bK" (RFC 3261 8.1.1.7) + "slb" + 16 hex (connection) + 8 hex (transaction) + 8 hex
+ * (loop detection hash, RFC 3261 16.6 step 8) + 16 hex (MAC). */
 #define SLB_BRANCH_PREFIX     "z9hG4bKslb"
 #define SLB_BRANCH_PREFIX_LEN 10u
-#define SLB_BRANCH_LEN        (SLB_BRANCH_PREFIX_LEN + 40u)
+#define SLB_BRANCH_LEN        (SLB_BRANCH_PREFIX_LEN + 48u)
 
 /* The transaction hash our branch carries: the same for a request, its retransmissions,
  * its CANCEL and the ACK for its non-2xx response, different for any other transaction
@@ -23,14 +23,20 @@
  * Request-URI, before our edits. */
 uint32_t slb_tx_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg);
 
-/* Writes the branch value (SLB_BRANCH_LEN bytes, no NUL) for connection conn_id and
- * transaction tx into out. */
-void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key,
-                     uint64_t conn_id, uint32_t tx);
+/* The loop detection hash (RFC 3261 16.6 step 8) over what a loop leaves unchanged and a
+ * spiral (a retargeted request) does not: Request-URI, From and To tags, Call-ID and CSeq
+ * number. */
+uint32_t slb_loop_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg);
 
-/* Reads a branch we made: false when it is not ours, malformed, or its MAC fails. */
+/* Writes the branch value (SLB_BRANCH_LEN bytes, no NUL) for connection conn_id,
+ * transaction tx and loop hash into out. */
+void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key,
+                     uint64_t conn_id, uint32_t tx, uint32_t loop);
+
+/* Reads a branch we made: false when it is not ours, malformed, or its MAC fails. loop may
+ * be NULL. */
 bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key,
-                      uint64_t *conn_id, uint32_t *tx);
+                      uint64_t *conn_id, uint32_t *tx, uint32_t *loop);
 
 /* The backend token our Record-Route carries (RFC 3261 16.6 step 4): the backend's name
  * hash and a MAC, 24 hex characters, so in-dialog requests return to that backend. */

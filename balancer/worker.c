@@ -111,6 +111,14 @@ struct slb_worker {
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
     struct slb_sip_edit edit;
     struct slb_route_info route; /* of the request being handled */
+    /* Pending INVITE transactions: client branch + Call-ID -> backend, so CANCEL and the
+     * ACK for a non-2xx follow their INVITE even if the table changed (RFC 3261 16.11,
+     * RFC 3263 4.4). Open addressing, bounded probes; stale entries are overwritten. */
+    struct pending_invite {
+        uint64_t key;
+        uint64_t expires_ms;
+        uint16_t backend;
+    } pending_inv[8192];
     char reply[4096];
     /* Cross-worker hand-over of requests for clients on another worker: slots of this
      * worker's outbox, each owned by us until the receiver posts it back. */
@@ -357,6 +365,61 @@ static struct link *pick_link(struct slb_worker *w, unsigned backend, uint64_t h
     return connecting;
 }
 
+#define PENDING_MASK     8191u
+#define PENDING_PROBES   8u
+#define PENDING_RING_MS  180000u /* RFC 3261 Timer C: an INVITE may ring this long */
+#define PENDING_AFTER_MS 32000u  /* after its final response: Timer B/H */
+
+static const struct slb_siphash_key pending_key = {0x70656e64696e6721ull, 0x696e766974652121ull};
+
+/* The client transaction a request belongs to: its top Via branch and Call-ID. */
+static uint64_t pending_key_of(const struct slb_slice branch, const struct slb_slice call_id)
+{
+    uint64_t k = slb_siphash(&pending_key, branch.ptr, branch.len) ^
+                 slb_siphash(&pending_key, call_id.ptr, call_id.len) * 31;
+    return k ? k : 1;
+}
+
+static struct pending_invite *pending_find(struct slb_worker *w, uint64_t key, uint64_t now)
+{
+    for (unsigned i = 0; i < PENDING_PROBES; i++) {
+        struct pending_invite *e = &w->pending_inv[(key + i) & PENDING_MASK];
+        if (e->key == key && e->expires_ms > now)
+            return e;
+    }
+    return NULL;
+}
+
+static void pending_put(struct slb_worker *w, uint64_t key, uint16_t backend, uint64_t now)
+{
+    struct pending_invite *victim = NULL;
+    for (unsigned i = 0; i < PENDING_PROBES; i++) {
+        struct pending_invite *e = &w->pending_inv[(key + i) & PENDING_MASK];
+        if (e->key == key || e->expires_ms <= now) {
+            victim = e;
+            break;
+        }
+        if (!victim || e->expires_ms < victim->expires_ms)
+            victim = e; /* full: the one that would expire first makes room */
+    }
+    *victim = (struct pending_invite){key, now + PENDING_RING_MS, backend};
+}
+
+/* RFC 3261 16.3: scheme, SIPS policy, Proxy-Require, loops. True when answered. */
+static bool reject_request(struct slb_worker *w, struct peer *p, const char *base)
+{
+    const char *reason;
+    char extra[320];
+    int status = slb_proxy_check_request(&w->msg, &w->sh->self, w->cfg->sips_only, &reason, extra,
+                                         sizeof(extra));
+    if (status == 0)
+        return false;
+    if (status == 482)
+        w->c.loops++;
+    reply(w, p, base, status, reason, extra[0] ? extra : NULL);
+    return true;
+}
+
 static enum step client_request(struct slb_worker *w, struct peer *p, const char *base)
 {
     const struct slb_sip_msg *m = &w->msg;
@@ -372,6 +435,8 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
             w->c.drop_ack_unroutable++;
         return STEP_NEXT;
     }
+    if (!ack && reject_request(w, p, base))
+        return STEP_NEXT;
     uint64_t h = slb_route_hash(m->call_id);
     const struct slb_route_table *t = route_table(w);
     uint16_t b = SLB_MAGLEV_NONE;
@@ -389,6 +454,20 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
                                       memory_order_relaxed);
         } else {
             w->c.sticky_fallback++;
+        }
+    }
+    uint64_t now = slb_loop_now_ms(&w->loop);
+    uint64_t pkey = 0;
+    bool invite = m->method_id == SLB_METHOD_INVITE;
+    if (b == SLB_MAGLEV_NONE && (invite || ack || m->method_id == SLB_METHOD_CANCEL))
+        pkey = pending_key_of(m->top_via.branch, m->call_id);
+    if (b == SLB_MAGLEV_NONE && !invite && pkey) {
+        /* CANCEL, or ACK for a non-2xx: where their INVITE went, if still known. */
+        struct pending_invite *pi = pending_find(w, pkey, now);
+        if (pi && pi->backend < t->n_backends && t->state[pi->backend] != SLB_BACKEND_DOWN &&
+            t->state[pi->backend] != SLB_BACKEND_REMOVED) {
+            b = pi->backend;
+            w->c.pending_routed++;
         }
     }
     if (b == SLB_MAGLEV_NONE)
@@ -431,6 +510,8 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     }
     if (rc < 0)
         return STEP_NEXT;
+    if (invite && pkey)
+        pending_put(w, pkey, b, now);
     w->c.requests_forwarded++;
     return STEP_NEXT;
 }
@@ -503,6 +584,8 @@ static enum step toward_client(struct slb_worker *w, struct peer *p, const char 
         reply(w, p, base, 483, "Too Many Hops", NULL);
         return STEP_NEXT;
     }
+    if (m->method_id != SLB_METHOD_ACK && reject_request(w, p, base))
+        return STEP_NEXT;
     unsigned dst_worker = slb_conn_id_loop((struct slb_conn_id){ri->flow});
     struct peer *c = NULL;
     if (dst_worker == w->index) {
@@ -587,6 +670,18 @@ static void relay_response(struct slb_worker *w, struct peer *from, const char *
     size_t len = slb_sip_edit_len(e);
     unsigned dst_worker = slb_conn_id_loop((struct slb_conn_id){id});
     bool from_client = from->kind == TAG_CLIENT && from->backend_peer < 0;
+    if (m->status >= 200 && m->cseq_method_id == SLB_METHOD_INVITE && m->via_count > 1 &&
+        dst_worker == w->index) {
+        /* The INVITE is answered: keep its entry only for the ACK and retransmissions. */
+        struct slb_sip_via cv;
+        if (slb_sip_via_parse(m->vias[1].value, &cv) == 0) {
+            uint64_t now = slb_loop_now_ms(&w->loop);
+            struct pending_invite *pi =
+                pending_find(w, pending_key_of(cv.branch, m->call_id), now);
+            if (pi)
+                pi->expires_ms = now + PENDING_AFTER_MS;
+        }
+    }
     if (dst_worker != w->index && dst_worker < w->cfg->n_workers) {
         if (hand_over(w, dst_worker, id, iov, n, len) == 0) {
             w->c.responses_forwarded++;

@@ -55,7 +55,9 @@ struct slb_worker;
     X(drop_backend_request)                                                                \
     X(backpressure_parks)                                                                  \
     X(sticky_routed)                                                                       \
+    X(pending_routed)                                                                      \
     X(requests_to_clients)                                                                 \
+    X(loops)                                                                               \
     X(requests_to_clients_forwarded)                                                       \
     X(responses_to_backends)                                                               \
     X(flow_failed)                                                                         \

@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "balancer/proxy.h"
@@ -167,4 +168,57 @@ Test(proxy, record_route_and_path_carry_tokens_that_route_info_reads_back)
     other.mac_key.k1 ^= 1;
     slb_proxy_route_info(&back, &other, &ri);
     cr_assert(!ri.ours && ri.has_flow && !ri.flow_ok);
+}
+
+static int check(const char *text, bool sips_only, const char **reason, char *extra)
+{
+    scan_ok(text, &msg, h);
+    struct slb_proxy_self s = self();
+    return slb_proxy_check_request(&msg, &s, sips_only, reason, extra, 256);
+}
+
+#define MSG(ruri, extra_hdr)                                                               \
+    "OPTIONS " ruri " SIP/2.0\r\nVia: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"       \
+    "From: <sips:a@example.com>;tag=f1\r\nTo: <sips:b@example.com>\r\nCall-ID: q@x\r\n"     \
+    "CSeq: 5 OPTIONS\r\n" extra_hdr "Content-Length: 0\r\n\r\n"
+
+Test(proxy, checks_of_rfc3261_16_3)
+{
+    const char *reason;
+    char extra[256];
+    cr_assert_eq(check(MSG("sips:b@example.com", ""), false, &reason, extra), 0);
+    cr_assert_eq(check(MSG("sip:b@example.com", ""), false, &reason, extra), 0);
+    cr_assert_eq(check(MSG("tel:+15551234", ""), false, &reason, extra), 0);
+    cr_assert_eq(check(MSG("http://example.com/", ""), false, &reason, extra), 416);
+    cr_assert_eq(check(MSG("sip:b@example.com", ""), true, &reason, extra), 480);
+    cr_assert_str_eq(extra, "Warning: 381 lb.example.com:5061 \"SIPS Required\"\r\n");
+    cr_assert_eq(check(MSG("sips:b@example.com", ""), true, &reason, extra), 0);
+    cr_assert_eq(check(MSG("sips:b@example.com", "Proxy-Require: foo, bar\r\n"), false, &reason,
+                       extra),
+                 420);
+    cr_assert_str_eq(extra, "Unsupported: foo, bar\r\n");
+}
+
+Test(proxy, a_loop_is_482_a_spiral_is_not)
+{
+    struct slb_proxy_self s = self();
+    static const char r[] = MSG("sips:b@example.com", "");
+    scan_ok(r, &msg, h);
+    struct slb_sip_edit e;
+    slb_sip_edit_init(&e, r, strlen(r));
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.1", 9, 1, 5), 0);
+    int n = slb_sip_edit_flatten(&e, out, sizeof(out));
+    out[n] = 0;
+    /* The same request comes back through a backend that added its Via on top. */
+    char again[4096];
+    snprintf(again, sizeof(again), "%.*sVia: SIP/2.0/TLS k.example.com;branch=z9hG4bKk1\r\n%s",
+             (int)(strchr(out, '\n') + 1 - out), out, strchr(out, '\n') + 1);
+    scan_ok(again, &back, h2);
+    cr_assert(slb_proxy_is_loop(&back, &s));
+    /* Retargeted (another Request-URI): a spiral, forwarded. */
+    char *spiral = strdup(again);
+    memcpy(strstr(spiral, "sips:b@"), "sips:c@", 7);
+    scan_ok(spiral, &back, h2);
+    cr_assert_not(slb_proxy_is_loop(&back, &s));
+    free(spiral);
 }

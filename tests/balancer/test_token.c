@@ -10,12 +10,14 @@ static const struct slb_siphash_key key = {0x0123456789abcdefull, 0xfedcba987654
 Test(token, branch_round_trip_and_tamper)
 {
     char b[SLB_BRANCH_LEN];
-    slb_branch_make(b, &key, 0x01000005deadbeefull, 0x12345678u);
+    slb_branch_make(b, &key, 0x01000005deadbeefull, 0x12345678u, 0x9abcdef0u);
     cr_assert_eq(memcmp(b, "z9hG4bK", 7), 0);
     uint64_t conn;
     uint32_t tx;
     struct slb_slice s = {b, sizeof(b)};
-    cr_assert(slb_branch_parse(s, &key, &conn, &tx));
+    uint32_t loop;
+    cr_assert(slb_branch_parse(s, &key, &conn, &tx, &loop));
+    cr_assert_eq(loop, 0x9abcdef0u);
     cr_assert_eq(conn, 0x01000005deadbeefull);
     cr_assert_eq(tx, 0x12345678u);
     /* Any changed character, another key, or another length is refused. */
@@ -23,13 +25,13 @@ Test(token, branch_round_trip_and_tamper)
         char t[SLB_BRANCH_LEN];
         memcpy(t, b, sizeof(b));
         t[i] = t[i] == '0' ? '1' : '0';
-        cr_assert_not(slb_branch_parse((struct slb_slice){t, sizeof(t)}, &key, &conn, &tx),
+        cr_assert_not(slb_branch_parse((struct slb_slice){t, sizeof(t)}, &key, &conn, &tx, NULL),
                       "tampered at %zu", i);
     }
     struct slb_siphash_key other = {1, 2};
-    cr_assert_not(slb_branch_parse(s, &other, &conn, &tx));
-    cr_assert_not(slb_branch_parse((struct slb_slice){b, sizeof(b) - 1}, &key, &conn, &tx));
-    cr_assert_not(slb_branch_parse((struct slb_slice){"z9hG4bK776asdhds", 16}, &key, &conn, &tx));
+    cr_assert_not(slb_branch_parse(s, &other, &conn, &tx, NULL));
+    cr_assert_not(slb_branch_parse((struct slb_slice){b, sizeof(b) - 1}, &key, &conn, &tx, NULL));
+    cr_assert_not(slb_branch_parse((struct slb_slice){"z9hG4bK776asdhds", 16}, &key, &conn, &tx, NULL));
 }
 
 static uint32_t tx_of(const char *text)

@@ -362,6 +362,71 @@ def test_sighup_adds_and_removes_backends_without_dropping_connections(c):
         c.h.stop(u)
 
 
+def test_cancel_and_ack_follow_their_invite_after_the_table_changed(c):
+    uas = [c.h.start_uas("cx%d" % i, c.h.free_port()) for i in range(3)]
+    ports = [u.port for u in uas]
+    bfile = os.path.join(c.h.tmp, "backends-cx.txt")
+    write_backends(bfile, ports)
+    lb = c.h.start_sipslb(c.h.free_port(), [], ["--workers", "1", "--backends-file", bfile]
+                          + PROBE)
+    cl = SipClient(lb.port, c.ca)
+    pending = []
+    for i in range(40):
+        cid = "cx-%d-%s" % (i, uuid.uuid4().hex)
+        br = "z9hG4bKcx%d%s" % (i, uuid.uuid4().hex[:8])
+        cl.send(request("INVITE", cid, 1, br, cl.local_port))
+        for _ in range(3):
+            cl.recv_message()
+        pending.append((cid, br))
+    reports = c.h.reports(uas)
+    home = {cid: where(reports, cid)[0] for cid, _ in pending}
+    victim = home[pending[0][0]]
+    # The table changes: the victim drains, so its Call-IDs now hash elsewhere.
+    write_backends(bfile, ports, drain=[ports[victim]])
+    lb.send_signal(signal.SIGHUP)
+    assert log_wait(c, lb, r"backend 127\.0\.0\.1:%d is draining" % ports[victim], 5)
+    time.sleep(0.3)
+    for cid, br in pending:
+        # CANCEL and a non-2xx-style ACK carry the INVITE's branch and no Route.
+        cl.send(request("CANCEL", cid, 1, br, cl.local_port))
+        assert status_of(cl.recv_message()) == 200
+        cl.send(request("ACK", cid, 1, br, cl.local_port, to_tag="x"))
+    time.sleep(0.3)
+    reports = c.h.reports(uas)
+    for cid, _ in pending:
+        assert where(reports, cid) == [home[cid]], (cid, home[cid], where(reports, cid))
+        assert reports[home[cid]][cid] == 3, cid
+    cl.close()
+    assert c.h.stop(lb) == 0
+    st = c.h.read_stats(lb.stats)
+    assert st["pending_routed"] >= 80, st
+    for u in uas:
+        c.h.stop(u)
+
+
+def test_a_request_looping_back_gets_482(c):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_faults import RogueBackend
+    rogue = RogueBackend(c.h)
+    lb = c.h.start_sipslb(c.h.free_port(), [rogue.port], ["--workers", "1"] + PROBE)
+    cl = SipClient(lb.port, c.ca)
+    cl.send(request("OPTIONS", "loop-" + uuid.uuid4().hex, 1, "z9hG4bKloop", cl.local_port))
+    _, req = rogue.next_request()
+    # The "backend" sends it straight back to sipslb, as a misconfigured route would.
+    back = SipClient(lb.port, c.ca)
+    lines = req.split(b"\r\n")
+    looped = b"\r\n".join([lines[0], b"Via: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bKrogue"]
+                           + lines[1:])
+    back.send(looped)
+    r = back.recv_message()
+    assert status_of(r) == 482, r[:80]
+    back.close()
+    cl.close()
+    assert c.h.stop(lb) == 0
+    rogue.close()
+    assert c.h.read_stats(lb.stats)["loops"] == 1
+
+
 TESTS = [
     test_record_route_keeps_in_dialog_requests_on_their_backend,
     test_failover_timeline_and_rejoin,
@@ -369,6 +434,8 @@ TESTS = [
     test_two_processes_route_every_call_id_alike,
     test_sighup_reloads_the_certificate_without_dropping_connections,
     test_sighup_adds_and_removes_backends_without_dropping_connections,
+    test_cancel_and_ack_follow_their_invite_after_the_table_changed,
+    test_a_request_looping_back_gets_482,
 ]
 
 if __name__ == "__main__":
