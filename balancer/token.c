@@ -115,6 +115,11 @@ uint32_t slb_loop_hash(const struct slb_siphash_key *key, const struct slb_sip_m
     unsigned char cseq[4];
     memcpy(cseq, &msg->cseq, 4);
     add(&h, (struct slb_slice){(const char *)cseq, 4});
+    /* The Route set too: a dialog request that passes us twice on its way (caller side,
+     * then callee side) keeps its Request-URI but has fewer Route values the second time. */
+    for (uint32_t i = 0; i < msg->header_count; i++)
+        if (msg->headers[i].id == SLB_HDR_ROUTE)
+            add(&h, msg->headers[i].value);
     return (uint32_t)slb_siphash(key, h.b, h.len);
 }
 

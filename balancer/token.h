@@ -24,8 +24,8 @@
 uint32_t slb_tx_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg);
 
 /* The loop detection hash (RFC 3261 16.6 step 8) over what a loop leaves unchanged and a
- * spiral (a retargeted request) does not: Request-URI, From and To tags, Call-ID and CSeq
- * number. */
+ * spiral does not: Request-URI (retargeting), From and To tags, Call-ID, CSeq number and
+ * the Route values (loose routing through us twice). */
 uint32_t slb_loop_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg);
 
 /* Writes the branch value (SLB_BRANCH_LEN bytes, no NUL) for connection conn_id,
