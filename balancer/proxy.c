@@ -120,13 +120,11 @@ bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_p
            slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx, NULL);
 }
 
-void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
-                          struct slb_route_info *ri)
+/* Our tokens in a URI's parameters. */
+static void uri_tokens(struct slb_slice uri, const struct slb_proxy_self *self,
+                       struct slb_route_info *ri)
 {
     *ri = (struct slb_route_info){.ours = false};
-    if (msg->first[SLB_HDR_ROUTE] < 0)
-        return;
-    struct slb_slice uri = slb_sip_first_uri(msg->headers[msg->first[SLB_HDR_ROUTE]].value);
     const char *semi = uri.ptr ? memchr(uri.ptr, ';', uri.len) : NULL;
     if (!semi)
         return;
@@ -138,6 +136,25 @@ void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_
         ri->flow_ok = slb_flow_token_parse(tok, &self->mac_key, &ri->flow);
     }
     ri->ours = ri->has_backend || ri->flow_ok;
+}
+
+void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                          struct slb_route_info *ri)
+{
+    *ri = (struct slb_route_info){.ours = false};
+    if (msg->first[SLB_HDR_ROUTE] >= 0)
+        uri_tokens(slb_sip_first_uri(msg->headers[msg->first[SLB_HDR_ROUTE]].value), self, ri);
+}
+
+bool slb_proxy_strict_routed(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                             struct slb_route_info *ri)
+{
+    struct slb_route_info r;
+    uri_tokens(msg->ruri, self, &r);
+    if (!r.ours)
+        return false;
+    *ri = r;
+    return true;
 }
 
 bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,

@@ -58,6 +58,11 @@ struct slb_route_info {
 void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                           struct slb_route_info *ri);
 
+/* A strict router before us (RFC 3261 16.4) put the URI we record-routed into the
+ * Request-URI: true, with its tokens in ri, when the Request-URI is ours. */
+bool slb_proxy_strict_routed(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                             struct slb_route_info *ri);
+
 /* Compatibility: true with the backend token when the top Route is ours and names one. */
 bool slb_proxy_our_route(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                          uint32_t *backend);

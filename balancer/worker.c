@@ -111,6 +111,7 @@ struct slb_worker {
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
     struct slb_sip_edit edit;
     struct slb_route_info route; /* of the request being handled */
+    bool strict;                 /* ... found in its Request-URI (a strict router before us) */
     /* Pending INVITE transactions: client branch + Call-ID -> backend, so CANCEL and the
      * ACK for a non-2xx follow their INVITE even if the table changed (RFC 3261 16.11,
      * RFC 3263 4.4). Open addressing, bounded probes; stale entries are overwritten. */
@@ -405,6 +406,18 @@ static void pending_put(struct slb_worker *w, uint64_t key, uint16_t backend, ui
     *victim = (struct pending_invite){key, now + PENDING_RING_MS, backend};
 }
 
+/* RFC 3261 16.4: our own Route value goes; after a strict router, the last Route becomes
+ * the Request-URI instead. */
+static int drop_our_route(struct slb_worker *w, struct slb_sip_edit *e)
+{
+    const struct slb_sip_msg *m = &w->msg;
+    if (w->strict) {
+        int rc = slb_sip_edit_strict_route(e, m);
+        return rc == -ENOENT ? 0 : rc;
+    }
+    return slb_sip_edit_pop_list_value(e, m, (uint32_t)m->first[SLB_HDR_ROUTE]);
+}
+
 /* RFC 3261 16.3: scheme, SIPS policy, Proxy-Require, loops. True when answered. */
 static bool reject_request(struct slb_worker *w, struct peer *p, const char *base)
 {
@@ -491,8 +504,8 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, base, m->msg_len);
     int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v);
-    if (erc == 0 && our_route) /* RFC 3261 16.4: our own Route value goes */
-        erc = slb_sip_edit_pop_list_value(e, m, (uint32_t)m->first[SLB_HDR_ROUTE]);
+    if (erc == 0 && our_route)
+        erc = drop_our_route(w, e);
     if (erc == 0 && slb_proxy_dialog_forming(m))
         erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, p->id.v);
     if (erc == 0 && m->method_id == SLB_METHOD_REGISTER && !w->cfg->no_path)
@@ -603,8 +616,8 @@ static enum step toward_client(struct slb_worker *w, struct peer *p, const char 
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, base, m->msg_len);
     int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v);
-    if (erc == 0) /* RFC 3261 16.4: our Route value goes */
-        erc = slb_sip_edit_pop_list_value(e, m, (uint32_t)m->first[SLB_HDR_ROUTE]);
+    if (erc == 0)
+        erc = drop_our_route(w, e);
     int b = backend_of_peer(p);
     if (erc == 0 && slb_proxy_dialog_forming(m) && b >= 0)
         erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, ri->flow);
@@ -802,6 +815,7 @@ static enum step handle_frame(struct slb_worker *w, struct peer *p, const char *
         return STEP_NEXT;
     }
     slb_proxy_route_info(m, &w->sh->self, &w->route);
+    w->strict = !w->route.ours && slb_proxy_strict_routed(m, &w->sh->self, &w->route);
     /* Only a backend (one of our links, or a connection from a backend's address) may send
      * toward a client, and only with a flow token naming someone else than itself. */
     bool from_backend = p->kind == TAG_BACKEND || p->backend_peer >= 0;

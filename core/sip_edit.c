@@ -195,6 +195,57 @@ int slb_sip_edit_pop_list_value(struct slb_sip_edit *e, const struct slb_sip_msg
     return slb_sip_edit_splice(e, off_of(e, h->value.ptr), next, NULL, 0);
 }
 
+int slb_sip_edit_strict_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg)
+{
+    int last = -1;
+    for (uint32_t i = 0; i < msg->header_count; i++)
+        if (msg->headers[i].id == SLB_HDR_ROUTE)
+            last = (int)i;
+    if (last < 0 || !msg->ruri.ptr)
+        return -ENOENT;
+    const struct slb_sip_header *h = &msg->headers[last];
+    /* The last element of the last Route line. */
+    size_t start = 0, prev_end = 0;
+    for (;;) {
+        struct slb_slice rest = {h->value.ptr + start, h->value.len - start};
+        size_t next = slb_sip_list_next(rest);
+        if (next >= rest.len)
+            break;
+        prev_end = start + next;
+        start += next;
+    }
+    struct slb_slice elem = {h->value.ptr + start, h->value.len - start};
+    struct slb_slice uri = slb_sip_first_uri(elem);
+    if (!uri.ptr || uri.len == 0)
+        return -EINVAL;
+    /* Both splices must land: keep a copy of the op table to roll back. */
+    struct slb_sip_edit_op saved[SLB_SIP_EDIT_MAX_OPS];
+    uint16_t n_ops = e->n_ops, scratch_used = e->scratch_used;
+    memcpy(saved, e->ops, n_ops * sizeof(saved[0]));
+    int rc = slb_sip_edit_splice(e, off_of(e, msg->ruri.ptr), msg->ruri.len, uri.ptr, uri.len);
+    if (rc == 0) {
+        if (start == 0) {
+            rc = slb_sip_edit_splice(e, h->line_off, h->line_len, NULL, 0);
+        } else {
+            /* From the comma that ends the element before it to the end of the value. */
+            const char *p = h->value.ptr + prev_end;
+            while (p > h->value.ptr && p[-1] != ',')
+                p--;
+            if (p > h->value.ptr)
+                p--;
+            size_t from = off_of(e, p);
+            rc = slb_sip_edit_splice(e, from, off_of(e, h->value.ptr + h->value.len) - from,
+                                     NULL, 0);
+        }
+    }
+    if (rc < 0) {
+        memcpy(e->ops, saved, n_ops * sizeof(saved[0]));
+        e->n_ops = n_ops;
+        e->scratch_used = scratch_used;
+    }
+    return rc;
+}
+
 int slb_sip_edit_max_forwards(struct slb_sip_edit *e, const struct slb_sip_msg *msg)
 {
     if (msg->max_forwards < 0) {

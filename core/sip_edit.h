@@ -48,6 +48,10 @@ int slb_sip_edit_pop_via(struct slb_sip_edit *e, const struct slb_sip_msg *msg);
 int slb_sip_edit_pop_list_value(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                                 uint32_t header);
 
+/* Strict routing toward us (RFC 3261 16.4): the Request-URI becomes the URI of the last
+ * Route element, which is removed. -ENOENT when there is no Route. */
+int slb_sip_edit_strict_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg);
+
 /* Decrements Max-Forwards, or inserts "Max-Forwards: 70" when absent (RFC 3261 16.6
  * step 3). -ELOOP when it is already 0: the caller answers 483 (16.3 step 2). */
 int slb_sip_edit_max_forwards(struct slb_sip_edit *e, const struct slb_sip_msg *msg);

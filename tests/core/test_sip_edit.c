@@ -228,3 +228,18 @@ Test(edit, list_helpers)
     cr_assert_eq(u.len, 9);
     cr_assert_eq(slb_sip_first_uri((struct slb_slice){"", 0}).len, 0);
 }
+
+Test(edit, strict_route_takes_the_last_route_as_request_uri)
+{
+    start("INVITE sips:lb.example.com;lr;slb=1 SIP/2.0\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK1\r\n"
+          "Route: <sips:p1.example.com;lr>, <sips:bob@10.0.0.9:5061>\r\n" TAIL);
+    cr_assert_eq(slb_sip_edit_strict_route(&ed, &msg), 0);
+    expect("INVITE sips:bob@10.0.0.9:5061 SIP/2.0\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK1\r\n"
+           "Route: <sips:p1.example.com;lr>\r\n" TAIL);
+    start("INVITE sips:lb.example.com;slb=1 SIP/2.0\r\nRoute: <sips:bob@10.0.0.9>\r\n"
+          "Via: SIP/2.0/TLS c;branch=z9hG4bK1\r\n" TAIL);
+    cr_assert_eq(slb_sip_edit_strict_route(&ed, &msg), 0);
+    expect("INVITE sips:bob@10.0.0.9 SIP/2.0\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK1\r\n" TAIL);
+    start("INVITE sips:b@example.com SIP/2.0\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK1\r\n" TAIL);
+    cr_assert_eq(slb_sip_edit_strict_route(&ed, &msg), -ENOENT);
+}

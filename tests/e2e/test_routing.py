@@ -427,6 +427,35 @@ def test_a_request_looping_back_gets_482(c):
     assert c.h.read_stats(lb.stats)["loops"] == 1
 
 
+def test_strict_router_before_us_is_handled(c):
+    from test_faults import RogueBackend, response_for
+    rogue = RogueBackend(c.h)
+    lb = c.h.start_sipslb(c.h.free_port(), [rogue.port], ["--workers", "1"] + PROBE)
+    cl = SipClient(lb.port, c.ca)
+    cid = "strict-" + uuid.uuid4().hex
+    cl.send(request("INVITE", cid, 1, "z9hG4bKst1", cl.local_port))
+    bconn, inv = rogue.next_request()
+    rr = header_values(inv, "Record-Route")[0]
+    ours = re.search(r"<([^>]+)>", rr).group(1)
+    bconn.sendall(response_for(inv, 200, "OK"))
+    assert status_of(cl.recv_message()) == 200
+    # A strict router (RFC 2543) puts the next hop, us, in the Request-URI and the remote
+    # target last in Route.
+    target = "sips:callee@127.0.0.1:9"
+    bye = request("BYE", cid, 2, "z9hG4bKst2", cl.local_port, to_tag="rogue",
+                  extra="Route: <%s>\r\n" % target)
+    bye = bye.replace(b"BYE sips:bob@example.com SIP/2.0", ("BYE %s SIP/2.0" % ours).encode())
+    cl.send(bye)
+    bconn2, fwd = rogue.next_request()
+    assert fwd.startswith(("BYE %s SIP/2.0" % target).encode()), fwd[:100]
+    assert not header_values(fwd, "Route"), "the last Route became the Request-URI"
+    bconn2.sendall(response_for(fwd, 200, "OK"))
+    assert status_of(cl.recv_message()) == 200
+    cl.close()
+    assert c.h.stop(lb) == 0
+    rogue.close()
+
+
 TESTS = [
     test_record_route_keeps_in_dialog_requests_on_their_backend,
     test_failover_timeline_and_rejoin,
@@ -436,6 +465,7 @@ TESTS = [
     test_sighup_adds_and_removes_backends_without_dropping_connections,
     test_cancel_and_ack_follow_their_invite_after_the_table_changed,
     test_a_request_looping_back_gets_482,
+    test_strict_router_before_us_is_handled,
 ]
 
 if __name__ == "__main__":
