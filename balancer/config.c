@@ -25,8 +25,9 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug", 
     {name, type, offsetof(struct slb_config, field), def, min, max, choices, arg, help}
 
 static const struct slb_flag table[] = {
-    F("listen", SLB_FLAG_LIST, listen, "0.0.0.0:5061", 0, SLB_MAX_LISTEN, NULL, "ADDR:PORT",
-      "address to accept SIPS (TLS) clients on, IPv4 or [IPv6]"),
+    F("listen", SLB_FLAG_LIST, listen, "0.0.0.0:5061", 0, SLB_MAX_LISTEN, NULL, "[tcp://]ADDR:PORT",
+      "address to accept SIPS (TLS) clients on, IPv4 or [IPv6]; tcp:// for SIP over plain TCP "
+      "(lab interop, legacy clients: sips: requests on it get 403)"),
     F("cert", SLB_FLAG_STR, cert, NULL, 0, 0, NULL, "FILE",
       "server certificate chain, PEM (ECDSA P-256 recommended) (required)"),
     F("key", SLB_FLAG_STR, key, NULL, 0, 0, NULL, "FILE", "private key of --cert, PEM (required)"),
@@ -361,8 +362,20 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
     for (unsigned i = 0; i < cfg->listen.n; i++) {
         char host[256];
         uint16_t port;
-        if (slb_config_parse_hostport(cfg->listen.v[i], &cfg->listen_addrs[i], host,
-                                      sizeof(host), &port) < 0)
+        const char *l = cfg->listen.v[i];
+        bool plain = !strncmp(l, "tcp://", 6);
+        if (plain || !strncmp(l, "tls://", 6))
+            l += 6;
+        cfg->listen_addrs[i].plain = plain;
+        if (plain && !cfg->advertise_tcp[0]) {
+            /* What the plain side's Record-Route names: this listener (loopback for a
+             * wildcard, as for TLS). */
+            if (!strncmp(l, "0.0.0.0:", 8))
+                snprintf(cfg->advertise_tcp, sizeof(cfg->advertise_tcp), "127.0.0.1:%s", l + 8);
+            else
+                snprintf(cfg->advertise_tcp, sizeof(cfg->advertise_tcp), "%s", l);
+        }
+        if (slb_config_parse_hostport(l, &cfg->listen_addrs[i], host, sizeof(host), &port) < 0)
             return usage_error("--listen %s: not ADDR:PORT (IPv6 as [ADDR]:PORT)",
                                cfg->listen.v[i]);
     }
@@ -405,7 +418,15 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "%s",
                  cfg->advertise);
     } else {
+        /* The first TLS listener (sips: URIs lead to TLS). */
         const char *l = cfg->listen.v[0];
+        for (unsigned i = 0; i < cfg->listen.n; i++)
+            if (!cfg->listen_addrs[i].plain) {
+                l = cfg->listen.v[i];
+                break;
+            }
+        if (!strncmp(l, "tls://", 6))
+            l += 6;
         if (!strncmp(l, "0.0.0.0:", 8))
             snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "127.0.0.1:%s",
                      l + 8);

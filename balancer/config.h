@@ -22,6 +22,7 @@ struct slb_addr {
     struct sockaddr_storage sa;
     socklen_t len;
     char text[80]; /* as given, for logs */
+    bool plain;    /* a tcp:// listener: SIP over plain TCP (lab interop, legacy clients) */
 };
 
 /* One backend from --backend sips:HOST:PORT[;weight=N]. */
@@ -85,6 +86,7 @@ struct slb_config {
     bool from_file[SLB_MAX_BACKENDS]; /* listed in --backends-file (not a --backend flag) */
     unsigned n_workers;
     char advertise_hostport[128]; /* what goes into our Via and Record-Route */
+    char advertise_tcp[128];      /* the tcp:// side, for the second Record-Route; "" if none */
     uint8_t alive_class[7];       /* from --probe-alive: response classes 1..6 that count */
     bool alive_not_503;
 };

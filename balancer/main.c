@@ -184,6 +184,8 @@ int main(int argc, char **argv)
     sh.workers = w;
     snprintf(sh.self.via_sent_by, sizeof(sh.self.via_sent_by), "%s", cfg.advertise_hostport);
     sh.self.via_sent_by_len = strlen(sh.self.via_sent_by);
+    snprintf(sh.self.tcp_sent_by, sizeof(sh.self.tcp_sent_by), "%s", cfg.advertise_tcp);
+    sh.self.tcp_sent_by_len = strlen(sh.self.tcp_sent_by);
     if (getrandom(&sh.self.mac_key, sizeof(sh.self.mac_key), 0) != sizeof(sh.self.mac_key)) {
         fprintf(stderr, "sipslb: getrandom failed: %s\n", strerror(errno));
         return 1;

@@ -133,17 +133,41 @@ static void uri_tokens(struct slb_slice uri, const struct slb_proxy_self *self,
         ri->has_backend = slb_backend_token_parse(tok, &self->mac_key, &ri->backend);
     if (slb_sip_param_find(params, "flow", &tok)) {
         ri->has_flow = true;
-        ri->flow_ok = slb_flow_token_parse(tok, &self->mac_key, &ri->flow);
+        ri->flow_ok = slb_flow_token_parse(tok, &self->mac_key, &ri->flow, &ri->flow_flags);
     }
     ri->ours = ri->has_backend || ri->flow_ok;
+    ri->count = ri->ours;
 }
 
 void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                           struct slb_route_info *ri)
 {
     *ri = (struct slb_route_info){.ours = false};
-    if (msg->first[SLB_HDR_ROUTE] >= 0)
-        uri_tokens(slb_sip_first_uri(msg->headers[msg->first[SLB_HDR_ROUTE]].value), self, ri);
+    int first = msg->first[SLB_HDR_ROUTE];
+    if (first < 0)
+        return;
+    struct slb_slice v = msg->headers[first].value;
+    uri_tokens(slb_sip_first_uri(v), self, ri);
+    if (!ri->ours)
+        return;
+    /* Double Record-Route: the next value may be ours too (the other side's URI). */
+    struct slb_slice second = {NULL, 0};
+    size_t next = slb_sip_list_next(v);
+    if (next < v.len) {
+        second = (struct slb_slice){v.ptr + next, v.len - next};
+    } else {
+        for (uint32_t i = (uint32_t)first + 1; i < msg->header_count; i++)
+            if (msg->headers[i].id == SLB_HDR_ROUTE) {
+                second = msg->headers[i].value;
+                break;
+            }
+    }
+    if (second.ptr) {
+        struct slb_route_info r2;
+        uri_tokens(slb_sip_first_uri(second), self, &r2);
+        if (r2.ours && r2.flow == ri->flow && r2.backend == ri->backend)
+            ri->count = 2;
+    }
 }
 
 bool slb_proxy_strict_routed(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
@@ -179,15 +203,25 @@ bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg)
     }
 }
 
-/* "<sips:ADVERTISE;lr[;slb=B][;flow=F]>" into v; returns its length. */
-static size_t our_uri(char *v, const struct slb_proxy_self *self, const uint32_t *backend,
-                      const uint64_t *client_conn)
+/* "<sips:ADVERTISE;lr[;slb=B][;flow=F]>" (or the sip:...;transport=tcp form of the tcp://
+ * side) into v; returns its length. */
+static size_t our_uri(char *v, const struct slb_proxy_self *self, bool tcp_side,
+                      const uint32_t *backend, const uint64_t *client_conn, unsigned flags)
 {
     size_t n = 0;
-    memcpy(v, "<sips:", 6);
-    n += 6;
-    memcpy(v + n, self->via_sent_by, self->via_sent_by_len);
-    n += self->via_sent_by_len;
+    if (tcp_side) {
+        memcpy(v, "<sip:", 5);
+        n += 5;
+        memcpy(v + n, self->tcp_sent_by, self->tcp_sent_by_len);
+        n += self->tcp_sent_by_len;
+        memcpy(v + n, ";transport=tcp", 14);
+        n += 14;
+    } else {
+        memcpy(v, "<sips:", 6);
+        n += 6;
+        memcpy(v + n, self->via_sent_by, self->via_sent_by_len);
+        n += self->via_sent_by_len;
+    }
     memcpy(v + n, ";lr", 3);
     n += 3;
     if (backend) {
@@ -199,32 +233,38 @@ static size_t our_uri(char *v, const struct slb_proxy_self *self, const uint32_t
     if (client_conn) {
         memcpy(v + n, ";flow=", 6);
         n += 6;
-        slb_flow_token_make(v + n, &self->mac_key, *client_conn);
+        slb_flow_token_make(v + n, &self->mac_key, *client_conn, flags);
         n += SLB_FLOW_TOKEN_LEN;
     }
     v[n++] = '>';
     return n;
 }
 
-#define OUR_URI_MAX (sizeof(((struct slb_proxy_self *)0)->via_sent_by) + 96)
+#define OUR_URI_MAX (sizeof(((struct slb_proxy_self *)0)->via_sent_by) + 128)
 
 int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                            const struct slb_proxy_self *self, uint32_t backend,
-                           uint64_t client_conn)
+                           uint64_t client_conn, unsigned flow_flags, bool to_client)
 {
     char v[OUR_URI_MAX];
-    size_t n = our_uri(v, self, &backend, &client_conn);
+    bool twice = (flow_flags & SLB_FLOW_PLAIN) && self->tcp_sent_by_len;
+    /* The value nearest the next hop goes on top (RFC 5658 double record-routing). */
+    bool first_tcp = twice && to_client;
+    size_t n = our_uri(v, self, first_tcp, &backend, &client_conn, flow_flags);
+    int rc = slb_sip_edit_insert_header(e, msg, SLB_HDR_RECORD_ROUTE, "Record-Route", v, n);
+    if (rc < 0 || !twice)
+        return rc;
+    n = our_uri(v, self, !first_tcp, &backend, &client_conn, flow_flags);
     return slb_sip_edit_insert_header(e, msg, SLB_HDR_RECORD_ROUTE, "Record-Route", v, n);
 }
 
 int slb_proxy_path(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
-                   const struct slb_proxy_self *self, uint64_t client_conn)
+                   const struct slb_proxy_self *self, uint64_t client_conn, unsigned flow_flags)
 {
     char v[OUR_URI_MAX];
-    size_t n = our_uri(v, self, NULL, &client_conn);
+    size_t n = our_uri(v, self, false, NULL, &client_conn, flow_flags);
     return slb_sip_edit_insert_header(e, msg, SLB_HDR_PATH, "Path", v, n);
 }
-
 bool slb_proxy_is_loop(const struct slb_sip_msg *msg, const struct slb_proxy_self *self)
 {
     uint32_t want = 0;
@@ -286,3 +326,4 @@ int slb_proxy_check_request(const struct slb_sip_msg *msg, const struct slb_prox
     }
     return 0;
 }
+

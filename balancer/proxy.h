@@ -17,6 +17,8 @@ struct slb_proxy_self {
     char via_sent_by[128]; /* "host:port" we write into our Via (--advertise) */
     size_t via_sent_by_len;
     struct slb_siphash_key mac_key; /* per-process random: branch MACs */
+    char tcp_sent_by[128];          /* "host:port" of the tcp:// side ("" when none) */
+    size_t tcp_sent_by_len;
 };
 
 /* Whether we may answer this message ourselves: a request other than ACK (RFC 3261 17.1.1.3
@@ -53,6 +55,8 @@ struct slb_route_info {
     bool has_flow; /* flow= present */
     bool flow_ok;  /* ... and its MAC holds */
     uint64_t flow; /* the client connection id it names */
+    unsigned flow_flags; /* SLB_FLOW_PLAIN: that client is on a tcp:// listener */
+    unsigned count;      /* leading Route values that are ours (double Record-Route: 2) */
 };
 
 void slb_proxy_route_info(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
@@ -84,14 +88,17 @@ bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg);
 
 /* Inserts our Record-Route, <sips:ADVERTISE;lr;slb=BACKEND;flow=CLIENT>, above any existing
  * value (RFC 3261 16.6 step 4): in-dialog requests from the client side go back to that
- * backend, those from the backend side to that client connection (RFC 5626). */
+ * backend, those from the backend side to that client connection (RFC 5626). For a client
+ * on a tcp:// listener (flow_flags SLB_FLOW_PLAIN) it records twice (RFC 5658), a sips: URI
+ * for the backend side and <sip:ADVERTISE_TCP;transport=tcp;lr;...> for the client side, in
+ * the order the request travels: to_client says it goes toward the client. */
 int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                            const struct slb_proxy_self *self, uint32_t backend,
-                           uint64_t client_conn);
+                           uint64_t client_conn, unsigned flow_flags, bool to_client);
 
 /* Inserts our Path, <sips:ADVERTISE;lr;flow=CLIENT>, above any existing value (RFC 3327
  * 4.3), so a registrar routes requests for this registration back to this connection. */
 int slb_proxy_path(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
-                   const struct slb_proxy_self *self, uint64_t client_conn);
+                   const struct slb_proxy_self *self, uint64_t client_conn, unsigned flow_flags);
 
 #endif

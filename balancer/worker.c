@@ -18,12 +18,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "balancer/health.h"
 #include "balancer/maglev.h"
 #include "balancer/router.h"
+#include "balancer/token.h"
 #include "core/log.h"
 #include "core/sip.h"
 #include "core/sip_edit.h"
@@ -32,7 +34,10 @@
 #include "io/timer.h"
 #include "tls/tls.h"
 
+/* Peer kinds, which are also the io/ tags: a listener's tag says TLS or plain; a backend
+ * link's tag is TAG_BACKEND + its index. */
 enum { TAG_CLIENT = 1, TAG_BACKEND = 2 };
+#define TAG_PLAIN_LISTENER 0x40000000u
 enum peer_state { PEER_FREE, PEER_HANDSHAKE, PEER_OPEN, PEER_CLOSING };
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
 
@@ -52,6 +57,7 @@ struct peer {
     uint8_t state;
     struct link *link;   /* TAG_BACKEND: the link it serves */
     int16_t backend_peer; /* TAG_CLIENT: the backend whose address it comes from, or -1 */
+    bool plain;           /* TAG_CLIENT from a tcp:// listener: no TLS */
     struct slb_tls_ctx *ctx; /* TAG_CLIENT: the server context its session came from */
     struct link *parked; /* TAG_CLIENT: the link it waits on */
     struct peer *next_parked;
@@ -250,6 +256,12 @@ static int send_iov(struct peer *p, const struct iovec *iov, int n, size_t total
 {
     if (p->state != PEER_OPEN || slb_conn_out_space(p->conn) < total + TLS_OVERHEAD * 5)
         return -ENOBUFS;
+    if (p->plain) {
+        for (int i = 0; i < n; i++)
+            if (slb_conn_write(p->conn, iov[i].iov_base, iov[i].iov_len) < 0)
+                return -ENOBUFS; /* cannot happen: the room was checked */
+        return 0;
+    }
     int rc = slb_tls_write(&p->tls, iov, n);
     return rc < 0 ? rc : 0;
 }
@@ -415,12 +427,18 @@ static int drop_our_route(struct slb_worker *w, struct slb_sip_edit *e)
         int rc = slb_sip_edit_strict_route(e, m);
         return rc == -ENOENT ? 0 : rc;
     }
-    return slb_sip_edit_pop_list_value(e, m, (uint32_t)m->first[SLB_HDR_ROUTE]);
+    return slb_sip_edit_pop_list_values(e, m, SLB_HDR_ROUTE, w->route.count);
 }
 
 /* RFC 3261 16.3: scheme, SIPS policy, Proxy-Require, loops. True when answered. */
 static bool reject_request(struct slb_worker *w, struct peer *p, const char *base)
 {
+    /* RFC 5630: a sips: request travels over TLS only; on a tcp:// listener it is refused
+     * (no RFC sets the code: 403, with the reason in the phrase). */
+    if (p->plain && w->msg.ruri.len >= 5 && !strncasecmp(w->msg.ruri.ptr, "sips:", 5)) {
+        reply(w, p, base, 403, "Forbidden - SIPS Requires TLS", NULL);
+        return true;
+    }
     const char *reason;
     char extra[320];
     int status = slb_proxy_check_request(&w->msg, &w->sh->self, w->cfg->sips_only, &reason, extra,
@@ -507,9 +525,10 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     if (erc == 0 && our_route)
         erc = drop_our_route(w, e);
     if (erc == 0 && slb_proxy_dialog_forming(m))
-        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, p->id.v);
+        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, p->id.v,
+                                     p->plain ? SLB_FLOW_PLAIN : 0, false);
     if (erc == 0 && m->method_id == SLB_METHOD_REGISTER && !w->cfg->no_path)
-        erc = slb_proxy_path(e, m, &w->sh->self, p->id.v); /* RFC 3327 */
+        erc = slb_proxy_path(e, m, &w->sh->self, p->id.v, p->plain ? SLB_FLOW_PLAIN : 0);
     if (erc < 0) {
         reply(w, p, base, 513, "Message Too Large", NULL);
         return STEP_NEXT;
@@ -620,7 +639,8 @@ static enum step toward_client(struct slb_worker *w, struct peer *p, const char 
         erc = drop_our_route(w, e);
     int b = backend_of_peer(p);
     if (erc == 0 && slb_proxy_dialog_forming(m) && b >= 0)
-        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, ri->flow);
+        erc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, ri->flow,
+                                     ri->flow_flags, true);
     if (erc < 0) {
         reply(w, p, base, 513, "Message Too Large", NULL);
         return STEP_NEXT;
@@ -933,8 +953,14 @@ static void tls_failed(struct slb_worker *w, struct peer *p, int rc)
 
 /* Decrypts cipher (may be empty: continue reading what TLS holds) and handles the
  * plaintext until TLS has no more or the peer is parked or closing. */
+static void plain_input(struct slb_worker *w, struct peer *p, const void *data, size_t len);
+
 static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher, size_t len)
 {
+    if (p->plain) {
+        plain_input(w, p, cipher, len);
+        return;
+    }
     for (int rounds = 0; rounds < 64; rounds++) {
         char *dst = p->pending ? p->pending + p->pending_len : w->plain;
         size_t cap = p->pending ? w->pool_buf_bytes - p->pending_len : w->plain_cap;
@@ -975,6 +1001,37 @@ static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher,
     }
 }
 
+/* Bytes from a plain TCP client: framed straight from the receive buffer when nothing is
+ * pending (no copy at all), else behind the pending bytes. */
+static void plain_input(struct slb_worker *w, struct peer *p, const void *data, size_t len)
+{
+    if (!len)
+        return;
+    const char *buf = data;
+    size_t total = len;
+    if (p->pending) {
+        if (len > w->pool_buf_bytes - p->pending_len) {
+            /* More than a whole message behind what is pending: the framer already
+             * refused anything larger, so this client is flooding while paused. */
+            w->c.closed_bad_input++;
+            p->state = PEER_CLOSING;
+            slb_conn_close(p->conn, false);
+            return;
+        }
+        memcpy(p->pending + p->pending_len, data, len);
+        p->pending_len += (uint32_t)len;
+        buf = p->pending;
+        total = p->pending_len;
+        if (p->parked)
+            return;
+    }
+    bool stop;
+    size_t used = consume(w, p, buf, total, &stop);
+    if (p->state == PEER_CLOSING)
+        return;
+    keep_rest(w, p, buf, used, total);
+}
+
 /* A parked client whose link can take more (or went away): handle its pending bytes, then
  * anything TLS still holds for it. */
 static void resume_client(struct slb_worker *w, struct peer *c)
@@ -987,7 +1044,8 @@ static void resume_client(struct slb_worker *w, struct peer *c)
         if (c->state != PEER_OPEN || !keep_rest(w, c, c->pending, used, c->pending_len) || stop)
             return;
     }
-    peer_input(w, c, NULL, 0);
+    if (!c->plain)
+        peer_input(w, c, NULL, 0);
 }
 
 /* ---- io/ callbacks ------------------------------------------------------------------------ */
@@ -1059,6 +1117,22 @@ static int16_t backend_by_address(struct slb_worker *w, const struct sockaddr_st
 static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
 {
     struct slb_worker *w = slb_loop_user(loop);
+    if (conn->tag == TAG_PLAIN_LISTENER) {
+        /* A tcp:// listener (lab interop, legacy clients): no TLS, open at once. */
+        struct peer *p = peer_of(w, conn);
+        memset(p, 0, offsetof(struct peer, ip));
+        p->conn = conn;
+        p->id = conn->id;
+        p->kind = TAG_CLIENT;
+        p->state = PEER_OPEN;
+        p->plain = true;
+        conn->owner = p;
+        peer_address(p, conn);
+        p->backend_peer = backend_by_address(w, &conn->peer);
+        slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);
+        w->c.client_accepted++;
+        return 0;
+    }
     if (peer_open(w, conn, TAG_CLIENT, w->sctx, NULL) < 0)
         return -ENOMEM;
     struct peer *p = conn->owner;
@@ -1169,6 +1243,10 @@ static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *dat
         return 0;
     if (p->kind == TAG_CLIENT && p->state == PEER_OPEN)
         slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);
+    if (p->parked && p->plain) {
+        plain_input(w, p, data, len);
+        return 0;
+    }
     if (p->parked) {
         /* Bytes that were in flight when we paused: keep them behind what is pending. */
         char *dst = p->pending ? p->pending + p->pending_len : NULL;
@@ -1193,7 +1271,8 @@ static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
     struct peer *p = conn->owner;
     if (!p)
         return;
-    slb_tls_flush(&p->tls);
+    if (!p->plain)
+        slb_tls_flush(&p->tls);
     if (p->kind == TAG_BACKEND && p->link && p->link->parked_head)
         wake_parked(w, p->link);
 }
@@ -1210,13 +1289,15 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         pool_put(w, p->pending);
         p->pending = NULL;
     }
-    slb_tls_conn_deinit(&p->tls);
+    if (!p->plain)
+        slb_tls_conn_deinit(&p->tls);
     uint8_t kind = p->kind;
     struct link *l = p->link;
     p->state = PEER_FREE;
     p->link = NULL;
     if (kind == TAG_CLIENT) {
-        release_sctx(w, p->ctx);
+        if (!p->plain)
+            release_sctx(w, p->ctx);
         p->ctx = NULL;
         w->c.client_closed++;
         return;
@@ -1338,7 +1419,8 @@ void *slb_worker_main(void *arg)
     void *result = NULL;
     for (unsigned i = 0; i < cfg->n_listen; i++) {
         const struct slb_addr *a = &cfg->listen_addrs[i];
-        rc = slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, 4096, TAG_CLIENT);
+        rc = slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, 4096,
+                             a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT);
         if (rc < 0) {
             slb_log(SLB_LOG_ERROR, "worker %u: cannot listen on %s: %s", w->index, a->text,
                     strerror(-rc));

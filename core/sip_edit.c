@@ -195,6 +195,30 @@ int slb_sip_edit_pop_list_value(struct slb_sip_edit *e, const struct slb_sip_msg
     return slb_sip_edit_splice(e, off_of(e, h->value.ptr), next, NULL, 0);
 }
 
+int slb_sip_edit_pop_list_values(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                                 enum slb_sip_hdr_id id, unsigned count)
+{
+    for (uint32_t i = 0; i < msg->header_count && count > 0; i++) {
+        const struct slb_sip_header *h = &msg->headers[i];
+        if (h->id != id)
+            continue;
+        /* Skip `count` elements of this line, or all of them. */
+        size_t at = 0;
+        unsigned taken = 0;
+        while (taken < count && at < h->value.len) {
+            at += slb_sip_list_next((struct slb_slice){h->value.ptr + at, h->value.len - at});
+            taken++;
+        }
+        int rc = at >= h->value.len
+                     ? slb_sip_edit_splice(e, h->line_off, h->line_len, NULL, 0)
+                     : slb_sip_edit_splice(e, off_of(e, h->value.ptr), at, NULL, 0);
+        if (rc < 0)
+            return rc;
+        count -= taken;
+    }
+    return 0;
+}
+
 int slb_sip_edit_strict_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg)
 {
     int last = -1;

@@ -48,6 +48,12 @@ int slb_sip_edit_pop_via(struct slb_sip_edit *e, const struct slb_sip_msg *msg);
 int slb_sip_edit_pop_list_value(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                                 uint32_t header);
 
+/* Removes the first count elements of the lists in the header lines with id (in order,
+ * across lines): several values of ours at the top of Route (double Record-Route). On an
+ * error part of it may be done: the caller drops the edit. */
+int slb_sip_edit_pop_list_values(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
+                                 enum slb_sip_hdr_id id, unsigned count);
+
 /* Strict routing toward us (RFC 3261 16.4): the Request-URI becomes the URI of the last
  * Route element, which is removed. -ENOENT when there is no Route. */
 int slb_sip_edit_strict_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg);

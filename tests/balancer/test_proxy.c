@@ -143,8 +143,8 @@ Test(proxy, record_route_and_path_carry_tokens_that_route_info_reads_back)
     struct slb_proxy_self s = self();
     struct slb_sip_edit e;
     slb_sip_edit_init(&e, r, strlen(r));
-    cr_assert_eq(slb_proxy_path(&e, &msg, &s, 0x0100000500000009ull), 0);
-    cr_assert_eq(slb_proxy_record_route(&e, &msg, &s, 0xabcd, 0x0100000500000009ull), 0);
+    cr_assert_eq(slb_proxy_path(&e, &msg, &s, 0x0100000500000009ull, 0), 0);
+    cr_assert_eq(slb_proxy_record_route(&e, &msg, &s, 0xabcd, 0x0100000500000009ull, 0, false), 0);
     int n = slb_sip_edit_flatten(&e, out, sizeof(out));
     out[n] = 0;
     cr_assert(strstr(out, "Path: <sips:lb.example.com:5061;lr;flow="), "%s", out);

@@ -61,14 +61,15 @@ def setup():
     if c.tools["kamailio"] and c.kam_modules and os.path.exists(
             os.path.join(c.kam_modules, "registrar.so")):
         c.kam = start_registrar(c, c.h.free_port())
-        port = c.h.free_port()
+        port, tcp_port = c.h.free_port(), c.h.free_port()
         stats = os.path.join(c.h.tmp, "sipslb-edge.stats")
         c.lb = interop.start(c.h, "sipslb-edge", [
             c.h.bin("balancer/sipslb"), "--cert", c.h.cert("server-ec.pem"), "--key",
-            c.h.cert("server-ec.key"), "--listen", "127.0.0.1:%d" % port, "--backend",
-            "sips:127.0.0.2:%d" % c.kam.port, "--backend-ca", c.ca, "--workers", "2",
-            "--stats-file", stats], wait_port=port)
+            c.h.cert("server-ec.key"), "--listen", "127.0.0.1:%d" % port, "--listen",
+            "tcp://127.0.0.1:%d" % tcp_port, "--backend", "sips:127.0.0.2:%d" % c.kam.port,
+            "--backend-ca", c.ca, "--workers", "2", "--stats-file", stats], wait_port=port)
         c.lb.port = port
+        c.lb.tcp_port = tcp_port
         c.lb.stats = stats
     return c
 
@@ -84,19 +85,33 @@ def need_kamailio(c):
         raise Skip("kamailio with its tls and registrar modules is not installed")
 
 
-class Phone:
-    """A SIP user agent on its own TLS connection through sipslb."""
+class PlainClient(SipClient):
+    """SipClient over plain TCP (a tcp:// listener)."""
 
-    def __init__(self, c, user):
+    def __init__(self, port, timeout=5.0):
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.local_port = self.sock.getsockname()[1]
+        self.buf = b""
+
+
+class Phone:
+    """A SIP user agent on its own connection through sipslb: TLS, or plain TCP."""
+
+    def __init__(self, c, user, plain=False):
         self.c = c
         self.user = user
-        self.cl = SipClient(c.lb.port, c.ca)
+        self.plain = plain
+        self.cl = PlainClient(c.lb.tcp_port) if plain else SipClient(c.lb.port, c.ca)
         self.port = self.cl.local_port
-        self.contact = "<sips:%s@127.0.0.1:%d;transport=tcp>" % (user, self.port)
+        scheme = "sip" if plain else "sips"
+        self.scheme = scheme
+        self.contact = "<%s:%s@127.0.0.1:%d;transport=tcp>" % (scheme, user, self.port)
         self.cseq = 1
 
     def via(self):
-        return "SIP/2.0/TLS 127.0.0.1:%d;branch=z9hG4bK%s;rport" % (self.port, uuid.uuid4().hex)
+        return "SIP/2.0/%s 127.0.0.1:%d;branch=z9hG4bK%s;rport" % (
+            "TCP" if self.plain else "TLS", self.port, uuid.uuid4().hex)
 
     def send(self, text):
         self.cl.send(text.encode() if isinstance(text, str) else text)
@@ -108,11 +123,12 @@ class Phone:
 
     def register(self):
         cid = "reg-%s-%s" % (self.user, uuid.uuid4().hex)
-        self.send("REGISTER sips:example.com SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
-                  "From: <sips:%s@example.com>;tag=r%s\r\nTo: <sips:%s@example.com>\r\n"
+        s = self.scheme
+        self.send("REGISTER %s:example.com SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+                  "From: <%s:%s@example.com>;tag=r%s\r\nTo: <%s:%s@example.com>\r\n"
                   "Call-ID: %s\r\nCSeq: 1 REGISTER\r\nContact: %s\r\nExpires: 300\r\n"
-                  "Content-Length: 0\r\n\r\n" % (self.via(), self.user, self.port, self.user,
-                                                 cid, self.contact))
+                  "Content-Length: 0\r\n\r\n" % (s, self.via(), s, self.user, self.port, s,
+                                                 self.user, cid, self.contact))
         r = self.recv()
         assert status_of(r) == 200, r[:200]
         return r
@@ -144,7 +160,9 @@ def uri_of(value):
 
 def test_incoming_call_to_registered_phones_and_callee_hangup(c):
     need_kamailio(c)
-    phones = [Phone(c, "a%d" % i) for i in range(16)]
+    # 16 phones over TLS (spread over the 2 workers) and 2 over plain TCP (tcp:// listener).
+    phones = [Phone(c, "a%d" % i) for i in range(16)] + [Phone(c, "p%d" % i, plain=True)
+                                                          for i in range(2)]
     for p in phones:
         reg = p.register()
         assert "Path" not in first_line(reg)
@@ -152,17 +170,26 @@ def test_incoming_call_to_registered_phones_and_callee_hangup(c):
     for callee in phones:
         cid = "edge-%s-%s" % (callee.user, uuid.uuid4().hex)
         # B calls A's address of record.
-        caller.send("INVITE sips:%s@example.com SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
-                    "From: <sips:b@example.com>;tag=btag\r\nTo: <sips:%s@example.com>\r\n"
+        caller.send("INVITE %s:%s@example.com SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+                    "From: <sips:b@example.com>;tag=btag\r\nTo: <%s:%s@example.com>\r\n"
                     "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContact: %s\r\nContent-Length: 0\r\n\r\n"
-                    % (callee.user, caller.via(), callee.user, cid, caller.contact))
+                    % (callee.scheme, callee.user, caller.via(), callee.scheme, callee.user, cid,
+                       # A plain-TCP callee cannot send to a sips: target (RFC 5630).
+                       caller.contact.replace("<sips:", "<sip:") if callee.plain
+                       else caller.contact))
         inv = callee.recv()
-        assert first_line(inv).startswith("INVITE sips:%s@127.0.0.1" % callee.user), inv[:120]
+        scheme = "sip" if callee.plain else "sips"
+        assert first_line(inv).startswith("INVITE %s:%s@127.0.0.1" % (scheme, callee.user)), \
+            inv[:120]
         assert header_values(inv, "Call-ID", "i") == [cid]
         assert not any("flow=" in r for r in header_values(inv, "Route")), \
             "sipslb's own Route must be gone"
         rr = header_values(inv, "Record-Route")
         assert len(rr) >= 3 and "flow=" in rr[0], rr  # ours (to A), Kamailio's, ours (to B)
+        if callee.plain:
+            # RFC 5658: two values of ours, the plain side's nearest the phone.
+            assert rr[0].startswith("<sip:") and "transport=tcp" in rr[0], rr
+            assert rr[1].startswith("<sips:") and "flow=" in rr[1], rr
         # A answers.
         callee.send(response_to(inv, 180, "Ringing", "atag"))
         callee.send(response_to(inv, 200, "OK", "atag", callee.contact))
@@ -196,7 +223,7 @@ def test_incoming_call_to_registered_phones_and_callee_hangup(c):
     c.lb.send_signal(interop.signal.SIGUSR1)
     time.sleep(0.3)
     st = c.h.read_stats(c.lb.stats)
-    assert st["requests_to_clients_forwarded"] >= 48, st  # INVITE, ACK, BYE per call
+    assert st["requests_to_clients_forwarded"] >= 54, st  # INVITE, ACK, BYE per call
     assert st["handoffs_delivered"] > 0, "the cross-worker path was not exercised: %s" % st
     assert st["flow_failed"] == 0 and st["handoffs_lost"] == 0, st
 
@@ -218,6 +245,18 @@ def test_call_to_a_phone_that_went_away_gets_430(c):
     caller.cl.close()
 
 
+def test_sips_request_on_the_plain_listener_is_refused(c):
+    need_kamailio(c)
+    p = Phone(c, "plainer", plain=True)
+    p.send("OPTIONS sips:x@example.com SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+           "From: <sip:plainer@example.com>;tag=1\r\nTo: <sips:x@example.com>\r\n"
+           "Call-ID: plain-sips-%s\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+           % (p.via(), uuid.uuid4().hex))
+    r = p.recv()
+    assert status_of(r) == 403 and b"SIPS" in first_line(r).encode(), first_line(r)
+    p.cl.close()
+
+
 def test_clean_stop(c):
     need_kamailio(c)
     assert c.h.stop(c.lb) == 0
@@ -226,6 +265,7 @@ def test_clean_stop(c):
 TESTS = [
     test_incoming_call_to_registered_phones_and_callee_hangup,
     test_call_to_a_phone_that_went_away_gets_430,
+    test_sips_request_on_the_plain_listener_is_refused,
     test_clean_stop,
 ]
 
