@@ -14,12 +14,24 @@ import time
 import traceback
 
 
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the test runner dies (say, on a timeout)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Harness:
     def __init__(self, build, source):
         self.build = os.path.abspath(build)
         self.source = os.path.abspath(source)
         self.tmp = tempfile.mkdtemp(prefix="sipslb-e2e-")
         self.procs = []
+        # Whatever happens to the test (a failed set-up included), its processes go.
+        import atexit
+        atexit.register(self.close)
         self.certs = os.path.join(self.tmp, "certs")
         subprocess.run([os.path.join(self.source, "tests/tls/gen-certs.sh"), self.certs],
                        check=True, stdout=subprocess.DEVNULL)
@@ -38,7 +50,8 @@ class Harness:
 
     def start(self, name, argv, wait_port=None):
         log = open(os.path.join(self.tmp, name + ".log"), "w")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                             preexec_fn=_die_with_parent)
         p.name = name
         p.logpath = log.name
         self.procs.append(p)
