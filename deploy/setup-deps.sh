@@ -32,6 +32,7 @@ PACKAGES=(
     kamailio kamailio-tls-modules        # interop: SIPS backends (tests/kamailio)
     haproxy                              # interop: TLS originator for SIPp (tests/haproxy)
     sip-tester                           # interop: SIPp, the SIP load client (tests/sipp)
+    gnuplot-nox                          # bench/run: PNG plots of the results
 )
 
 # The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.
