@@ -133,6 +133,11 @@ struct slb_worker {
     size_t outbox_slot_bytes;
     uint16_t outbox_free[64];
     unsigned outbox_top;
+    struct slot_return {
+        uint8_t worker;
+        uint16_t slot;
+    } returns[256]; /* other workers' slots whose return post failed: retried */
+    unsigned n_returns;
     struct slb_ratelimit rl_tls, rl_input, rl_backend;
     struct slb_worker_counters c;
 };
@@ -234,12 +239,16 @@ static void release_sctx(struct slb_worker *w, struct slb_tls_ctx *ctx)
     }
 }
 
+static void retry_returns(struct slb_worker *w);
+
 /* An idle worker still announces the newest table it has seen, so old tables get freed. */
 static void on_refresh(struct slb_timer *t)
 {
     struct slb_worker *w = (struct slb_worker *)((char *)t - offsetof(struct slb_worker, refresh));
     route_table(w);
     take_new_sctx(w);
+    if (w->n_returns)
+        retry_returns(w);
     slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
 }
 
@@ -779,10 +788,23 @@ static void on_msg(struct slb_loop *loop, uint64_t a, uint64_t b)
                 relay_response(w, (struct peer *)&from_backend, w->reply);
         }
     }
-    /* Give the slot back; the queue to a loop rarely fills, so retry briefly. */
+    /* Give the slot back; if the post cannot go now, the refresh timer retries it. */
     uint64_t back = (uint64_t)2 << 48 | (uint64_t)w->index << 16 | slot;
-    for (int i = 0; i < 1000 && slb_loop_post(slb_worker_loop(src), back, 0) == -EAGAIN; i++)
-        ;
+    if (slb_loop_post(slb_worker_loop(src), back, 0) < 0 && w->n_returns < 256)
+        w->returns[w->n_returns++] = (struct slot_return){from, slot};
+}
+
+/* Slot returns that could not be posted at once. */
+static void retry_returns(struct slb_worker *w)
+{
+    unsigned keep = 0;
+    for (unsigned i = 0; i < w->n_returns; i++) {
+        struct slot_return r = w->returns[i];
+        uint64_t back = (uint64_t)2 << 48 | (uint64_t)w->index << 16 | r.slot;
+        if (slb_loop_post(slb_worker_loop(w->sh->workers[r.worker]), back, 0) < 0)
+            w->returns[keep++] = r;
+    }
+    w->n_returns = keep;
 }
 
 static void pong(struct peer *p)
