@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# run-main.sh — the main job of README.md: install, build, and run sipslb's benchmarks on
-# this machine, printing a report (and saving it under out/).
-#
-# Today: the SIP message layer's cost per message against the memory-touch floor, and the
-# optimized wolfSSL against Debian's binary. As the relay lands, this grows into sipslb in
-# front of local SIPS backends under load.
+# run-main.sh — the main job of README.md: install, build, then sipslb in front of local
+# SIPS backends under load, side by side with Kamailio and HAProxy doing the same work
+# (bench/run, a few minutes), then the SIP layer's and wolfSSL's own figures. Prints a
+# report and saves it (with bench/run's JSON and plots) under out/.
 #
 # Environment: SLB_BUILD_DIR (default build-main), SLB_SKIP_DEPS=1 to skip installs.
 set -euo pipefail
@@ -26,6 +24,9 @@ report="$out/report-$(date -u +%Y%m%dT%H%M%SZ).txt"
     echo "sipslb report — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, kernel $(uname -r)"
     grep -E "wolfSSL" "$build.configure.log" | sed 's/^-- /build: /' || true
+    echo
+    echo "== sipslb in front of 2 local SIPS backends under load, against Kamailio and HAProxy =="
+    python3 bench/run --build "$build" --out "$out" || echo "bench/run failed (exit $?)"
     echo
     "$build/bench/sipslb-bench-scan"
     if [[ -x "$build/bench/sipslb-tls-speed" ]]; then
