@@ -526,6 +526,7 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     }
     if (l->state != LINK_READY) {
         park(w, p, l);
+        w->c.requests_in--; /* counted again when it is retried */
         return STEP_STOP;
     }
     struct slb_sip_edit *e = &w->edit;
@@ -547,6 +548,7 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     int rc = send_iov(l->peer, iov, n, slb_sip_edit_len(e));
     if (rc == -ENOBUFS) {
         park(w, p, l);
+        w->c.requests_in--; /* counted again when it is retried */
         return STEP_STOP;
     }
     if (rc < 0)
@@ -1324,7 +1326,8 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         w->c.client_closed++;
         return;
     }
-    w->c.backend_lost++;
+    if (!atomic_load(&w->stop_requested))
+        w->c.backend_lost++; /* not the links we close ourselves on the way out */
     if (l && l->peer == p) {
         if (!atomic_load(&w->stop_requested))
             slb_log_limited(&w->rl_backend, slb_loop_now_ms(loop), SLB_LOG_WARN,
@@ -1422,7 +1425,13 @@ void *slb_worker_main(void *arg)
     struct slb_loop_opts opts = {
         .max_conns = w->n_peers,
         .loop_id = (uint8_t)w->index,
-        .out_cap_bytes = (uint32_t)(2 * cfg->max_message_size + 4 * SLB_TLS_RECORD_PLAIN_MAX),
+        /* Deep enough to ride out a client's short stall at tens of thousands of calls/s
+         * (a full queue drops responses rather than stalling a shared backend link);
+         * chunks are taken from the loop's pool only while in use. */
+        .out_cap_bytes = (uint32_t)(2 * cfg->max_message_size + 4 * SLB_TLS_RECORD_PLAIN_MAX) >
+                                 (1u << 20)
+                             ? (uint32_t)(2 * cfg->max_message_size + 4 * SLB_TLS_RECORD_PLAIN_MAX)
+                             : (1u << 20),
     };
     struct slb_loop_cbs cbs = {
         .on_accept = on_accept,
