@@ -50,7 +50,6 @@ struct slb_worker;
     X(drop_response_not_ours)                                                              \
     X(drop_response_stale_client)                                                          \
     X(drop_response_client_full)                                                           \
-    X(drop_from_client_response)                                                           \
     X(drop_ack_unroutable)                                                                 \
     X(drop_backend_request)                                                                \
     X(backpressure_parks)                                                                  \
