@@ -46,8 +46,11 @@ static void edit_and_rescan(const char *m, size_t len, const struct slb_sip_limi
      * the top Via is validated by a scan, so a response whose next Via was absent or
      * malformed legitimately fails on it once ours is gone. */
     struct slb_sip_limits big = *lim;
+    /* Our edits may lengthen a message, add header lines and lengthen the client's Via line
+     * (received/rport): the rescan allows for that much more. */
     big.max_msg_bytes += 4096;
     big.max_headers += 8;
+    big.max_line_bytes += 512;
     int rc = slb_sip_scan(out, (size_t)n, &big, &again, hdrs2, SLB_SIP_MAX_HEADERS_DEFAULT + 8);
     struct slb_sip_via next;
     bool next_via_ok = msg.via_count > 1 && slb_sip_via_parse(msg.vias[1].value, &next) == 0;
