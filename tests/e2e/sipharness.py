@@ -235,29 +235,9 @@ def request(method, call_id, cseq, branch, port, to_tag=None, body=b"", max_forw
 
 
 def run_tests(tests, setup, teardown):
-    passed = failed = 0
-    ctx = None
-    try:
-        ctx = setup()
-        for t in tests:
-            t0 = time.time()
-            try:
-                t(ctx)
-                passed += 1
-                print("ok     %-52s %.2fs" % (t.__name__, time.time() - t0), flush=True)
-            except Exception:
-                failed += 1
-                print("FAILED %s" % t.__name__, flush=True)
-                traceback.print_exc()
-    except Exception:
-        failed += 1
-        print("FAILED setup", flush=True)
-        traceback.print_exc()
-    finally:
-        if ctx is not None:
-            teardown(ctx)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 0 if failed == 0 and passed > 0 else 1
+    """Runs the tests in order around one setup/teardown; prints a line per test and the
+    closing "N passed, N failed, N skipped". A suite that ran nothing fails."""
+    return run_tests_skipping(tests, setup, teardown, none_ran=1)
 
 
 # ---- optional peers: tests that need a program which is genuinely not installed ----------
@@ -266,7 +246,7 @@ class Skip(Exception):
     """Raised by a test whose prerequisite (a peer program) is missing: counted as skipped."""
 
 
-def run_tests_skipping(tests, setup, teardown):
+def run_tests_skipping(tests, setup, teardown, none_ran=77):
     """run_tests, plus tests that raise Skip: printed as "skip", counted apart. The closing
     line is "N passed, N failed, N skipped". Exit status: 1 on any failure, 77 when nothing
     ran because everything was skipped (CTest's SKIP_RETURN_CODE), else 0."""
@@ -297,4 +277,4 @@ def run_tests_skipping(tests, setup, teardown):
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped), flush=True)
     if failed:
         return 1
-    return 0 if passed else 77
+    return 0 if passed else none_ran
