@@ -45,6 +45,7 @@ enum slb_sip_err {
     SLB_SIP_E_NO_FROM,
     SLB_SIP_E_NO_TO,
     SLB_SIP_E_MAX_FORWARDS,    /* Max-Forwards not a number */
+    SLB_SIP_E_CTL_VALUE,       /* NUL or a CR without LF in a header value (RFC 3261 25.1) */
     SLB_SIP_E__COUNT
 };
 

@@ -40,6 +40,7 @@ static const struct err_info err_table[SLB_SIP_E__COUNT] = {
     [SLB_SIP_E_NO_FROM] = {400, false, "Bad Request - Missing From"},
     [SLB_SIP_E_NO_TO] = {400, false, "Bad Request - Missing To"},
     [SLB_SIP_E_MAX_FORWARDS] = {400, false, "Bad Request - Malformed Max-Forwards"},
+    [SLB_SIP_E_CTL_VALUE] = {400, false, "Bad Request - Control Byte In Header Value"},
 };
 
 int slb_sip_err_status(enum slb_sip_err err)

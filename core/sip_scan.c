@@ -142,6 +142,29 @@ static inline bool has_ctl(const char *p, const char *end)
     return false;
 }
 
+/* Whether [p, end) holds a NUL or a CR not followed by LF: neither may appear in a header
+ * value (RFC 3261 25.1 TEXT-UTF8 and LWS), and a next hop may read either as a line end
+ * or a string end that we did not see. end[-1] must be LF (the header block's last byte),
+ * so a CR before it always has its next byte inside the range. */
+static inline bool has_nul_or_bare_cr(const char *p, const char *end)
+{
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128(), cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+    while (end - p >= 17) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i next = _mm_loadu_si128((const __m128i *)(const void *)(p + 1));
+        __m128i bare = _mm_andnot_si128(_mm_cmpeq_epi8(next, lf), _mm_cmpeq_epi8(x, cr));
+        if (_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, zero), bare)))
+            return true;
+        p += 16;
+    }
+#endif
+    for (; p < end; p++)
+        if (*p == 0 || (*p == '\r' && (p + 1 == end || p[1] != '\n')))
+            return true;
+    return false;
+}
+
 static inline const char *find_nl(const char *p, const char *end)
 {
     return find_byte(p, end, '\n');
@@ -765,6 +788,7 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
     enum slb_sip_err start_err = scan_start_line(msg, buf, line_end);
 
     const char *p = eol + 1;
+    const char *first_header = p;
     for (;;) {
         if (p >= end)
             return -EAGAIN;
@@ -854,6 +878,8 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
     }
 
     msg->header_len = (uint32_t)(p - buf);
+    if (has_nul_or_bare_cr(first_header, p))
+        soft_fail(msg, SLB_SIP_E_CTL_VALUE); /* framing holds: answer 400, go on */
     if (msg->content_length < 0) {
         /* RFC 3261 18.3: a stream needs it. Without a start line either, this was
          * never a SIP message: stray bytes between messages. */

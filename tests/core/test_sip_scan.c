@@ -172,11 +172,11 @@ Test(scan, tags_in_quoted_and_addr_spec_forms)
     cr_assert(eq(msg.to_tag, "addr"));
 }
 
-Test(scan, nul_and_non_utf8_in_values_and_body_are_legal)
+Test(scan, non_utf8_in_values_and_nul_in_body_are_legal)
 {
     static const char m[] = "MESSAGE sips:x@example.com SIP/2.0\r\n"
                             "Via: SIP/2.0/TLS a.example.com;branch=z9hG4bK1\r\n"
-                            "From: \"A\0B\" <sips:a@example.com>;tag=1\r\n"
+                            "From: \"A\xc3\xbc\" <sips:a@example.com>;tag=1\r\n"
                             "To: <sips:b@example.com>\r\nX-Bin: \xff\xfe\x80\r\n"
                             "Call-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 3\r\n\r\n"
                             "\0\r\n";
@@ -273,6 +273,28 @@ Test(scan, start_line_faults)
     cr_assert_eq(err_of("OPTIONS sips:x\x01y@example.com SIP/2.0\r\n" VIA FROM TO CID CSEQ CL0
                         "\r\n"),
                  SLB_SIP_E_CTL_BYTE);
+}
+
+Test(scan, nul_or_bare_cr_in_a_header_value_is_a_400_that_keeps_the_stream)
+{
+    static const char nul[] = START VIA FROM TO CID CSEQ "Subject: a\0b\r\n" CL0 "\r\n";
+    cr_assert_eq(scan_n(nul, sizeof(nul) - 1), -EBADMSG);
+    cr_assert_eq(msg.err, SLB_SIP_E_CTL_VALUE);
+    cr_assert_eq(slb_sip_err_status(msg.err), 400);
+    cr_assert_not(slb_sip_err_closes(msg.err));
+    /* A bare CR anywhere in a value, also past the first 16 bytes and near the end. */
+    cr_assert_eq(err_of(START VIA FROM TO CID CSEQ "Subject: a\rb\r\n" CL0 "\r\n"),
+                 SLB_SIP_E_CTL_VALUE);
+    cr_assert_eq(err_of(START VIA FROM TO CID CSEQ
+                        "Subject: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\r\n" CL0
+                        "\r\n"),
+                 SLB_SIP_E_CTL_VALUE);
+    cr_assert_eq(err_of(START VIA FROM TO CID CSEQ CL0 "X: \r\r\n\r\n"), SLB_SIP_E_CTL_VALUE);
+    /* Ordinary CRLF, bare LF line ends and folding are fine; the body may hold anything. */
+    cr_assert_eq(scan(START VIA FROM TO CID CSEQ "Subject: a\r\n b\r\n" CL0 "\r\n"), 0);
+    cr_assert_eq(scan(START VIA FROM TO CID CSEQ "Subject: a\n" CL0 "\n"), 0);
+    static const char body[] = START VIA FROM TO CID CSEQ "Content-Length: 3\r\n\r\n\0\r!";
+    cr_assert_eq(scan_n(body, sizeof(body) - 1), 0);
 }
 
 Test(scan, header_line_faults)
