@@ -42,6 +42,8 @@ enum slb_conn_flag {
     SLB_CONN_F_CANCEL_RECV = 1u << 7,    /* cancel the recv at the next flush (pause) */
     SLB_CONN_F_RECV_CANCELING = 1u << 8, /* that cancel is in flight */
     SLB_CONN_F_CANCEL_ALL = 1u << 9,     /* cancel every op at the next flush (close) */
+    SLB_CONN_F_OUT_RESERVE = 1u << 10,   /* may take the pool's reserved chunks */
+    SLB_CONN_F_POOL_WAIT = 1u << 11,     /* refused for lack of chunks: on the wait list */
 };
 
 /* Output bytes in a chain of pool chunks; every chunk but the tail is full. */
@@ -69,6 +71,8 @@ struct slb_conn {
     uint16_t inflight; /* SQEs in flight for it, plus callbacks running on it */
     int close_reason;  /* what on_close will report */
     uint32_t next;     /* pending-list or free-list link (slot index) */
+    uint32_t out_cap;  /* this connection's output bound (the loop's default at open) */
+    uint32_t wait_prev, wait_next; /* pool wait list links (slot indexes), when POOL_WAIT */
     struct slb_outq out;
     struct slb_timer timer; /* handshake/idle timeout, then the close linger bound */
     struct sockaddr_storage peer;

@@ -9,6 +9,11 @@
  *
  * Output: each connection's queue is a chain of fixed-size chunks from the loop's pool,
  * taken on write and returned as soon as sends complete, so an idle connection holds none.
+ * Each queue has its own bound (out_cap). The last out_reserve chunks of the pool go only
+ * to connections marked reserved (a load balancer's backend links), so clients that stop
+ * reading cannot take what everyone's traffic needs. A write refused for lack of chunks
+ * puts the connection on the pool wait list; loop.c calls on_drained for it once chunks
+ * are back.
  *
  * This file never touches the ring: what needs an SQE (cancel, send, recv) is flagged and
  * the connection put on the pending list, which loop.c flushes once per turn.
@@ -72,6 +77,8 @@ int slb_io_conns_init(struct slb_loop *loop, const struct slb_loop_opts *o)
     loop->nchunks = o->out_chunks;
     loop->out_cap = o->out_cap_bytes;
     loop->out_low = o->out_low_bytes;
+    loop->out_reserve = o->out_reserve_chunks;
+    loop->pool_wait_head = loop->pool_wait_tail = SLB_IO_NONE;
     size_t pool = (size_t)o->out_chunks * o->out_chunk_bytes;
     /* mmap: untouched chunks cost no memory until first used. */
     void *mem = mmap(NULL, pool, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -116,6 +123,7 @@ struct slb_conn *slb_io_conn_alloc(struct slb_loop *loop, int fd, uint32_t tag,
     c->flags = 0;
     c->inflight = 0;
     c->close_reason = 0;
+    c->out_cap = loop->out_cap;
     return c;
 }
 
@@ -148,8 +156,44 @@ static void outq_release(struct slb_loop *loop, struct slb_conn *c)
     q->bytes = 0;
 }
 
+void slb_io_pool_wait_remove(struct slb_loop *loop, struct slb_conn *c)
+{
+    if (!(c->flags & SLB_CONN_F_POOL_WAIT))
+        return;
+    if (c->wait_prev == SLB_IO_NONE)
+        loop->pool_wait_head = c->wait_next;
+    else
+        loop->conns[c->wait_prev].wait_next = c->wait_next;
+    if (c->wait_next == SLB_IO_NONE)
+        loop->pool_wait_tail = c->wait_prev;
+    else
+        loop->conns[c->wait_next].wait_prev = c->wait_prev;
+    c->wait_prev = c->wait_next = SLB_IO_NONE;
+    c->flags &= (uint16_t)~SLB_CONN_F_POOL_WAIT;
+    loop->pool_waiters--;
+}
+
+/* At the tail: the wake-up walk pops from the head, so one refused again during it waits
+ * behind those that were there first. */
+static void pool_wait_add(struct slb_loop *loop, struct slb_conn *c)
+{
+    if (c->flags & SLB_CONN_F_POOL_WAIT)
+        return;
+    uint32_t slot = slb_conn_id_slot(c->id);
+    c->flags |= SLB_CONN_F_POOL_WAIT;
+    c->wait_next = SLB_IO_NONE;
+    c->wait_prev = loop->pool_wait_tail;
+    if (c->wait_prev == SLB_IO_NONE)
+        loop->pool_wait_head = slot;
+    else
+        loop->conns[c->wait_prev].wait_next = slot;
+    loop->pool_wait_tail = slot;
+    loop->pool_waiters++;
+}
+
 void slb_io_conn_finalize(struct slb_loop *loop, struct slb_conn *c)
 {
+    slb_io_pool_wait_remove(loop, c);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -310,16 +354,45 @@ void slb_conn_resume_recv(struct slb_conn *conn)
         slb_io_pending_add(conn->loop, conn);
 }
 
+/* Chunks this connection may still take from the pool. */
+static uint32_t chunks_usable(const struct slb_loop *loop, const struct slb_conn *c)
+{
+    if (c->flags & SLB_CONN_F_OUT_RESERVE)
+        return loop->chunks_free;
+    return loop->chunks_free > loop->out_reserve ? loop->chunks_free - loop->out_reserve : 0;
+}
+
 size_t slb_conn_out_space(const struct slb_conn *conn)
 {
     const struct slb_loop *loop = conn->loop;
     const struct slb_outq *q = &conn->out;
     if (conn->state != SLB_CONN_OPEN && conn->state != SLB_CONN_CONNECTING)
         return 0;
-    size_t room = loop->out_cap - q->bytes;
+    size_t room = q->bytes < conn->out_cap ? conn->out_cap - q->bytes : 0;
     size_t tail_room = q->tail == SLB_IO_NONE ? 0 : loop->chunk_bytes - q->tail_len;
-    size_t pool = tail_room + (size_t)loop->chunks_free * loop->chunk_bytes;
+    size_t pool = tail_room + (size_t)chunks_usable(loop, conn) * loop->chunk_bytes;
     return room < pool ? room : pool;
+}
+
+void slb_conn_notify_space(struct slb_conn *conn)
+{
+    struct slb_loop *loop = conn->loop;
+    if (conn->state != SLB_CONN_OPEN && conn->state != SLB_CONN_CONNECTING)
+        return;
+    if (conn->out.bytes > slb_io_out_low(loop, conn))
+        conn->flags |= SLB_CONN_F_OUT_HIGH; /* a send completion will bring it down */
+    else
+        pool_wait_add(loop, conn); /* the queue is short: the pool is what is missing */
+}
+
+void slb_conn_set_out_limits(struct slb_conn *conn, uint32_t cap_bytes, bool reserved)
+{
+    if (cap_bytes)
+        conn->out_cap = cap_bytes;
+    if (reserved)
+        conn->flags |= SLB_CONN_F_OUT_RESERVE;
+    else
+        conn->flags &= (uint16_t)~SLB_CONN_F_OUT_RESERVE;
 }
 
 int slb_conn_write(struct slb_conn *conn, const void *data, size_t len)
@@ -330,9 +403,9 @@ int slb_conn_write(struct slb_conn *conn, const void *data, size_t len)
         return -EPIPE;
     if (len == 0)
         return 0;
-    if (len > loop->out_cap)
+    if (len > conn->out_cap)
         return -EMSGSIZE;
-    if (q->bytes + len > loop->out_cap) {
+    if (q->bytes + len > conn->out_cap) {
         loop->counters.out_full++;
         conn->flags |= SLB_CONN_F_OUT_HIGH; /* so on_drained tells when to retry */
         return -ENOBUFS;
@@ -340,8 +413,11 @@ int slb_conn_write(struct slb_conn *conn, const void *data, size_t len)
     size_t tail_room = q->tail == SLB_IO_NONE ? 0 : loop->chunk_bytes - q->tail_len;
     if (len > tail_room) {
         size_t need = (len - tail_room + loop->chunk_bytes - 1) / loop->chunk_bytes;
-        if (need > loop->chunks_free) {
+        if (need > chunks_usable(loop, conn)) {
+            /* The queue may be empty, so no send completion would ever say "retry":
+             * the wait list does, once chunks come back. */
             loop->counters.out_pool_empty++;
+            pool_wait_add(loop, conn);
             return -ENOBUFS;
         }
     }
@@ -371,7 +447,7 @@ int slb_conn_write(struct slb_conn *conn, const void *data, size_t len)
     if (q->bytes == 0)
         loop->out_busy++;
     q->bytes += (uint32_t)len;
-    if (q->bytes > loop->out_low)
+    if (q->bytes > slb_io_out_low(loop, conn))
         conn->flags |= SLB_CONN_F_OUT_HIGH;
     if (!(conn->flags & SLB_CONN_F_SEND_ARMED))
         slb_io_pending_add(loop, conn);

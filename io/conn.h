@@ -40,9 +40,18 @@ struct slb_conn *slb_conn_get(struct slb_loop *loop, struct slb_conn_id id);
 /* Appends len bytes (copied) to the output queue; they go out with the loop's next batch
  * of sends. Returns len; -ENOBUFS when the capacity (or the loop's chunk pool) would be
  * exceeded: nothing is appended, and on_drained follows once the queue falls to the
- * low-water mark (not for pool exhaustion); -EMSGSIZE if len exceeds the capacity;
+ * low-water mark (or, for pool exhaustion, once chunks are back); -EMSGSIZE if len exceeds the capacity;
  * -EPIPE once the connection is closing. Allowed while CONNECTING (sent once open). */
 int slb_conn_write(struct slb_conn *conn, const void *data, size_t len);
+
+/* Gives the connection its own output bound (cap_bytes; 0 keeps the current one) and says
+ * whether it may use the pool's reserved chunks (opts.out_reserve_chunks). A write refused
+ * for lack of chunks is followed by on_drained once chunks are back. */
+void slb_conn_set_out_limits(struct slb_conn *conn, uint32_t cap_bytes, bool reserved);
+
+/* The caller found slb_conn_out_space too small and wrote nothing: on_drained follows
+ * once the queue has drained to its low-water mark or the pool has chunks again. */
+void slb_conn_notify_space(struct slb_conn *conn);
 
 /* Bytes slb_conn_write would accept now. */
 size_t slb_conn_out_space(const struct slb_conn *conn);

@@ -48,6 +48,13 @@ static inline uint32_t slb_io_ud_index(uint64_t ud)
     return (uint32_t)(ud & SLB_CONN_ID_SLOT_MASK);
 }
 
+/* The queue level at which on_drained says "write again": the loop's low-water mark for
+ * a queue of the default size, a quarter of the bound for one given its own. */
+static inline uint32_t slb_io_out_low(const struct slb_loop *loop, const struct slb_conn *c)
+{
+    return c->out_cap == loop->out_cap ? loop->out_low : c->out_cap / 4;
+}
+
 /* loop.c */
 struct io_uring_sqe *slb_io_get_sqe(struct slb_loop *loop);
 void slb_io_pending_add(struct slb_loop *loop, struct slb_conn *conn);
@@ -64,6 +71,7 @@ void slb_io_conn_finalize(struct slb_loop *loop, struct slb_conn *conn);
 void slb_io_conn_close_now(struct slb_loop *loop, struct slb_conn *conn, int reason);
 void slb_io_conn_close_graceful(struct slb_loop *loop, struct slb_conn *conn, int reason);
 void slb_io_conn_abort(struct slb_loop *loop, struct slb_conn *conn);
+void slb_io_pool_wait_remove(struct slb_loop *loop, struct slb_conn *conn);
 void slb_io_outq_consume(struct slb_loop *loop, struct slb_conn *conn, uint32_t n);
 unsigned slb_io_outq_iov(const struct slb_loop *loop, const struct slb_conn *conn,
                          struct iovec *iov, unsigned max);

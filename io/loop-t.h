@@ -35,11 +35,16 @@ struct slb_loop_opts {
     uint32_t out_low_bytes;   /* on_drained when the queue falls to this (out_cap / 4) */
     uint32_t out_chunk_bytes; /* output pool chunk (4096) */
     uint32_t out_chunks;      /* chunks in the pool (2 * max_conns, at least cap / chunk) */
+    uint32_t out_reserve_chunks; /* of those, only for connections marked reserved (0) */
     uint32_t cqe_batch;       /* CQEs handled per turn (256) */
     uint32_t stop_grace_ms;   /* slb_loop_stop waits this long for output to flush (5000) */
     uint32_t linger_ms;       /* bound on a close after flush, flush and FIN wait (5000) */
     uint32_t msg_peers;       /* fallback only: loop ids that may post here (256) */
     uint32_t msg_queue_len;   /* fallback only: entries per sender, power of two (256) */
+    uint32_t accept_rcvbuf_bytes; /* SO_RCVBUF of accepted sockets, which bounds what still
+                                   * arrives after a pause (0: the kernel's autotuning) */
+    uint32_t keepalive_idle_s;    /* TCP keepalive on every socket after this idle time (0:
+                                   * off); probes every idle/3 s (at least 1), 3 of them */
     uint8_t loop_id;          /* worker index, goes into every connection id */
     bool plain_setup;         /* skip SINGLE_ISSUER/DEFER_TASKRUN (tests, old kernels) */
     bool msg_fallback;        /* receive messages by queue + eventfd even if MSG_RING works */
@@ -69,6 +74,16 @@ struct slb_loop_cbs {
     void (*on_close)(struct slb_loop *loop, struct slb_conn *conn, int reason);
     /* A message posted by slb_loop_post from some loop (possibly this one). */
     void (*on_msg)(struct slb_loop *loop, uint64_t a, uint64_t b);
+    /* On the sender: the MSG_RING carrying `a` was not delivered (res: the kernel's error,
+     * e.g. -EOVERFLOW when the receiver's ring was full), so whatever `a` names is still
+     * the sender's to reclaim. Not called for the fallback queues (their post fails at
+     * once instead). */
+    void (*on_msg_failed)(struct slb_loop *loop, uint64_t a, int res);
+    /* The peer shut its write side (TCP FIN) while the connection was open. With this hook
+     * the connection stays open for writing (a half-close: responses may still be owed)
+     * and the consumer decides when to close; without it the connection is closed after
+     * flush, as on any EOF. */
+    void (*on_eof)(struct slb_loop *loop, struct slb_conn *conn);
 };
 
 /* Per-loop counters, written only by the loop's thread; other threads may read them
@@ -77,6 +92,7 @@ struct slb_loop_counters {
     uint64_t accepted;
     uint64_t accept_rejected_full; /* accepted then closed: table full */
     uint64_t accept_errors;
+    uint64_t accept_no_fds; /* accept failed with EMFILE/ENFILE: out of descriptors */
     uint64_t connect_ok;
     uint64_t connect_failed;
     uint64_t closed; /* on_close calls */
@@ -86,6 +102,7 @@ struct slb_loop_counters {
     uint64_t enobufs_rearms; /* multishot recv ended on -ENOBUFS and was re-armed */
     uint64_t out_full;       /* slb_conn_write refused: capacity */
     uint64_t out_pool_empty; /* slb_conn_write refused: the loop's chunk pool ran dry */
+    uint64_t pool_wakeups;   /* on_drained calls for connections that waited for chunks */
     uint64_t msgs_sent;
     uint64_t msgs_received;
     uint64_t msgs_failed; /* MSG_RING completions with an error, on the sender */
@@ -128,7 +145,11 @@ struct slb_loop {
     uint32_t nchunks;
     uint32_t out_cap;
     uint32_t out_low;
-    uint32_t out_busy; /* connections with queued output */
+    uint32_t out_reserve; /* chunks only reserved connections may take */
+    uint32_t out_busy;    /* connections with queued output */
+    uint32_t pool_wait_head; /* connections refused for lack of chunks (slot list) */
+    uint32_t pool_wait_tail;
+    uint32_t pool_waiters;
 
     struct msghdr *scratch_msg; /* sendmsg headers, valid until their SQE is submitted */
     struct iovec *scratch_iov;
@@ -149,6 +170,8 @@ struct slb_loop {
     bool deferred; /* SINGLE_ISSUER|DEFER_TASKRUN accepted */
     uint32_t stop_grace_ms;
     uint32_t linger_ms;
+    uint32_t accept_rcvbuf;
+    uint32_t keepalive_idle_s;
     uint8_t id;
     bool msg_ring_ok;  /* this ring can send MSG_RING with passed CQE flags */
     bool msg_fallback; /* messages to this loop use queues + eventfd */

@@ -74,7 +74,9 @@ static int opts_resolve(const struct slb_loop_opts *in, struct slb_loop_opts *o)
         uint64_t per_conn = (o->out_cap_bytes + o->out_chunk_bytes - 1) / o->out_chunk_bytes;
         uint64_t n = 2 * (uint64_t)o->max_conns;
         o->out_chunks =
-            (uint32_t)(n > per_conn ? (n < UINT32_MAX / 2 ? n : UINT32_MAX / 2) : per_conn);
+            (uint32_t)(n > per_conn ? (n < UINT32_MAX / 4 ? n : UINT32_MAX / 4) : per_conn);
+        if (o->out_reserve_chunks < UINT32_MAX / 4)
+            o->out_chunks += o->out_reserve_chunks; /* the reserve comes on top */
     }
     if (!o->cqe_batch)
         o->cqe_batch = 256;
@@ -90,7 +92,7 @@ static int opts_resolve(const struct slb_loop_opts *in, struct slb_loop_opts *o)
         o->recv_bufs > 32768 || o->recv_buf_bytes > (1u << 30) || o->out_cap_bytes > (1u << 30) ||
         o->out_low_bytes >= o->out_cap_bytes || o->out_chunk_bytes > o->out_cap_bytes ||
         o->msg_peers > 256 || !is_pow2(o->msg_queue_len) || o->msg_queue_len > (1u << 20) ||
-        o->out_chunks >= SLB_IO_NONE)
+        o->out_chunks >= SLB_IO_NONE || o->out_reserve_chunks >= o->out_chunks)
         return -EINVAL;
     return 0;
 }
@@ -234,6 +236,8 @@ int slb_loop_init(struct slb_loop *loop, const struct slb_loop_opts *opts,
     loop->cqe_batch = o.cqe_batch;
     loop->stop_grace_ms = o.stop_grace_ms;
     loop->linger_ms = o.linger_ms;
+    loop->accept_rcvbuf = o.accept_rcvbuf_bytes;
+    loop->keepalive_idle_s = o.keepalive_idle_s;
     loop->pending_head = loop->pending_tail = SLB_IO_NONE;
     for (unsigned i = 0; i < SLB_LOOP_LISTENERS_MAX; i++) {
         loop->listeners[i].fd = -1;
@@ -404,6 +408,20 @@ static void listener_arm(struct slb_loop *loop, struct slb_listener *lst)
     lst->inflight++;
 }
 
+/* A peer that vanished without a FIN or RST (a phone that lost its network, a NAT that
+ * forgot the mapping) is found by TCP keepalive rather than held until the idle timeout. */
+static void set_keepalive(const struct slb_loop *loop, int fd)
+{
+    if (!loop->keepalive_idle_s)
+        return;
+    int on = 1, idle = (int)loop->keepalive_idle_s, cnt = 3;
+    int intvl = idle / 3 > 0 ? idle / 3 : 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 static void accepted(struct slb_loop *loop, struct slb_listener *lst, int fd)
 {
     if (loop->stopping || loop->tearing_down) {
@@ -426,6 +444,10 @@ static void accepted(struct slb_loop *loop, struct slb_listener *lst, int fd)
         return;
     }
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (loop->accept_rcvbuf)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &loop->accept_rcvbuf,
+                         sizeof(loop->accept_rcvbuf));
+    set_keepalive(loop, fd);
     loop->counters.accepted++;
     c->flags |= SLB_CONN_F_REPORTED;
     slb_io_conn_hold(c);
@@ -446,6 +468,8 @@ static void on_accept_cqe(struct slb_loop *loop, uint32_t index, int32_t res, ui
     struct slb_listener *lst = &loop->listeners[index];
     if (res >= 0)
         accepted(loop, lst, res);
+    else if (res == -EMFILE || res == -ENFILE)
+        loop->counters.accept_no_fds++; /* the consumer reports it; we retry shortly */
     else if (res != -ECANCELED)
         loop->counters.accept_errors++;
     if (flags & IORING_CQE_F_MORE)
@@ -481,6 +505,7 @@ int slb_loop_connect(struct slb_loop *loop, const struct sockaddr *addr, socklen
     }
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    set_keepalive(loop, fd);
     memcpy(&c->peer, addr, addr_len);
     c->peer_len = addr_len;
     struct io_uring_sqe *sqe = slb_io_get_sqe(loop);
@@ -536,7 +561,9 @@ static void on_recv_cqe(struct slb_loop *loop, struct slb_conn *c, int32_t res, 
         }
     } else if (res == 0) {
         c->flags |= SLB_CONN_F_PEER_EOF;
-        if (c->state == SLB_CONN_OPEN)
+        if (c->state == SLB_CONN_OPEN && loop->cbs.on_eof)
+            loop->cbs.on_eof(loop, c); /* half-close: recv is not re-armed after EOF */
+        else if (c->state == SLB_CONN_OPEN)
             slb_io_conn_close_graceful(loop, c, 0); /* still send what is queued */
         else if (c->state == SLB_CONN_LINGER)
             slb_io_conn_close_now(loop, c, c->close_reason);
@@ -561,7 +588,7 @@ static void on_send_cqe(struct slb_loop *loop, struct slb_conn *c, int32_t res)
     if (res > 0) {
         loop->counters.sent_bytes += (uint64_t)res;
         slb_io_outq_consume(loop, c, (uint32_t)res);
-        if ((c->flags & SLB_CONN_F_OUT_HIGH) && c->out.bytes <= loop->out_low) {
+        if ((c->flags & SLB_CONN_F_OUT_HIGH) && c->out.bytes <= slb_io_out_low(loop, c)) {
             c->flags &= (uint16_t)~SLB_CONN_F_OUT_HIGH;
             if (c->state == SLB_CONN_OPEN && loop->cbs.on_drained)
                 loop->cbs.on_drained(loop, c);
@@ -691,6 +718,29 @@ static bool flush_conn(struct slb_loop *loop, struct slb_conn *c)
     }
 }
 
+/* Connections refused for lack of output chunks hear on_drained once a fair share of the
+ * pool is free again (not at every returned chunk: they would only be refused again). */
+static void wake_pool_waiters(struct slb_loop *loop)
+{
+    if (loop->pool_wait_head == SLB_IO_NONE)
+        return;
+    uint32_t shared = loop->nchunks - loop->out_reserve;
+    uint32_t want = shared / 16 > 16 ? shared / 16 : 16;
+    if (loop->chunks_free < loop->out_reserve + want && loop->chunks_free < loop->nchunks)
+        return;
+    /* Bounded by the waiters on entry; those refused again meanwhile queue behind. */
+    for (uint32_t n = loop->pool_waiters; n > 0 && loop->pool_wait_head != SLB_IO_NONE; n--) {
+        struct slb_conn *c = &loop->conns[loop->pool_wait_head];
+        slb_io_pool_wait_remove(loop, c);
+        if (c->state != SLB_CONN_OPEN || !loop->cbs.on_drained)
+            continue;
+        loop->counters.pool_wakeups++;
+        slb_io_conn_hold(c);
+        loop->cbs.on_drained(loop, c);
+        slb_io_conn_put(loop, c);
+    }
+}
+
 static void flush(struct slb_loop *loop)
 {
     if (loop->efd_need_arm && loop->efd >= 0) {
@@ -707,6 +757,7 @@ static void flush(struct slb_loop *loop)
         if (lst->need_arm && lst->fd >= 0 && !lst->closing && !lst->armed)
             listener_arm(loop, lst);
     }
+    wake_pool_waiters(loop);
     /* Detach the list: what callbacks add from here on waits for the next turn, so this is
      * bounded by the connections pending on entry. */
     uint32_t slot = loop->pending_head;

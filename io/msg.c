@@ -110,6 +110,8 @@ void slb_io_msg_cqe(struct slb_loop *loop, uint64_t ud, int32_t res, uint32_t fl
 {
     if (slb_io_ud_kind(ud) == SLB_IO_UD_MSG_SENT) {
         loop->counters.msgs_failed++; /* only failures post a CQE here */
+        if (loop->cbs.on_msg_failed)
+            loop->cbs.on_msg_failed(loop, ud & SLB_MSG_A_MAX, res);
         return;
     }
     deliver(loop, ud & SLB_MSG_A_MAX, (uint64_t)(uint32_t)res | ((uint64_t)(flags >> 16) << 32));
@@ -171,7 +173,7 @@ int slb_loop_post(struct slb_loop *dst, uint64_t a, uint64_t b)
     sqe->msg_ring_flags = IORING_MSG_RING_FLAGS_PASS;
     sqe->file_index = (uint32_t)(b >> 32) << 16;
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-    io_uring_sqe_set_data64(sqe, slb_io_ud(SLB_IO_UD_MSG_SENT, 0));
+    io_uring_sqe_set_data64(sqe, slb_io_ud(SLB_IO_UD_MSG_SENT, a)); /* a failure names it */
     src->counters.msgs_sent++;
     return 0;
 }
