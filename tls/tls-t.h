@@ -66,16 +66,42 @@ enum slb_tls_event {
         1u << 5, /* client: a resumable session arrived (slb_tls_session_get) */
 };
 
-/* Server context options. Paths are read during slb_tls_server_ctx_new only. */
+/* Certificates one server context may hold (chosen by SNI). */
+#define SLB_TLS_MAX_CERTS 32u
+
+/* Bounds on the ClientHello a server with several certificates reads before wolfSSL does
+ * (to find its server_name): body bytes, and handshake records it may be split into. Real
+ * ClientHellos are one record of under 2 KB (a few KB with post-quantum key shares). */
+#define SLB_TLS_HELLO_MAX_BYTES   32768u
+#define SLB_TLS_HELLO_MAX_RECORDS 64u
+
+/* Cipher suites used when none are given: every TLS 1.3 suite, and for TLS 1.2 only ECDHE
+ * with an AEAD (AES-GCM, ChaCha20-Poly1305): no CBC, no SHA-1 MAC, no RSA key transport. */
+#define SLB_TLS_CIPHERS_DEFAULT                                                                  \
+    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"            \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                 \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                 \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* Server context options. Paths are read during slb_tls_server_ctx_new only.
+ * Certificates: cert_files/key_files (n_certs pairs) when n_certs > 0, else the single
+ * cert_file/key_file. The first is the default; the others are chosen by the SNI name the
+ * client sends, matched against each certificate's DNS subjectAltNames. */
 struct slb_tls_server_opts {
     const char *cert_file;             /* PEM, leaf first then intermediates; ECDSA or RSA */
     const char *key_file;              /* PEM private key matching cert_file */
+    const char *const *cert_files;     /* n_certs certificate chains (overrides cert_file) */
+    const char *const *key_files;      /* their keys, in the same order */
+    unsigned n_certs;                  /* 0: use cert_file/key_file; at most SLB_TLS_MAX_CERTS */
+    bool strict_sni;                   /* refuse (unrecognized_name) a missing or unknown SNI */
     const char *ca_file;               /* PEM CAs for client certificates; NULL = none */
+    const char *crl_file;              /* PEM CRLs of those CAs; NULL = none (needs ca_file) */
     enum slb_tls_verify verify_client; /* OPTIONAL/REQUIRE need ca_file */
     enum slb_tls_version min_version;  /* DEFAULT = 1.2 */
     enum slb_tls_version max_version;  /* DEFAULT = 1.3 */
-    const char *ciphers;               /* wolfSSL/OpenSSL cipher list; NULL = library default */
-    const char *groups;         /* "P-256:X25519" (also P-384, P-521, X448); NULL = default */
+    const char *ciphers;               /* cipher list; NULL = SLB_TLS_CIPHERS_DEFAULT */
+    const char *groups;         /* "X25519:P-256" (P-256, P-384, P-521, X25519, and X448
+                                   when built in); NULL = library default */
     unsigned ticket_lifetime_s; /* 0 = SLB_TLS_TICKET_LIFETIME_S_DEFAULT */
     bool no_tickets;            /* issue no session tickets */
 };
@@ -88,7 +114,7 @@ struct slb_tls_client_opts {
     const char *key_file;              /* its key; required with cert_file */
     enum slb_tls_version min_version;  /* DEFAULT = 1.2 */
     enum slb_tls_version max_version;  /* DEFAULT = 1.3 */
-    const char *ciphers;               /* NULL = library default */
+    const char *ciphers;               /* NULL = SLB_TLS_CIPHERS_DEFAULT */
     const char *groups;                /* NULL = default */
     bool no_tickets;                   /* do not ask for TLS 1.2 tickets */
 };
@@ -110,7 +136,9 @@ typedef int (*slb_tls_out_fn)(void *arg, const void *data, size_t len);
 /* One TLS session over memory buffers. Embedded in, and owned by, a connection struct of
  * the io/balancer layer; used by one worker thread only. Fields are private to tls/. */
 struct slb_tls_conn {
-    struct WOLFSSL *ssl; /* from wolfSSL_new at init */
+    struct WOLFSSL *ssl; /* from wolfSSL_new at init (or once the ClientHello chose, below) */
+    struct slb_tls_ctx *pending; /* server with several certificates or strict SNI: the
+                                    context, until the ClientHello's name picks one */
     slb_tls_out_fn out;  /* owner's ciphertext sink */
     void *out_arg;       /* its argument */
     const uint8_t *in;   /* input chunk borrowed for the duration of one call */
@@ -119,12 +147,15 @@ struct slb_tls_conn {
     uint32_t stash_off;  /* first unread byte in stash */
     uint32_t stash_len;  /* unread bytes in stash */
     uint32_t stash_cap;  /* allocated bytes */
+    uint32_t stash_max;  /* bound on stash_len (0: SLB_TLS_STASH_MAX_BYTES) */
     uint32_t wpend;      /* size wolfSSL expects on the write that retries after WANT_WRITE */
+    uint32_t hello_need; /* pending: stashed bytes worth another look at the ClientHello */
     int err;             /* last wolfSSL error code, for logs */
     int dead;            /* 0, or the negative errno every call returns after a failure */
     uint16_t flags;      /* private state bits */
     uint8_t fail;        /* enum slb_tls_fail */
     uint8_t verify;      /* enum slb_tls_verify of the context */
+    uint8_t cert;        /* server: index of the certificate SNI chose (0 = the default) */
 };
 
 #endif

@@ -37,14 +37,22 @@ bool slb_tls_library_has_asm(void);
 
 /* --- contexts --------------------------------------------------------------------------- */
 
-/* Server (listener) context from PEM files. Checks that the key matches the certificate.
+/* Server (listener) context from PEM files. Checks that each key matches its certificate.
+ * With several certificates, the SNI name a client sends picks the one whose DNS
+ * subjectAltNames match it (exact names before "*.domain" wildcards, which cover one label;
+ * then the order given); no SNI or no match gets the first, or with strict_sni an
+ * unrecognized_name alert. Every other certificate needs a DNS subjectAltName.
+ * With crl_file, client certificates are checked against its CRLs (PEM blocks or one DER
+ * CRL, each signed by a CA of ca_file and not expired; a client whose issuer has no CRL
+ * there is refused). ciphers NULL means SLB_TLS_CIPHERS_DEFAULT.
  * Every server context issues tickets under the process-wide key, so a ticket issued by one
  * worker's context resumes on another's. Returns NULL on failure with one line in err
  * naming the file or option at fault. */
 struct slb_tls_ctx *slb_tls_server_ctx_new(const struct slb_tls_server_opts *opts, char *err,
                                            size_t errlen);
 
-/* Client (backend-side) context. Same error convention. */
+/* Client (backend-side) context. Same error convention; ciphers NULL means
+ * SLB_TLS_CIPHERS_DEFAULT here too. */
 struct slb_tls_ctx *slb_tls_client_ctx_new(const struct slb_tls_client_opts *opts, char *err,
                                            size_t errlen);
 
@@ -64,6 +72,12 @@ int slb_tls_conn_init(struct slb_tls_conn *conn, struct slb_tls_ctx *ctx, const 
 
 /* Release everything the session holds; never calls out. Safe on a zeroed or deinit'd conn. */
 void slb_tls_conn_deinit(struct slb_tls_conn *conn);
+
+/* Bounds the ciphertext this session holds for its owner (see slb_tls_feed) at bytes
+ * instead of SLB_TLS_STASH_MAX_BYTES; past it the session fails with -ENOBUFS. 0 restores
+ * the default. An owner that pauses its receive while output is blocked or its plaintext
+ * buffer is full needs only what the kernel may still deliver after the pause. */
+void slb_tls_conn_set_stash_max(struct slb_tls_conn *conn, uint32_t bytes);
 
 /* Client: offer a session from slb_tls_session_get for resumption. Before the first feed/start
  * only. The session stays owned by the caller. Returns 0 or -EINVAL. */
@@ -123,6 +137,16 @@ bool slb_tls_want_write(const struct slb_tls_conn *conn);
  * (and, for a client, matched the host). False with verification off or no client cert. */
 bool slb_tls_peer_verified(const struct slb_tls_conn *conn);
 
+/* Memory the session holds for undelivered input (its stash), for the owner's budgets. */
+static inline size_t slb_tls_stash_bytes(const struct slb_tls_conn *conn)
+{
+    return conn->stash_cap;
+}
+
+/* Server: which certificate of the context the session presents (0: the first, the default;
+ * others chosen by SNI). 0 before the ClientHello. */
+unsigned slb_tls_cert_index(const struct slb_tls_conn *conn);
+
 /* True when the handshake resumed a session (ticket) instead of a full key exchange. */
 bool slb_tls_resumed(const struct slb_tls_conn *conn);
 
@@ -143,6 +167,18 @@ const char *slb_tls_fail_name(enum slb_tls_fail reason);
 
 /* One line describing the last wolfSSL error of conn (code and text) into buf. Returns buf. */
 const char *slb_tls_error_string(const struct slb_tls_conn *conn, char *buf, size_t len);
+
+/* --- ClientHello ----------------------------------------------------------------------- */
+
+/* Pure: the SNI host name in the TLS ClientHello at the start of data, the first bytes a
+ * client sent (record headers included; the ClientHello may span several handshake records).
+ * Returns 1 when it could be read: the first host_name, NUL-terminated, in name[0..cap) with
+ * *name_len bytes, or *name_len 0 when there is none (or it is empty, holds a NUL, or does not
+ * fit cap). 0 when more bytes are needed: *need is the total length worth waiting for.
+ * -EPROTO when data does not start with a well-formed ClientHello; -EMSGSIZE past
+ * SLB_TLS_HELLO_MAX_BYTES or SLB_TLS_HELLO_MAX_RECORDS. Reads nothing past data + len. */
+int slb_tls_client_hello_sni(const void *data, size_t len, char *name, size_t cap,
+                             size_t *name_len, size_t *need);
 
 /* --- client sessions (resumption) ------------------------------------------------------- */
 

@@ -18,6 +18,10 @@
  *    hit WANT_WRITE while sending: conn->wpend mirrors it, and the retry passes exactly
  *    that size (wolfSSL reads none of the bytes since all were already encrypted).
  *  - After a failure conn->dead holds the errno every later call returns.
+ *  - A server session of a context with several certificates (or strict SNI) starts with no
+ *    WOLFSSL (conn->pending set): its input goes to the stash until the ClientHello's
+ *    server_name can be read (tls_hello.c), then the WOLFSSL is made from the matching
+ *    certificate's WOLFSSL_CTX and reads the stash first, as if nothing had happened.
  */
 #include "tls/tls.h"
 #include "tls/tls-int.h"
@@ -119,6 +123,7 @@ static enum slb_tls_fail classify_alert(int desc)
     case 46:  /* certificate_unknown */
     case 48:  /* unknown_ca */
     case 49:  /* access_denied */
+    case 112: /* unrecognized_name: the server has no certificate for the name we sent */
     case 113: /* bad_certificate_status_response */
     case 116: /* certificate_required */
         return SLB_TLS_FAIL_BAD_CERT;
@@ -169,6 +174,10 @@ static bool is_cert_error(int e)
     case ASN_PARSE_E:
     case ASN_CRIT_EXT_E:
     case ASN_ALT_NAME_E:
+    case CRL_MISSING:         /* --crl given but no CRL from the certificate's issuer */
+    case CRL_CERT_DATE_ERR:   /* that CRL has expired */
+    case ASN_CRL_NO_SIGNER_E: /* that CRL verifies against no CA */
+    case UNKNOWN_SNI_HOST_NAME_E:
         return true;
     default:
         return false;
@@ -331,7 +340,8 @@ static int stash_rest(struct slb_tls_conn *c)
         return 0;
     }
     size_t need = (size_t)c->stash_len + c->in_len;
-    if (need > SLB_TLS_STASH_MAX_BYTES) {
+    size_t max = c->stash_max ? c->stash_max : SLB_TLS_STASH_MAX_BYTES;
+    if (need > max) {
         c->fail = SLB_TLS_FAIL_OTHER;
         c->dead = -ENOBUFS;
         return c->dead;
@@ -344,8 +354,8 @@ static int stash_rest(struct slb_tls_conn *c)
         size_t cap = c->stash_cap ? 2 * (size_t)c->stash_cap : 4096;
         while (cap < need)
             cap *= 2;
-        if (cap > SLB_TLS_STASH_MAX_BYTES)
-            cap = SLB_TLS_STASH_MAX_BYTES;
+        if (cap > max)
+            cap = max;
         uint8_t *p = realloc(c->stash, cap);
         if (p == NULL) {
             c->fail = SLB_TLS_FAIL_OTHER;
@@ -380,23 +390,36 @@ static int finish_events(struct slb_tls_conn *c, unsigned ev, size_t got)
 
 /* --- public API -------------------------------------------------------------------------- */
 
+/* The WOLFSSL of conn, from one of ctx's wolfSSL contexts. */
+static int new_ssl(struct slb_tls_conn *conn, WOLFSSL_CTX *w)
+{
+    WOLFSSL *ssl = wolfSSL_new(w);
+    if (ssl == NULL)
+        return -ENOMEM;
+    conn->ssl = ssl;
+    wolfSSL_SetIOReadCtx(ssl, conn);
+    wolfSSL_SetIOWriteCtx(ssl, conn);
+    return 0;
+}
+
 int slb_tls_conn_init(struct slb_tls_conn *conn, struct slb_tls_ctx *ctx, const char *host,
                       slb_tls_out_fn out, void *arg)
 {
     if (conn == NULL || ctx == NULL || out == NULL)
         return -EINVAL;
     memset(conn, 0, sizeof(*conn));
-    WOLFSSL *ssl = wolfSSL_new(ctx->wctx);
-    if (ssl == NULL)
-        return -ENOMEM;
-    conn->ssl = ssl;
     conn->out = out;
     conn->out_arg = arg;
     conn->verify = (uint8_t)ctx->verify;
     if (ctx->is_server)
         conn->flags |= F_SERVER;
-    wolfSSL_SetIOReadCtx(ssl, conn);
-    wolfSSL_SetIOWriteCtx(ssl, conn);
+    if (ctx->is_server && (ctx->n_certs > 1 || ctx->strict_sni)) {
+        conn->pending = ctx; /* the ClientHello decides which certificate */
+        return 0;
+    }
+    if (new_ssl(conn, ctx->wctx) < 0)
+        return -ENOMEM;
+    WOLFSSL *ssl = conn->ssl;
 
     if (!ctx->is_server && host != NULL && *host != '\0') {
         unsigned char tmp[16];
@@ -429,6 +452,11 @@ void slb_tls_conn_deinit(struct slb_tls_conn *conn)
     memset(conn, 0, sizeof(*conn));
 }
 
+void slb_tls_conn_set_stash_max(struct slb_tls_conn *conn, uint32_t bytes)
+{
+    conn->stash_max = bytes;
+}
+
 int slb_tls_conn_set_session(struct slb_tls_conn *conn, struct slb_tls_session *sess)
 {
     if (conn->ssl == NULL || (conn->flags & (F_SERVER | F_HS_DONE)) || sess == NULL)
@@ -445,16 +473,80 @@ int slb_tls_start(struct slb_tls_conn *conn)
     return slb_tls_feed(conn, NULL, 0, NULL, 0, &got);
 }
 
+/* A pending server session refuses the client before any WOLFSSL exists: one plaintext
+ * fatal alert record (RFC 8446 6), best effort, then the session is failed. */
+static int refuse_hello(struct slb_tls_conn *c, uint8_t alert, int err, enum slb_tls_fail why)
+{
+    const uint8_t rec[7] = {21, 3, 3, 0, 2, 2, alert}; /* alert, TLS 1.2 record, fatal */
+    (void)c->out(c->out_arg, rec, sizeof(rec));
+    c->err = err;
+    c->fail = (uint8_t)why;
+    c->dead = -EPROTO;
+    return c->dead;
+}
+
+/* Pending server session: stashes the input, and once the ClientHello's server_name can be
+ * read, creates the WOLFSSL from the certificate it names. Returns 0 (c->ssl still NULL
+ * while more bytes are needed) or a negative errno. */
+static int take_hello(struct slb_tls_conn *c)
+{
+    if ((size_t)c->stash_len + c->in_len > SLB_TLS_HELLO_MAX_BYTES + 5u * SLB_TLS_HELLO_MAX_RECORDS)
+        return refuse_hello(c, 50 /* decode_error */, BUFFER_ERROR, SLB_TLS_FAIL_PROTOCOL);
+    int rc = stash_rest(c);
+    if (rc < 0 || c->stash_len < c->hello_need || c->stash_len == 0)
+        return rc;
+    char name[256];
+    size_t name_len, need;
+    int r = slb_tls_client_hello_sni(c->stash + c->stash_off, c->stash_len, name, sizeof(name),
+                                     &name_len, &need);
+    if (r == 0) {
+        c->hello_need = (uint32_t)need;
+        return 0;
+    }
+    struct slb_tls_ctx *ctx = c->pending;
+    int idx = r > 0 && name_len > 0 ? slb_tls_pick_cert(ctx, name, name_len) : -1;
+    if (idx < 0 && ctx->strict_sni) {
+        if (r < 0) /* not a ClientHello we can read: no name to accept */
+            return refuse_hello(c, 50 /* decode_error */, BUFFER_ERROR, SLB_TLS_FAIL_PROTOCOL);
+        /* RFC 6066 3: a name we have no certificate for. */
+        return refuse_hello(c, 112 /* unrecognized_name */, UNKNOWN_SNI_HOST_NAME_E,
+                            SLB_TLS_FAIL_BAD_CERT);
+    }
+    if (idx < 0)
+        idx = 0; /* no name, an unknown one, or unreadable: wolfSSL judges it on the default */
+    if ((rc = new_ssl(c, ctx->certs[idx].wctx)) < 0) {
+        c->fail = SLB_TLS_FAIL_OTHER;
+        c->dead = rc;
+        return rc;
+    }
+    c->cert = (uint8_t)idx;
+    c->pending = NULL;
+    return 0;
+}
+
 int slb_tls_feed(struct slb_tls_conn *c, const void *cipher, size_t len, void *plain_out,
                  size_t cap, size_t *plain_len)
 {
     *plain_len = 0;
     if (c->dead)
         return c->dead;
-    if (c->ssl == NULL)
-        return -EINVAL;
     c->in = cipher;
     c->in_len = cipher ? len : 0;
+    if (c->ssl == NULL && c->pending != NULL) {
+        int rc = take_hello(c);
+        if (rc < 0 || c->ssl == NULL) {
+            c->in = NULL;
+            c->in_len = 0;
+            if (rc < 0)
+                stash_drop(c);
+            return rc; /* 0: waiting for the rest of the ClientHello, nothing to report */
+        }
+    }
+    if (c->ssl == NULL) {
+        c->in = NULL;
+        c->in_len = 0;
+        return -EINVAL;
+    }
 
     unsigned ev = 0;
     int rc = 0;
@@ -511,7 +603,7 @@ int slb_tls_write(struct slb_tls_conn *c, const struct iovec *iov, int iovcnt)
 {
     if (c->dead)
         return c->dead;
-    if (c->ssl == NULL || iovcnt < 0 || (iovcnt > 0 && iov == NULL))
+    if ((c->ssl == NULL && c->pending == NULL) || iovcnt < 0 || (iovcnt > 0 && iov == NULL))
         return -EINVAL;
     if (!(c->flags & F_HS_DONE))
         return -ENOTCONN;
@@ -559,7 +651,7 @@ int slb_tls_flush(struct slb_tls_conn *c)
     if (c->dead)
         return c->dead;
     if (c->ssl == NULL)
-        return -EINVAL;
+        return c->pending != NULL ? 0 : -EINVAL; /* nothing sent yet, nothing to retry */
     unsigned ev = 0;
     if (c->flags & F_OUT_BLOCKED) {
         int rc = retry_output(c, &ev);
@@ -575,6 +667,10 @@ int slb_tls_close(struct slb_tls_conn *c)
 {
     if (c->dead)
         return c->dead;
+    if (c->ssl == NULL && c->pending != NULL) {
+        c->flags |= F_CLOSE_SENT; /* before our first byte: just the TCP close */
+        return 0;
+    }
     if (c->ssl == NULL)
         return -EINVAL;
     if (c->flags & F_CLOSE_SENT)
@@ -609,6 +705,11 @@ bool slb_tls_want_write(const struct slb_tls_conn *c)
 bool slb_tls_peer_verified(const struct slb_tls_conn *c)
 {
     return c->flags & F_VERIFIED;
+}
+
+unsigned slb_tls_cert_index(const struct slb_tls_conn *c)
+{
+    return c->cert;
 }
 
 bool slb_tls_resumed(const struct slb_tls_conn *c)

@@ -9,6 +9,15 @@
  * server context seals tickets with the one process key, so a ticket issued by any worker
  * resumes on any other. Server contexts keep no session cache: resumption is by ticket only,
  * so no handshake writes to state shared between workers.
+ *
+ * Several certificates (SNI): a server slb_tls_ctx holds one WOLFSSL_CTX per certificate, all
+ * set up alike (CAs, CRLs, versions, ciphers, groups, verification, tickets) but for the
+ * certificate and key. A session of such a context reads the server_name of the ClientHello
+ * itself (tls_hello.c) before it creates its WOLFSSL from the matching WOLFSSL_CTX
+ * (tls_conn.c): wolfSSL 5.5.4 as we build it has no servername callback nor
+ * wolfSSL_set_SSL_CTX (they need OPENSSL_ALL or a HAVE_STUNNEL-like flag), and choosing
+ * before wolfSSL sees the ClientHello lets suites and signature schemes follow the chosen
+ * certificate's key type.
  */
 #include "tls/tls.h"
 #include "tls/tls-int.h"
@@ -24,6 +33,7 @@
 
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/pem.h>
+#include <wolfssl/openssl/x509v3.h>
 #include <wolfssl/version.h>
 #include <wolfssl/wolfcrypt/aes.h>
 #include <wolfssl/wolfcrypt/ecc.h>
@@ -250,12 +260,34 @@ static const struct {
     {"X448", WOLFSSL_ECC_X448},
 };
 
-/* "P-256:X25519" in preference order. The first one is the client's TLS 1.3 key share. */
-static bool set_groups(WOLFSSL_CTX *w, bool server, const char *list, const char *side, char *err,
-                       size_t errlen)
+/* The name wolfSSL_CTX_set1_curves_list knows a group by. */
+static const char *curve_list_name(int id)
+{
+    switch (id) {
+    case WOLFSSL_ECC_SECP256R1:
+        return "P-256";
+    case WOLFSSL_ECC_SECP384R1:
+        return "P-384";
+    case WOLFSSL_ECC_SECP521R1:
+        return "P-521";
+    case WOLFSSL_ECC_X25519:
+        return "X25519";
+    default:
+        return "X448";
+    }
+}
+
+/* "P-256:X25519" in preference order. The first one is the client's TLS 1.3 key share.
+ * wolfSSL_CTX_set1_curves_list both sets the TLS 1.3 groups and disables every other curve,
+ * which is what limits the curve a TLS 1.2 server picks for ECDHE (set_groups alone does not).
+ * wolfSSL sets groups only on contexts that may speak TLS 1.3 (tls13); a TLS 1.2-only client
+ * still offers just these curves. */
+static bool set_groups(WOLFSSL_CTX *w, bool server, bool tls13, const char *list, const char *side,
+                       char *err, size_t errlen)
 {
     int ids[8];
     int n = 0;
+    char canon[8 * 8] = "";
     const char *p = list;
     while (*p) {
         size_t len = strcspn(p, ":,");
@@ -267,11 +299,16 @@ static bool set_groups(WOLFSSL_CTX *w, bool server, const char *list, const char
                     break;
             }
             if (i == sizeof(group_names) / sizeof(group_names[0]) || n == 8) {
-                set_err(err, errlen, "tls: %s: groups \"%s\": unknown or too many groups", side,
-                        list);
+                set_err(err, errlen,
+                        "tls: %s: groups \"%s\": unknown or too many groups (known: P-256, "
+                        "P-384, P-521, X25519, X448)",
+                        side, list);
                 return false;
             }
             ids[n++] = group_names[i].id;
+            if (n > 1)
+                strcat(canon, ":");
+            strcat(canon, curve_list_name(group_names[i].id));
         }
         p += len;
         if (*p)
@@ -281,8 +318,14 @@ static bool set_groups(WOLFSSL_CTX *w, bool server, const char *list, const char
         set_err(err, errlen, "tls: %s: groups \"%s\" is empty", side, list);
         return false;
     }
-    if (wolfSSL_CTX_set_groups(w, ids, n) != WOLFSSL_SUCCESS) {
-        set_err(err, errlen, "tls: %s: groups \"%s\" not supported by this wolfSSL", side, list);
+    if (!tls13 && server) {
+        set_err(err, errlen, "tls: %s: groups need a context that allows TLS 1.3", side);
+        return false;
+    }
+    if (tls13 && (wolfSSL_CTX_set1_curves_list(w, canon) != WOLFSSL_SUCCESS ||
+                  wolfSSL_CTX_set_groups(w, ids, n) != WOLFSSL_SUCCESS)) {
+        set_err(err, errlen, "tls: %s: groups \"%s\": not all supported by this wolfSSL build",
+                side, list);
         return false;
     }
     /* TLS 1.2 negotiates the ECDHE curve from the client's supported_groups extension. */
@@ -383,53 +426,204 @@ static bool load_ca(WOLFSSL_CTX *w, const char *ca, const char *side, char *err,
     return true;
 }
 
-static struct slb_tls_ctx *wrap(WOLFSSL_CTX *w, bool server, enum slb_tls_verify verify, char *err,
-                                size_t errlen)
+/* --- certificate revocation lists ------------------------------------------------------ */
+
+#define CRL_FILE_MAX_BYTES (64u << 20)
+
+/* The whole of a small file, NUL-terminated; NULL with err set. The caller frees it. */
+static char *read_whole(const char *what, const char *path, size_t *len, char *err, size_t errlen)
 {
-    struct slb_tls_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (ctx == NULL) {
-        wolfSSL_CTX_free(w);
-        set_err(err, errlen, "tls: out of memory");
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        set_err(err, errlen, "tls: server: %s %s: %s", what, path, strerror(errno));
         return NULL;
     }
-    ctx->wctx = w;
-    ctx->is_server = server;
-    ctx->verify = verify;
-    return ctx;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16384;
+            char *b = cap <= CRL_FILE_MAX_BYTES ? realloc(buf, cap + 1) : NULL;
+            if (b == NULL) {
+                set_err(err, errlen, "tls: server: %s %s: larger than %u bytes, or out of memory",
+                        what, path, CRL_FILE_MAX_BYTES);
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = b;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        set_err(err, errlen, "tls: server: %s %s: read error", what, path);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* Every CRL of the file (PEM blocks, or one DER CRL) into w's certificate store, checked
+ * against the CAs already loaded: a CRL that no --ca CA signed, or whose nextUpdate has passed,
+ * is refused. Only the leaf is checked (the CRLs of the CAs that issue client certificates);
+ * a client certificate whose issuer has no CRL in the file fails verification. */
+static bool load_crl(WOLFSSL_CTX *w, const char *path, const char *data, size_t len, char *err,
+                     size_t errlen)
+{
+    static const char begin[] = "-----BEGIN X509 CRL-----";
+    static const char end[] = "-----END X509 CRL-----";
+    char why[WOLFSSL_MAX_ERROR_SZ];
+    if (wolfSSL_CTX_EnableCRL(w, 0) != WOLFSSL_SUCCESS) {
+        set_err(err, errlen, "tls: server: CRL file %s: CRL checks not available", path);
+        return false;
+    }
+    unsigned count = 0;
+    const char *p = data, *stop = data + len;
+    for (;;) {
+        const char *b = memmem(p, (size_t)(stop - p), begin, sizeof(begin) - 1);
+        const char *e = b ? memmem(b, (size_t)(stop - b), end, sizeof(end) - 1) : NULL;
+        if (e == NULL)
+            break;
+        e += sizeof(end) - 1;
+        count++;
+        int rc = wolfSSL_CTX_LoadCRLBuffer(w, (const unsigned char *)b, (long)(e - b),
+                                           WOLFSSL_FILETYPE_PEM);
+        if (rc != WOLFSSL_SUCCESS) {
+            wolfSSL_ERR_error_string_n((unsigned long)rc, why, sizeof(why));
+            set_err(err, errlen,
+                    "tls: server: CRL file %s: CRL %u refused: %s (not signed by a --ca CA, "
+                    "expired, or malformed)",
+                    path, count, why);
+            return false;
+        }
+        p = e;
+    }
+    if (count == 0 &&
+        (len == 0 || wolfSSL_CTX_LoadCRLBuffer(w, (const unsigned char *)data, (long)len,
+                                               WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS)) {
+        set_err(err, errlen,
+                "tls: server: CRL file %s: no usable CRL (PEM \"X509 CRL\" blocks or DER, signed "
+                "by a --ca CA, not expired)",
+                path);
+        return false;
+    }
+    return true;
+}
+
+/* --- several certificates: names, and the choice by SNI ----------------------------------- */
+
+static void free_names(struct slb_tls_cert *c)
+{
+    for (unsigned i = 0; i < c->n_names; i++)
+        free(c->names[i]);
+    free(c->names);
+    c->names = NULL;
+    c->n_names = 0;
+}
+
+/* The dNSName subjectAltNames of the leaf certificate of path, lower-cased. */
+static bool read_names(struct slb_tls_cert *c, const char *path, char *err, size_t errlen)
+{
+    WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_file(path, WOLFSSL_FILETYPE_PEM);
+    if (x == NULL) {
+        set_err(err, errlen, "tls: server: certificate file %s: cannot read its names", path);
+        return false;
+    }
+    WOLFSSL_STACK *sk = wolfSSL_X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int n = sk ? wolfSSL_sk_GENERAL_NAME_num(sk) : 0;
+    bool ok = true;
+    if (n > 0 && (c->names = calloc((size_t)n, sizeof(*c->names))) == NULL)
+        ok = false;
+    for (int i = 0; ok && i < n; i++) {
+        WOLFSSL_GENERAL_NAME *gn = wolfSSL_sk_GENERAL_NAME_value(sk, i);
+        if (gn == NULL || gn->type != GEN_DNS || gn->d.dNSName == NULL)
+            continue;
+        const unsigned char *v = wolfSSL_ASN1_STRING_get0_data(gn->d.dNSName);
+        int len = wolfSSL_ASN1_STRING_length(gn->d.dNSName);
+        if (v == NULL || len <= 0 || len > 253 || memchr(v, '\0', (size_t)len))
+            continue;
+        char *name = malloc((size_t)len + 1);
+        if (name == NULL) {
+            ok = false;
+            break;
+        }
+        for (int k = 0; k < len; k++)
+            name[k] = (char)((v[k] >= 'A' && v[k] <= 'Z') ? v[k] + 32 : v[k]);
+        name[len] = '\0';
+        c->names[c->n_names++] = name;
+    }
+    if (sk != NULL)
+        wolfSSL_GENERAL_NAMES_free(sk);
+    wolfSSL_X509_free(x);
+    if (!ok)
+        set_err(err, errlen, "tls: out of memory");
+    return ok;
+}
+
+/* host (lower case, no trailing dot) against one SAN: equal, or "*.rest" where host is one
+ * label followed by ".rest" (RFC 6125 6.4.3: the wildcard covers exactly one label). */
+static bool name_matches(const char *san, const char *host, size_t len)
+{
+    if (san[0] != '*')
+        return strlen(san) == len && memcmp(san, host, len) == 0;
+    if (san[1] != '.')
+        return false;
+    size_t rest = strlen(san + 1); /* ".example.com" */
+    if (len <= rest || memcmp(host + len - rest, san + 1, rest) != 0)
+        return false;
+    return memchr(host, '.', len - rest) == NULL; /* a single, non-empty label */
+}
+
+int slb_tls_pick_cert(const struct slb_tls_ctx *ctx, const char *sni, size_t len)
+{
+    char host[254];
+    if (len > 0 && sni[len - 1] == '.')
+        len--;
+    if (len == 0 || len >= sizeof(host))
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        host[i] = (char)((sni[i] >= 'A' && sni[i] <= 'Z') ? sni[i] + 32 : sni[i]);
+    host[len] = '\0';
+    for (int wild = 0; wild < 2; wild++) {
+        for (unsigned c = 0; c < ctx->n_certs; c++) {
+            for (unsigned k = 0; k < ctx->certs[c].n_names; k++) {
+                const char *san = ctx->certs[c].names[k];
+                if ((san[0] == '*') == (wild == 1) && name_matches(san, host, len))
+                    return (int)c;
+            }
+        }
+    }
+    return -1;
 }
 
 /* --- public constructors ----------------------------------------------------------------- */
 
-struct slb_tls_ctx *slb_tls_server_ctx_new(const struct slb_tls_server_opts *o, char *err,
-                                           size_t errlen)
+/* One certificate's WOLFSSL_CTX, with everything else the options say. */
+static WOLFSSL_CTX *server_wctx(const struct slb_tls_server_opts *o, const char *cert,
+                                const char *key, const char *crl, size_t crl_len, char *err,
+                                size_t errlen)
 {
     const char *side = "server";
-    if (!wolf_ready) {
-        set_err(err, errlen, "tls: slb_tls_init was not called");
-        return NULL;
-    }
-    if (o == NULL || o->cert_file == NULL || o->key_file == NULL) {
-        set_err(err, errlen, "tls: server: a certificate file and a key file are required");
-        return NULL;
-    }
-    if (o->verify_client > SLB_TLS_VERIFY_REQUIRE) {
-        set_err(err, errlen, "tls: server: unknown client verification mode");
-        return NULL;
-    }
-    if (o->verify_client != SLB_TLS_VERIFY_NONE && o->ca_file == NULL) {
-        set_err(err, errlen, "tls: server: verifying client certificates needs a CA file");
-        return NULL;
-    }
     WOLFSSL_CTX *w = new_wctx(true, o->min_version, o->max_version, side, err, errlen);
     if (w == NULL)
         return NULL;
-    if (!load_cert_key(w, o->cert_file, o->key_file, side, err, errlen))
+    if (!load_cert_key(w, cert, key, side, err, errlen))
         goto fail;
     if (o->ca_file && !load_ca(w, o->ca_file, side, err, errlen))
         goto fail;
-    if (o->ciphers && !set_ciphers(w, o->ciphers, side, err, errlen))
+    if (crl && !load_crl(w, o->crl_file, crl, crl_len, err, errlen))
         goto fail;
-    if (o->groups && !set_groups(w, true, o->groups, side, err, errlen))
+    if (!set_ciphers(w, o->ciphers ? o->ciphers : SLB_TLS_CIPHERS_DEFAULT, side, err, errlen))
+        goto fail;
+    if (o->groups &&
+        !set_groups(w, true, o->max_version != SLB_TLS_VERSION_1_2, o->groups, side, err, errlen))
         goto fail;
 
     int mode = WOLFSSL_VERIFY_NONE;
@@ -456,9 +650,88 @@ struct slb_tls_ctx *slb_tls_server_ctx_new(const struct slb_tls_server_opts *o, 
         }
         wolfSSL_CTX_set_timeout(w, life);
     }
-    return wrap(w, true, o->verify_client, err, errlen);
+    return w;
 fail:
     wolfSSL_CTX_free(w);
+    return NULL;
+}
+
+static bool check_server_opts(const struct slb_tls_server_opts *o, char *err, size_t errlen)
+{
+    if (!wolf_ready) {
+        set_err(err, errlen, "tls: slb_tls_init was not called");
+        return false;
+    }
+    if (o == NULL || (o->n_certs == 0 && (o->cert_file == NULL || o->key_file == NULL)) ||
+        (o->n_certs > 0 && (o->cert_files == NULL || o->key_files == NULL))) {
+        set_err(err, errlen, "tls: server: a certificate file and a key file are required");
+        return false;
+    }
+    if (o->n_certs > SLB_TLS_MAX_CERTS) {
+        set_err(err, errlen, "tls: server: at most %u certificates", SLB_TLS_MAX_CERTS);
+        return false;
+    }
+    for (unsigned i = 0; i < o->n_certs; i++) {
+        if (o->cert_files[i] == NULL || o->key_files[i] == NULL) {
+            set_err(err, errlen, "tls: server: certificate %u lacks its file or its key", i + 1);
+            return false;
+        }
+    }
+    if (o->verify_client > SLB_TLS_VERIFY_REQUIRE) {
+        set_err(err, errlen, "tls: server: unknown client verification mode");
+        return false;
+    }
+    if (o->verify_client != SLB_TLS_VERIFY_NONE && o->ca_file == NULL) {
+        set_err(err, errlen, "tls: server: verifying client certificates needs a CA file");
+        return false;
+    }
+    if (o->crl_file != NULL && (o->ca_file == NULL || o->verify_client == SLB_TLS_VERIFY_NONE)) {
+        set_err(err, errlen, "tls: server: a CRL file needs a CA file and client verification");
+        return false;
+    }
+    return true;
+}
+
+struct slb_tls_ctx *slb_tls_server_ctx_new(const struct slb_tls_server_opts *o, char *err,
+                                           size_t errlen)
+{
+    if (!check_server_opts(o, err, errlen))
+        return NULL;
+    unsigned n = o->n_certs ? o->n_certs : 1;
+    const char *const *certs = o->n_certs ? o->cert_files : &o->cert_file;
+    const char *const *keys = o->n_certs ? o->key_files : &o->key_file;
+    char *crl = NULL;
+    size_t crl_len = 0;
+    if (o->crl_file && !(crl = read_whole("CRL file", o->crl_file, &crl_len, err, errlen)))
+        return NULL;
+    struct slb_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL || (ctx->certs = calloc(n, sizeof(*ctx->certs))) == NULL) {
+        set_err(err, errlen, "tls: out of memory");
+        goto fail;
+    }
+    ctx->is_server = true;
+    ctx->verify = o->verify_client;
+    ctx->strict_sni = o->strict_sni;
+    ctx->n_certs = n; /* certs[] fills in as the loop goes; free skips what is NULL */
+    for (unsigned i = 0; i < n; i++) {
+        struct slb_tls_cert *c = &ctx->certs[i];
+        c->wctx = server_wctx(o, certs[i], keys[i], crl, crl_len, err, errlen);
+        if (c->wctx == NULL || !read_names(c, certs[i], err, errlen))
+            goto fail;
+        if (i > 0 && c->n_names == 0) {
+            set_err(err, errlen,
+                    "tls: server: certificate file %s has no DNS subjectAltName, so SNI can "
+                    "never select it (only the first certificate may lack one)",
+                    certs[i]);
+            goto fail;
+        }
+    }
+    ctx->wctx = ctx->certs[0].wctx;
+    free(crl);
+    return ctx;
+fail:
+    free(crl);
+    slb_tls_ctx_free(ctx);
     return NULL;
 }
 
@@ -491,9 +764,10 @@ struct slb_tls_ctx *slb_tls_client_ctx_new(const struct slb_tls_client_opts *o, 
         goto fail;
     if (o->ca_file && !load_ca(w, o->ca_file, side, err, errlen))
         goto fail;
-    if (o->ciphers && !set_ciphers(w, o->ciphers, side, err, errlen))
+    if (!set_ciphers(w, o->ciphers ? o->ciphers : SLB_TLS_CIPHERS_DEFAULT, side, err, errlen))
         goto fail;
-    if (o->groups && !set_groups(w, false, o->groups, side, err, errlen))
+    if (o->groups &&
+        !set_groups(w, false, o->max_version != SLB_TLS_VERSION_1_2, o->groups, side, err, errlen))
         goto fail;
     wolfSSL_CTX_set_verify(
         w, verify == SLB_TLS_VERIFY_NONE ? WOLFSSL_VERIFY_NONE : WOLFSSL_VERIFY_PEER, NULL);
@@ -503,7 +777,14 @@ struct slb_tls_ctx *slb_tls_client_ctx_new(const struct slb_tls_client_opts *o, 
     }
     /* Tells the owner when a ticket arrived (TLS 1.3 sends it after the handshake). */
     wolfSSL_CTX_sess_set_new_cb(w, slb_tls_on_new_session);
-    return wrap(w, false, verify, err, errlen);
+    struct slb_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        set_err(err, errlen, "tls: out of memory");
+        goto fail;
+    }
+    ctx->wctx = w;
+    ctx->verify = verify;
+    return ctx;
 fail:
     wolfSSL_CTX_free(w);
     return NULL;
@@ -513,6 +794,16 @@ void slb_tls_ctx_free(struct slb_tls_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    wolfSSL_CTX_free(ctx->wctx);
+    if (!ctx->is_server) {
+        wolfSSL_CTX_free(ctx->wctx);
+    } else if (ctx->certs != NULL) {
+        /* Sessions still holding one (they should not) keep it alive: wolfSSL refcounts. */
+        for (unsigned i = 0; i < ctx->n_certs; i++) {
+            if (ctx->certs[i].wctx != NULL)
+                wolfSSL_CTX_free(ctx->certs[i].wctx);
+            free_names(&ctx->certs[i]);
+        }
+        free(ctx->certs);
+    }
     free(ctx);
 }

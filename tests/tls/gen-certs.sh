@@ -9,6 +9,11 @@
 #   client.pem/.key          EC P-256 client certificate (clientAuth)
 #   other-ca.pem             an unrelated CA (verification must fail against it)
 #   wrong.key                an EC key that matches no certificate
+#   server-other.pem/.key    EC P-256 leaf for another name: SAN DNS:other.test + DNS:*.wild.test
+#   client2.pem/.key         a second EC P-256 client certificate
+#   crl.pem                  CRL of the root CA revoking client2.pem (client.pem stays good)
+#   crl2.pem                 CRL of the root CA revoking client.pem (client2.pem good)
+#   inter-crl.pem            CRL of the intermediate CA, revoking nothing
 #
 # Idempotent: regenerates everything each run (a few hundred ms), so nothing can expire.
 set -euo pipefail
@@ -72,7 +77,33 @@ extendedKeyUsage=clientAuth'
 
 ec wrong.key
 
+ec server-other.key
+leaf server-other server-other.key ca "/CN=other.test" "$server_ext
+subjectAltName=DNS:other.test,DNS:*.wild.test"
+
+ec client2.key
+leaf client2 client2.key ca "/CN=sipslb test client 2" 'basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth'
+
+# CRLs from a throwaway `openssl ca` database: one revoking client2, one revoking client,
+# and an empty one of the intermediate CA.
+crl() { # out signer [revoked-cert]
+    rm -rf crldb && mkdir crldb && : >crldb/index.txt && echo 01 >crldb/crlnumber
+    printf '%s\n' '[ca]' 'default_ca = test_ca' '[test_ca]' 'database = crldb/index.txt' \
+        'crlnumber = crldb/crlnumber' "certificate = $2.pem" "private_key = $2.key" \
+        'default_md = sha256' 'default_crl_days = 30' >crldb/ca.cnf
+    if [[ -n ${3:-} ]]; then
+        openssl ca -config crldb/ca.cnf -revoke "$3" 2>/dev/null
+    fi
+    openssl ca -config crldb/ca.cnf -gencrl -out "$1" 2>/dev/null
+}
+crl crl.pem ca client2.pem
+crl crl2.pem ca client.pem
+crl inter-crl.pem inter
+
 for f in ca.pem ca.key inter.pem server-ec.pem server-ec.key server-rsa.pem server-rsa.key \
-    server-chain.pem server-chain.key client.pem client.key other-ca.pem wrong.key; do
+    server-chain.pem server-chain.key client.pem client.key other-ca.pem wrong.key \
+    server-other.pem server-other.key client2.pem client2.key crl.pem crl2.pem inter-crl.pem; do
     mv -f "$f" "$out/$f"
 done
