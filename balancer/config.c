@@ -3,6 +3,7 @@
  * Main thread, before workers start. */
 #include "balancer/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdarg.h>
@@ -28,9 +29,12 @@ static const struct slb_flag table[] = {
     F("listen", SLB_FLAG_LIST, listen, "0.0.0.0:5061", 0, SLB_MAX_LISTEN, NULL, "[tcp://]ADDR:PORT",
       "address to accept SIPS (TLS) clients on, IPv4 or [IPv6]; tcp:// for SIP over plain TCP "
       "(lab interop, legacy clients: sips: requests on it get 403)"),
-    F("cert", SLB_FLAG_STR, cert, NULL, 0, 0, NULL, "FILE",
-      "server certificate chain, PEM (ECDSA P-256 recommended) (required)"),
-    F("key", SLB_FLAG_STR, key, NULL, 0, 0, NULL, "FILE", "private key of --cert, PEM (required)"),
+    F("cert", SLB_FLAG_LIST, cert, NULL, 0, SLB_MAX_CERTS, NULL, "FILE",
+      "server certificate chain, PEM (ECDSA P-256 recommended) (required); repeat for more "
+      "names: the SNI a client sends picks the one whose DNS subjectAltNames match, the first "
+      "is the default"),
+    F("key", SLB_FLAG_LIST, key, NULL, 0, SLB_MAX_CERTS, NULL, "FILE",
+      "private key of the --cert in the same position, PEM (required, one per --cert)"),
     F("ca", SLB_FLAG_STR, ca, NULL, 0, 0, NULL, "FILE",
       "CA certificates that sign client certificates (for --verify-client)"),
     F("verify-client", SLB_FLAG_ENUM, verify_client, "none", 0, 0, verify_client_names, "MODE",
@@ -38,7 +42,17 @@ static const struct slb_flag table[] = {
     F("tls-min", SLB_FLAG_ENUM, tls_min, "1.2", 0, 0, tls_min_names, "VERSION",
       "lowest TLS version accepted from clients and used to backends"),
     F("ciphers", SLB_FLAG_STR, ciphers, NULL, 0, 0, NULL, "LIST",
-      "cipher list (OpenSSL syntax); default: the library's"),
+      "cipher suites, wolfSSL names joined by ':', for clients and backends; default: TLS 1.3's "
+      "and, for TLS 1.2, ECDHE with AES-GCM or ChaCha20-Poly1305 only (no CBC, no SHA-1)"),
+    F("strict-sni", SLB_FLAG_BOOL, strict_sni, "false", 0, 0, NULL, NULL,
+      "refuse clients whose SNI names no --cert (or that send none) with unrecognized_name "
+      "instead of giving them the first certificate"),
+    F("crl", SLB_FLAG_STR, crl, NULL, 0, 0, NULL, "FILE",
+      "PEM CRLs of the --ca CAs: revoked client certificates are refused (needs "
+      "--verify-client; a client whose CA has no CRL here is refused too); re-read on SIGHUP"),
+    F("groups", SLB_FLAG_STR, groups, NULL, 0, 0, NULL, "LIST",
+      "key exchange groups in preference order, e.g. X25519:P-256; this build has P-256, "
+      "P-384, P-521 and X25519 (no X448, no ML-KEM); default: the library's"),
     F("backend", SLB_FLAG_LIST, backend, NULL, 0, SLB_MAX_BACKENDS, NULL,
       "sips:HOST:PORT[;weight=N]", "a backend SIPS server (required, repeatable)"),
     F("backend-ca", SLB_FLAG_STR, backend_ca, NULL, 0, 0, NULL, "FILE",
@@ -93,17 +107,47 @@ static const struct slb_flag table[] = {
       "refuse sip: Request-URIs with 480 and Warning 381 (RFC 5630); sips: is always taken"),
     F("print-config", SLB_FLAG_BOOL, print_config, "false", 0, 0, NULL, NULL,
       "print the effective configuration and exit"),
+    /* Limits and protection. */
+    F("message-timeout", SLB_FLAG_MS, message_timeout_ms, "20s", 100, 600000, NULL, "DURATION",
+      "close a client whose message stays incomplete this long (slowloris)"),
+    F("max-handshakes", SLB_FLAG_INT, max_handshakes, "1024", 1, 1000000, NULL, "N",
+      "TLS handshakes in progress per worker; a new one beyond closes the oldest"),
+    F("client-out-max", SLB_FLAG_INT, client_out_max, "262144", 32768, 67108864, NULL, "BYTES",
+      "output queued toward one client; above half of it its requests are not read until it "
+      "drains, past it responses to it are dropped"),
+    F("stall-timeout", SLB_FLAG_MS, stall_timeout_ms, "30s", 1000, 3600000, NULL, "DURATION",
+      "close a client that reads none of its queued output this long"),
+    F("limit-conns", SLB_FLAG_INT, limit_conns, "256", 0, 16000000, NULL, "N",
+      "concurrent connections per source address (IPv6: per /64); 0 = no limit"),
+    F("limit-conn-rate", SLB_FLAG_INT, limit_conn_rate, "100", 0, 1000000, NULL, "N",
+      "new connections per second per source (bursts of N); 0 = no limit"),
+    F("limit-handshake-rate", SLB_FLAG_INT, limit_handshake_rate, "100", 0, 1000000, NULL, "N",
+      "TLS handshakes started per second per source (bursts of N); 0 = no limit"),
+    F("limit-request-rate", SLB_FLAG_INT, limit_request_rate, "0", 0, 10000000, NULL, "N",
+      "requests per second per source and worker, answered 503 with Retry-After above it "
+      "(bursts of N); 0 = no limit"),
+    F("limit-allow", SLB_FLAG_LIST, limit_allow, NULL, 0, SLB_MAX_ALLOW, NULL, "CIDR[,CIDR...]",
+      "sources exempt from the per-source limits and bans (trunks, PBXs); repeatable"),
+    F("ban-time", SLB_FLAG_MS, ban_time_ms, "60s", 0, 86400000, NULL, "DURATION",
+      "refuse a source that broke its limits --ban-after times within 10 s for this long; "
+      "0 = no bans"),
+    F("ban-after", SLB_FLAG_INT, ban_after, "50", 1, 1000000, NULL, "N",
+      "refusals within 10 s that get a source banned"),
+    F("tcp-keepalive", SLB_FLAG_MS, tcp_keepalive_ms, "60s", 0, 86400000, NULL, "DURATION",
+      "TCP keepalive probes after this much silence, on every connection; 0 = off"),
 };
 
 #define N_FLAGS (sizeof(table) / sizeof(table[0]))
 
 static const char usage[] =
-    "usage: sipslb --cert FILE --key FILE --backend sips:HOST:PORT [--backend ...] [flags]\n"
+    "usage: sipslb --cert FILE --key FILE [--cert FILE --key FILE ...]\n"
+    "              --backend sips:HOST:PORT [--backend ...] [flags]\n"
     "An edge load balancer for SIP over TLS: terminates TLS from clients, routes every\n"
     "dialog by its Call-ID (Maglev consistent hashing) to one backend SIPS server over\n"
     "persistent TLS connections, and relays responses back. SIGINT/SIGTERM: stop\n"
-    "accepting, flush, exit 0. SIGUSR1: write --stats-file. SIGHUP: re-read\n"
-    "--backends-file (weights and drain flags).";
+    "accepting, flush, exit 0. SIGUSR1: write --stats-file. SIGHUP: re-read the --cert,\n"
+    "--key, --ca and --crl files when they changed, and --backends-file (weights and\n"
+    "drain flags).";
 
 int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host,
                               size_t host_cap, uint16_t *port)
@@ -325,6 +369,84 @@ int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_att
     return 0;
 }
 
+int slb_cidr_parse(const char *text, struct slb_cidr *c)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(text, '/');
+    size_t hlen = slash ? (size_t)(slash - text) : strlen(text);
+    if (hlen == 0 || hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, text, hlen);
+    host[hlen] = 0;
+    memset(c, 0, sizeof(*c));
+    unsigned max;
+    if (inet_pton(AF_INET, host, c->addr) == 1) {
+        c->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, host, c->addr) == 1) {
+        c->family = AF_INET6;
+        max = 128;
+    } else {
+        return -EINVAL;
+    }
+    long bits = (long)max;
+    if (slash) {
+        char *end;
+        bits = strtol(slash + 1, &end, 10);
+        if (*end || end == slash + 1 || bits < 0 || bits > (long)max)
+            return -EINVAL;
+    }
+    c->bits = (uint8_t)bits;
+    return 0;
+}
+
+bool slb_cidr_match(const struct slb_cidr *list, unsigned n, const struct sockaddr_storage *ss)
+{
+    const uint8_t *a;
+    if (ss->ss_family == AF_INET)
+        a = (const uint8_t *)&((const struct sockaddr_in *)(const void *)ss)->sin_addr;
+    else if (ss->ss_family == AF_INET6)
+        a = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr;
+    else
+        return false;
+    for (unsigned i = 0; i < n; i++) {
+        const struct slb_cidr *c = &list[i];
+        if (c->family != ss->ss_family)
+            continue;
+        unsigned full = c->bits / 8u, rest = c->bits % 8u;
+        if (memcmp(a, c->addr, full))
+            continue;
+        uint8_t mask = (uint8_t)(0xff00u >> rest);
+        if (rest && ((a[full] ^ c->addr[full]) & mask))
+            continue;
+        return true;
+    }
+    return false;
+}
+
+/* --limit-allow values: each a comma-separated list of prefixes. */
+static int parse_allow(struct slb_config *cfg)
+{
+    cfg->n_allow = 0;
+    for (unsigned i = 0; i < cfg->limit_allow.n; i++) {
+        char buf[1024];
+        snprintf(buf, sizeof(buf), "%s", cfg->limit_allow.v[i]);
+        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save)) {
+            if (cfg->n_allow == SLB_MAX_ALLOW) {
+                usage_error("--limit-allow: more than %u prefixes", SLB_MAX_ALLOW);
+                return -EINVAL;
+            }
+            if (slb_cidr_parse(tok, &cfg->allow[cfg->n_allow]) < 0) {
+                usage_error("--limit-allow %s: not ADDR[/BITS]", tok);
+                return -EINVAL;
+            }
+            cfg->n_allow++;
+        }
+    }
+    return 0;
+}
+
 static bool readable(const char *path)
 {
     return path && access(path, R_OK) == 0;
@@ -339,17 +461,26 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         return 1;
     if (rc < 0)
         return usage_error("%s", err);
-    if (!cfg->cert || !cfg->key)
+    if (cfg->cert.n == 0 || cfg->key.n == 0)
         return usage_error("--cert and --key are required");
-    if (!readable(cfg->cert))
-        return usage_error("--cert %s: cannot read the file", cfg->cert);
-    if (!readable(cfg->key))
-        return usage_error("--key %s: cannot read the file", cfg->key);
+    if (cfg->cert.n != cfg->key.n)
+        return usage_error("--cert given %u times but --key %u times: one key per certificate, "
+                           "in the same order", cfg->cert.n, cfg->key.n);
+    for (unsigned i = 0; i < cfg->cert.n; i++) {
+        if (!readable(cfg->cert.v[i]))
+            return usage_error("--cert %s: cannot read the file", cfg->cert.v[i]);
+        if (!readable(cfg->key.v[i]))
+            return usage_error("--key %s: cannot read the file", cfg->key.v[i]);
+    }
     if (cfg->ca && !readable(cfg->ca))
         return usage_error("--ca %s: cannot read the file", cfg->ca);
     if (cfg->verify_client != SLB_VERIFY_CLIENT_NONE && !cfg->ca)
         return usage_error("--verify-client %s needs --ca",
                            verify_client_names[cfg->verify_client]);
+    if (cfg->crl && !readable(cfg->crl))
+        return usage_error("--crl %s: cannot read the file", cfg->crl);
+    if (cfg->crl && cfg->verify_client == SLB_VERIFY_CLIENT_NONE)
+        return usage_error("--crl needs --verify-client optional or require (and --ca)");
     if (cfg->backend.n == 0 && !cfg->backends_file)
         return usage_error("at least one --backend sips:HOST:PORT is required");
     if (cfg->backend_verify == SLB_BACKEND_VERIFY_REQUIRE && !cfg->backend_ca)
@@ -444,6 +575,12 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
                            cfg->probe_alive);
     for (unsigned i = 0; i < cfg->n_backends; i++)
         cfg->backends[i].token = name_token(cfg->backends[i].name);
+    if (parse_allow(cfg) < 0)
+        return 2;
+    /* A response to a request of the largest size must fit a client's queue. */
+    if (cfg->client_out_max < 2 * cfg->max_message_size)
+        return usage_error("--client-out-max %lld is below twice --max-message-size (%lld)",
+                           (long long)cfg->client_out_max, (long long)cfg->max_message_size);
     return 0;
 }
 

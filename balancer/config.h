@@ -12,10 +12,21 @@
 
 #define SLB_MAX_LISTEN   8u
 #define SLB_MAX_BACKENDS 64u
+#define SLB_MAX_CERTS    16u /* --cert/--key pairs (chosen by SNI) */
 
 enum slb_verify_client { SLB_VERIFY_CLIENT_NONE, SLB_VERIFY_CLIENT_OPTIONAL, SLB_VERIFY_CLIENT_REQUIRE };
 enum slb_backend_verify { SLB_BACKEND_VERIFY_REQUIRE, SLB_BACKEND_VERIFY_NONE };
 enum slb_tls_min { SLB_TLS_MIN_12, SLB_TLS_MIN_13 };
+
+#define SLB_MAX_ALLOW SLB_FLAG_LIST_MAX /* --limit-allow entries */
+
+/* An address prefix from --limit-allow: sources inside it are exempt from per-source
+ * limits and bans. */
+struct slb_cidr {
+    uint8_t family; /* AF_INET or AF_INET6 */
+    uint8_t bits;   /* prefix length */
+    uint8_t addr[16];
+};
 
 /* A resolved socket address. */
 struct slb_addr {
@@ -49,10 +60,14 @@ struct slb_backend_attrs {
 struct slb_config {
     /* Flags, as parsed. */
     struct slb_flag_list listen;
-    const char *cert, *key, *ca;
+    struct slb_flag_list cert, key; /* pairs, in order; the first is the default */
+    const char *ca;
     int verify_client;  /* enum slb_verify_client */
     int tls_min;        /* enum slb_tls_min */
     const char *ciphers;
+    bool strict_sni;
+    const char *crl;
+    const char *groups;
     struct slb_flag_list backend;
     const char *backend_ca;
     int backend_verify; /* enum slb_backend_verify */
@@ -78,6 +93,19 @@ struct slb_config {
     const char *backends_file;
     bool no_path;
     bool sips_only;
+    /* Limits and protection (README "Limits and protection"). */
+    uint64_t message_timeout_ms;
+    int64_t max_handshakes;
+    int64_t client_out_max;
+    uint64_t stall_timeout_ms;
+    int64_t limit_conns;
+    int64_t limit_conn_rate;
+    int64_t limit_handshake_rate;
+    int64_t limit_request_rate;
+    struct slb_flag_list limit_allow;
+    uint64_t ban_time_ms;
+    int64_t ban_after;
+    uint64_t tcp_keepalive_ms;
     /* Derived by slb_config_load. */
     struct slb_addr listen_addrs[SLB_MAX_LISTEN];
     unsigned n_listen;
@@ -89,6 +117,8 @@ struct slb_config {
     char advertise_tcp[128];      /* the tcp:// side, for the second Record-Route; "" if none */
     uint8_t alive_class[7];       /* from --probe-alive: response classes 1..6 that count */
     bool alive_not_503;
+    struct slb_cidr allow[SLB_MAX_ALLOW]; /* from --limit-allow */
+    unsigned n_allow;
 };
 
 /* Parses argv into cfg, checks every value, resolves addresses and checks that the
@@ -107,6 +137,12 @@ void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *at
  * Main thread only. Returns 0 with out filled, or -EINVAL. */
 int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_attrs *cur,
                             struct slb_backend_attrs *out, char *err, size_t errlen);
+
+/* Whether the address (AF_INET or AF_INET6 sockaddr) lies inside one of the prefixes. */
+bool slb_cidr_match(const struct slb_cidr *list, unsigned n, const struct sockaddr_storage *ss);
+
+/* Parses "ADDR[/BITS]" (IPv4 or IPv6) into c. Returns 0 or -EINVAL. */
+int slb_cidr_parse(const char *text, struct slb_cidr *c);
 
 /* Prints the effective flags (re-parsable), for --print-config. */
 void slb_config_print(const struct slb_config *cfg, FILE *out);

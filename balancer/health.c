@@ -38,7 +38,10 @@ struct probe {
     uint64_t seen_passive;
     uint64_t last_failure_ms;
     const char *last_reason;
-    char buf[8192];
+    /* A whole response of the largest size the framer accepts, plus the one TLS record
+     * that may straddle it: a probe answered with a long response (many Allow, Supported,
+     * Via lines) is read, not timed out. */
+    char buf[SLB_SIP_MAX_MSG_BYTES_DEFAULT + 16384];
     size_t len;
     struct slb_sip_frame fr;
 };
@@ -60,7 +63,6 @@ struct slb_health {
     _Atomic(struct slb_backend_attrs *) pending; /* from a reload, not yet applied */
     struct slb_sip_msg msg;
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
-    char plain[16384 + 8192];
 };
 
 enum { REPORT_UP, REPORT_DOWN, REPORT_DRAINING, REPORT_DRAINED, REPORT_REMOVED };

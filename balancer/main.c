@@ -9,13 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 
 #include "balancer/config.h"
 #include "balancer/health.h"
 #include "balancer/maglev.h"
 #include "balancer/router.h"
 #include "balancer/worker.h"
+#include "core/limit.h"
 #include "core/log.h"
+#include "core/siphash.h"
 #include "io/worker.h"
 #include "tls/tls.h"
 
@@ -68,13 +71,98 @@ static struct slb_tls_server_opts server_opts(const struct slb_config *cfg)
         [SLB_VERIFY_CLIENT_REQUIRE] = SLB_TLS_VERIFY_REQUIRE,
     };
     return (struct slb_tls_server_opts){
-        .cert_file = cfg->cert,
-        .key_file = cfg->key,
+        .cert_files = cfg->cert.v,
+        .key_files = cfg->key.v,
+        .n_certs = cfg->cert.n,
+        .strict_sni = cfg->strict_sni,
         .ca_file = cfg->ca,
+        .crl_file = cfg->crl,
         .verify_client = verify_client[cfg->verify_client],
         .min_version = tls_min(cfg),
         .ciphers = cfg->ciphers,
+        .groups = cfg->groups,
     };
+}
+
+/* The files the server contexts are built from, by content: a SIGHUP rebuilds the contexts
+ * (a new certificate generation in every worker) only when one of them changed. */
+#define TLS_FILES_MAX (2 * SLB_MAX_CERTS + 2)
+struct tls_files {
+    const char *flag[TLS_FILES_MAX], *path[TLS_FILES_MAX];
+    uint64_t hash[TLS_FILES_MAX]; /* SipHash of the bytes; 0 with !readable */
+    bool readable[TLS_FILES_MAX];
+    unsigned n;
+};
+static struct tls_files tls_in_force; /* what the server contexts in force were built from */
+
+static void tls_file_add(struct tls_files *f, const char *flag, const char *path)
+{
+    static const struct slb_siphash_key key; /* change detection only: any fixed key */
+    unsigned i = f->n++;
+    f->flag[i] = flag;
+    f->path[i] = path;
+    f->hash[i] = 0;
+    f->readable[i] = false;
+    FILE *in = fopen(path, "rb");
+    if (in == NULL)
+        return;
+    size_t len = 0, cap = 0;
+    char *buf = NULL;
+    bool ok = true;
+    while (ok) {
+        if (len == cap) {
+            char *b = cap < (64u << 20) ? realloc(buf, cap ? 2 * cap : 65536) : NULL;
+            ok = b != NULL;
+            if (!ok)
+                break;
+            buf = b;
+            cap = cap ? 2 * cap : 65536;
+        }
+        size_t got = fread(buf + len, 1, cap - len, in);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    ok = ok && !ferror(in);
+    fclose(in);
+    if (ok) {
+        f->hash[i] = slb_siphash(&key, buf, len);
+        f->readable[i] = true;
+    }
+    free(buf);
+}
+
+static void tls_files_read(const struct slb_config *cfg, struct tls_files *f)
+{
+    f->n = 0;
+    for (unsigned i = 0; i < cfg->cert.n; i++) {
+        tls_file_add(f, "--cert", cfg->cert.v[i]);
+        tls_file_add(f, "--key", cfg->key.v[i]);
+    }
+    if (cfg->ca)
+        tls_file_add(f, "--ca", cfg->ca);
+    if (cfg->crl)
+        tls_file_add(f, "--crl", cfg->crl);
+}
+
+/* "--cert a.pem, --crl c.pem": the files of now that differ from was (at most len bytes). */
+static bool tls_files_changed(const struct tls_files *was, const struct tls_files *now, char *out,
+                              size_t len)
+{
+    bool any = false;
+    size_t used = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < now->n; i++) {
+        if (i < was->n && was->readable[i] && now->readable[i] && was->hash[i] == now->hash[i])
+            continue;
+        any = true;
+        if (used < len) {
+            int k = snprintf(out + used, len - used, "%s%s %s%s", used ? ", " : "", now->flag[i],
+                             now->path[i], now->readable[i] ? "" : " (unreadable)");
+            used += k > 0 ? (size_t)k : 0;
+        }
+    }
+    return any;
 }
 
 /* One server and one client context per worker (and a client one for the health
@@ -91,7 +179,10 @@ static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tl
         .key_file = cfg->backend_key,
         .min_version = tls_min(cfg),
         .ciphers = cfg->ciphers,
+        .groups = cfg->groups,
     };
+    /* Before the contexts read them: a file replaced meanwhile counts as changed later. */
+    tls_files_read(cfg, &tls_in_force);
     char err[512];
     for (unsigned i = 0; i <= n; i++) {
         if (i < n && !(sctx[i] = slb_tls_server_ctx_new(&so, err, sizeof(err)))) {
@@ -106,12 +197,19 @@ static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tl
     return 0;
 }
 
-/* SIGHUP: the certificate and key again (ACME renewals), for new clients of every
- * worker; all or nothing. Then the backends file, when there is one. */
-static struct slb_backend_attrs in_force; /* the backends as last handed to the health checker */
-
-static void reload(struct slb_config *cfg, struct slb_worker **w, unsigned n)
+/* SIGHUP, TLS part: when a --cert, --key, --ca or --crl file changed (ACME renewals, a new
+ * CRL), new server contexts for new clients of every worker; all or nothing. Established
+ * sessions keep the context they started on. */
+static void reload_tls(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
 {
+    struct tls_files now;
+    tls_files_read(cfg, &now);
+    char changed[512];
+    if (!tls_files_changed(&tls_in_force, &now, changed, sizeof(changed))) {
+        slb_log(SLB_LOG_INFO, "SIGHUP: certificate, key, CA and CRL files unchanged: TLS "
+                              "contexts kept");
+        return;
+    }
     struct slb_tls_server_opts so = server_opts(cfg);
     struct slb_tls_ctx *fresh[SLB_MAX_WORKERS] = {0};
     char err[512];
@@ -123,11 +221,22 @@ static void reload(struct slb_config *cfg, struct slb_worker **w, unsigned n)
         slb_log(SLB_LOG_ERROR, "SIGHUP: certificate reload rejected, current one kept: %s", err);
         for (unsigned i = 0; i < made; i++)
             slb_tls_ctx_free(fresh[i]);
-    } else {
-        for (unsigned i = 0; i < n; i++)
-            slb_worker_set_server_ctx(w[i], fresh[i]);
-        slb_log(SLB_LOG_INFO, "SIGHUP: re-read --cert %s and --key %s", cfg->cert, cfg->key);
+        return;
     }
+    for (unsigned i = 0; i < n; i++)
+        slb_worker_set_server_ctx(w[i], fresh[i]);
+    tls_in_force = now;
+    slb_log(SLB_LOG_INFO, "SIGHUP: re-read --cert %s and --key %s%s (changed: %s)", cfg->cert.v[0],
+            cfg->key.v[0], cfg->cert.n > 1 ? " and the other pairs" : "", changed);
+}
+
+/* SIGHUP: TLS files, then the backends file when there is one. */
+static struct slb_backend_attrs in_force; /* the backends as last handed to the health checker */
+
+static void reload(struct slb_config *cfg, struct slb_worker **w, unsigned n)
+{
+    reload_tls(cfg, w, n);
+    char err[512];
     if (!cfg->backends_file)
         return;
     struct slb_backend_attrs *a = malloc(sizeof(*a));
@@ -140,6 +249,55 @@ static void reload(struct slb_config *cfg, struct slb_worker **w, unsigned n)
                 a ? err : "out of memory");
         free(a);
     }
+}
+
+/* Every worker may hold --max-conns clients plus its backend links and a few spares, and
+ * the process needs some descriptors of its own. The soft limit is raised as far as the
+ * hard one allows; if that is still short, --max-conns is lowered to fit (said loudly):
+ * running out of descriptors at run time would refuse clients and look like backend
+ * failures. */
+static void fit_descriptors(struct slb_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    uint64_t links = (uint64_t)SLB_MAX_BACKENDS * (uint64_t)cfg->backend_conns;
+    uint64_t per_worker = (uint64_t)cfg->max_conns + links + 16;
+    uint64_t need = per_worker * cfg->n_workers + 64 + links;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        struct rlimit raised = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = want;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    uint64_t spare = rl.rlim_cur > 64 + links ? rl.rlim_cur - 64 - links : 0;
+    uint64_t fit = spare / cfg->n_workers > links + 16 ? spare / cfg->n_workers - links - 16 : 16;
+    slb_log(SLB_LOG_WARN,
+            "RLIMIT_NOFILE is %llu but --max-conns %lld x %u workers needs %llu descriptors: "
+            "--max-conns lowered to %llu per worker (raise the limit, e.g. LimitNOFILE=)",
+            (unsigned long long)rl.rlim_cur, (long long)cfg->max_conns, cfg->n_workers,
+            (unsigned long long)need, (unsigned long long)fit);
+    cfg->max_conns = (int64_t)(fit < 16 ? 16 : fit);
+}
+
+/* The per-source table, shared by the workers. */
+static int make_limits(const struct slb_config *cfg, struct slb_limit_table *t)
+{
+    struct slb_limit_conf lc = {
+        .conns = (uint32_t)cfg->limit_conns,
+        .conn_rate = (uint32_t)cfg->limit_conn_rate,
+        .handshake_rate = (uint32_t)cfg->limit_handshake_rate,
+        .ban_after = (uint32_t)cfg->ban_after,
+        .ban_ms = (uint32_t)cfg->ban_time_ms,
+    };
+    struct slb_siphash_key key;
+    if (getrandom(&key, sizeof(key), 0) != sizeof(key))
+        return -EIO;
+    /* Room for every client of every worker to come from its own address. */
+    uint64_t entries = 2 * (uint64_t)cfg->max_conns * cfg->n_workers;
+    return slb_limit_table_init(t, &lc, &key, entries > (1u << 22) ? (1u << 22) : (uint32_t)entries);
 }
 
 int main(int argc, char **argv)
@@ -155,6 +313,7 @@ int main(int argc, char **argv)
         return 0;
     }
     slb_log_level_max = (enum slb_log_level)cfg.log_level;
+    fit_descriptors(&cfg);
     if (cfg.backend_verify == SLB_BACKEND_VERIFY_NONE)
         slb_log(SLB_LOG_WARN, "--backend-verify none: backend certificates are NOT checked; "
                               "anyone on the path can impersonate a backend (labs only)");
@@ -186,7 +345,14 @@ int main(int argc, char **argv)
     sh.self.via_sent_by_len = strlen(sh.self.via_sent_by);
     snprintf(sh.self.tcp_sent_by, sizeof(sh.self.tcp_sent_by), "%s", cfg.advertise_tcp);
     sh.self.tcp_sent_by_len = strlen(sh.self.tcp_sent_by);
-    if (getrandom(&sh.self.mac_key, sizeof(sh.self.mac_key), 0) != sizeof(sh.self.mac_key)) {
+    static struct slb_limit_table limits;
+    if (make_limits(&cfg, &limits) < 0) {
+        fprintf(stderr, "sipslb: cannot set up the per-source limits table\n");
+        return 1;
+    }
+    sh.limits = &limits;
+    if (getrandom(&sh.pending_key, sizeof(sh.pending_key), 0) != sizeof(sh.pending_key) ||
+        getrandom(&sh.self.mac_key, sizeof(sh.self.mac_key), 0) != sizeof(sh.self.mac_key)) {
         fprintf(stderr, "sipslb: getrandom failed: %s\n", strerror(errno));
         return 1;
     }
@@ -268,6 +434,7 @@ int main(int argc, char **argv)
     slb_tls_ctx_free(cctx[n]);
     slb_health_free(health);
     slb_router_deinit(&router);
+    slb_limit_table_deinit(&limits);
     if (hres)
         status = 1;
     slb_tls_cleanup();

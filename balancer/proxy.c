@@ -85,7 +85,7 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
 
 int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                             const struct slb_proxy_self *self, const char *ip, size_t ip_len,
-                            uint16_t port, uint64_t conn_id)
+                            uint16_t port, uint64_t conn_id, bool backend_side)
 {
     /* RFC 3261 16.3 step 2: checked first so nothing is half done. */
     if (msg->max_forwards == 0)
@@ -100,8 +100,10 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
     n += self->via_sent_by_len;
     memcpy(via + n, ";branch=", 8);
     n += 8;
-    slb_branch_make(via + n, &self->mac_key, conn_id, slb_tx_hash(&self->mac_key, msg),
-                    slb_loop_hash(&self->mac_key, msg));
+    uint32_t tx = slb_tx_hash(&self->mac_key, msg) & ~SLB_BRANCH_TX_BACKEND_SIDE;
+    if (backend_side)
+        tx |= SLB_BRANCH_TX_BACKEND_SIDE;
+    slb_branch_make(via + n, &self->mac_key, conn_id, tx, slb_loop_hash(&self->mac_key, msg));
     n += SLB_BRANCH_LEN;
     int rc = slb_sip_edit_push_via(e, msg, via, n);
     if (rc < 0)
@@ -113,11 +115,14 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
 }
 
 bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
-                               uint64_t *conn_id)
+                               uint64_t *conn_id, bool *backend_side)
 {
     uint32_t tx;
-    return msg->via_count > 0 &&
-           slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx, NULL);
+    if (msg->via_count == 0 ||
+        !slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx, NULL))
+        return false;
+    *backend_side = (tx & SLB_BRANCH_TX_BACKEND_SIDE) != 0;
+    return true;
 }
 
 /* Our tokens in a URI's parameters. */
@@ -291,6 +296,30 @@ bool slb_proxy_is_loop(const struct slb_sip_msg *msg, const struct slb_proxy_sel
     return false;
 }
 
+/* "Unsupported: TAGS\r\n" into extra (RFC 3261 20.40), always a whole line: a value too
+ * long for it keeps as many leading option tags as fit. */
+static void unsupported(char *extra, size_t extra_len, struct slb_slice v)
+{
+    static const char name[] = "Unsupported: ";
+    size_t fixed = sizeof(name) - 1 + 3; /* CRLF and NUL */
+    if (extra_len < fixed + 1) {
+        extra[0] = 0;
+        return;
+    }
+    size_t n = v.len;
+    if (n > extra_len - fixed) {
+        n = extra_len - fixed;
+        size_t cut = n;
+        while (cut > 0 && v.ptr[cut] != ',')
+            cut--;
+        if (cut > 0)
+            n = cut; /* drop the tag the cut went through */
+        while (n > 0 && (v.ptr[n - 1] == ' ' || v.ptr[n - 1] == '\t'))
+            n--;
+    }
+    snprintf(extra, extra_len, "%s%.*s\r\n", name, (int)n, v.ptr);
+}
+
 int slb_proxy_check_request(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
                             bool sips_only, const char **reason, char *extra, size_t extra_len)
 {
@@ -316,7 +345,7 @@ int slb_proxy_check_request(const struct slb_sip_msg *msg, const struct slb_prox
     if (msg->first[SLB_HDR_PROXY_REQUIRE] >= 0) {
         const struct slb_sip_header *h = &msg->headers[msg->first[SLB_HDR_PROXY_REQUIRE]];
         *reason = "Bad Extension";
-        snprintf(extra, extra_len, "Unsupported: %.*s\r\n", (int)h->value.len, h->value.ptr);
+        unsupported(extra, extra_len, h->value);
         return 420;
     }
     /* RFC 3261 16.3 step 4 and 16.6 step 8: our own Via with the same loop hash. */

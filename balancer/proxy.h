@@ -32,18 +32,19 @@ bool slb_proxy_can_reply(const struct slb_sip_msg *msg);
 int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const char *base,
                     int status, const char *reason, const char *extra, const char *to_tag);
 
-/* The edits for forwarding a client's request (RFC 3261 16.6): received/rport on the
- * client's Via (RFC 3581), Max-Forwards decremented or added, and our Via on top whose
- * branch names the client connection conn_id. Returns 0, -ELOOP when Max-Forwards is 0
- * (answer 483, 16.3 step 2), or -ENOSPC. */
+/* The edits for forwarding a request (RFC 3261 16.6): received/rport on the sender's Via
+ * (RFC 3581), Max-Forwards decremented or added, and our Via on top whose branch names the
+ * connection conn_id it came from and, under the MAC, whether that connection is on the
+ * backend side (a backend's request toward a client) or the client side. Returns 0, -ELOOP
+ * when Max-Forwards is 0 (answer 483, 16.3 step 2), or -ENOSPC. */
 int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                             const struct slb_proxy_self *self, const char *ip, size_t ip_len,
-                            uint16_t port, uint64_t conn_id);
+                            uint16_t port, uint64_t conn_id, bool backend_side);
 
-/* For a response from a backend: whether its top Via is ours with a valid MAC (RFC 3261
- * 16.7 step 1: otherwise it is not for us), and the client connection it names. */
+/* For a response: whether its top Via is ours with a valid MAC (RFC 3261 16.7 step 1:
+ * otherwise it is not for us), the connection it names and which side that one is on. */
 bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
-                               uint64_t *conn_id);
+                               uint64_t *conn_id, bool *backend_side);
 
 /* What the request's top Route says, when it is ours (RFC 3261 16.4: a Route naming this
  * proxy is removed before forwarding): the backend token (;slb=) and the flow token

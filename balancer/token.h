@@ -28,6 +28,11 @@ uint32_t slb_tx_hash(const struct slb_siphash_key *key, const struct slb_sip_msg
  * the Route values (loose routing through us twice). */
 uint32_t slb_loop_hash(const struct slb_siphash_key *key, const struct slb_sip_msg *msg);
 
+/* The transaction hash's top bit in our branch says which side the named connection is
+ * on: set when it is a backend's (the request went toward a client), clear when it is a
+ * client's. A response must come from the other side (no client answers for another). */
+#define SLB_BRANCH_TX_BACKEND_SIDE 0x80000000u
+
 /* Writes the branch value (SLB_BRANCH_LEN bytes, no NUL) for connection conn_id,
  * transaction tx and loop hash into out. */
 void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key,

@@ -7,8 +7,14 @@
  * Invariants: everything here runs on the worker's own thread; the per-message path makes
  * no allocation, no lock and no log line; a connection's peer record lives in the slot of
  * the same index as its io/ connection and is valid from accept/connect until on_close;
- * a client parked on a backend link (backpressure) has its receive paused and its unread
- * bytes in its pending buffer, and is woken when that link can take more. */
+ * a client's receive is paused exactly while it is parked on a backend link (backpressure)
+ * or its own output is backed up (it does not read what we send it), and its unread bytes
+ * wait in its pending buffer; a pending buffer holds at most pool_buf_bytes, which is what
+ * one decryption may produce, so whatever a parked client leaves unconsumed fits.
+ *
+ * Every client is bounded: connections per worker (--max-conns) and per source, TLS
+ * handshakes in progress per worker, pending input (one buffer), TLS stash, output queue
+ * (--client-out-max), and time (handshake, message completion, stall, idle). */
 #include "balancer/worker.h"
 
 #include <arpa/inet.h>
@@ -26,6 +32,7 @@
 #include "balancer/maglev.h"
 #include "balancer/router.h"
 #include "balancer/token.h"
+#include "core/limit.h"
 #include "core/log.h"
 #include "core/sip.h"
 #include "core/sip_edit.h"
@@ -44,6 +51,19 @@ enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
 #define REDIAL_MS_MIN 100u
 #define REDIAL_MS_MAX 10000u
 #define TLS_OVERHEAD  64u /* per record, generous: header, tag, content type */
+#define OUTBOX_SLOTS  64u /* hand-over slots per worker (messages in flight to others) */
+#define HANDOVER_HDR  8u  /* a hand-over slot: the destination connection id, then bytes */
+#define EOF_LINGER_MS 5000u /* a half-closed client may still be owed responses this long */
+#define CLIENT_RCVBUF (128u * 1024u) /* SO_RCVBUF of clients: what the kernel queues for one */
+/* What a client may still deliver after its receive was paused: CQEs the kernel already
+ * posted can carry up to the whole receive ring (io/'s default 256 x 16 KiB), plus its
+ * socket queue. Its TLS stash may hold that much; a client that goes past it is failed. */
+#define CLIENT_STASH_MAX ((256u * 16384u) + 4u * CLIENT_RCVBUF)
+/* All clients' stashes of one worker together: past this, a client that keeps sending
+ * while paused is closed rather than buffered. */
+#define WORKER_STASH_BUDGET (64u << 20)
+#define LIMIT_LOG_MS  10000u /* a log line about one source at most this often */
+#define RATE_SLOTS    4096u  /* per-worker request-rate buckets */
 
 struct link;
 
@@ -61,6 +81,20 @@ struct peer {
     struct slb_tls_ctx *ctx; /* TAG_CLIENT: the server context its session came from */
     struct link *parked; /* TAG_CLIENT: the link it waits on */
     struct peer *next_parked;
+    struct peer *hs_prev, *hs_next; /* TAG_CLIENT: the handshakes in progress, oldest first */
+    bool in_hs_list;
+    bool out_blocked;  /* TAG_CLIENT: its output is backed up (receive paused) */
+    bool tls_more;     /* TAG_CLIENT: TLS holds input not yet decrypted (receive paused) */
+    uint32_t stash_seen; /* TAG_CLIENT: its TLS stash size as counted in w->stash_bytes */
+    uint32_t awaiting;   /* TAG_CLIENT: requests forwarded, final responses not yet back (a
+                          * hint for a half-closed client; retransmissions blur it) */
+    bool eof;          /* TAG_CLIENT: it shut its write side */
+    bool exempt;       /* TAG_CLIENT: --limit-allow or a backend's address */
+    bool src_counted;  /* TAG_CLIENT: counted in the per-source table */
+    bool hs_counted;   /* TAG_CLIENT: its handshake was counted against its source */
+    uint64_t src;      /* TAG_CLIENT: its per-source key */
+    uint64_t frames;   /* frames handled on it */
+    uint64_t partial_since_ms; /* when its unfinished message started (0: none) */
     char *pending; /* unframed plaintext (a pool buffer), or NULL */
     uint32_t pending_len;
     struct slb_sip_frame fr;
@@ -81,6 +115,16 @@ struct link {
     struct peer *parked_head;        /* clients waiting for room on this link */
 };
 
+#define PENDING_SLOTS 8192u /* pending-INVITE map entries, a power of two */
+
+/* A server context replaced by a reload while sessions made from it still live; freed
+ * with the last of them. Allocated at a reload (rare), never on the message path. */
+struct retired_sctx {
+    struct slb_tls_ctx *ctx;
+    uint32_t sessions;
+    struct retired_sctx *next;
+};
+
 struct slb_worker {
     struct slb_loop loop;
     const struct slb_shared *sh;
@@ -89,14 +133,17 @@ struct slb_worker {
     struct slb_tls_ctx *sctx, *cctx;
     uint32_t sctx_sessions;                 /* client sessions made from sctx */
     _Atomic(struct slb_tls_ctx *) new_sctx; /* from a reload, not yet taken */
-    struct {
-        struct slb_tls_ctx *ctx;
-        uint32_t sessions;
-    } retired_sctx[4]; /* replaced server contexts, freed with their last session */
+    struct retired_sctx *retired;           /* replaced server contexts still in use */
     atomic_int stop_requested;
     atomic_int running;
     struct peer *peers;
     uint32_t n_peers;
+    uint32_t n_clients;          /* client connections open (bounded by --max-conns) */
+    uint32_t n_handshaking;      /* client TLS handshakes in progress */
+    struct peer *hs_head, *hs_tail; /* those, oldest first */
+    uint64_t seen_no_fds;        /* io's accept_no_fds when last reported */
+    struct slb_rate_table rates; /* requests per second per source */
+    size_t stash_bytes;          /* clients' TLS stashes, summed (WORKER_STASH_BUDGET) */
     struct link *links; /* SLB_MAX_BACKENDS * backend_conns, slot-major */
     uint32_t n_known;   /* backend slots whose links were started */
     uint32_t n_links;
@@ -125,20 +172,21 @@ struct slb_worker {
         uint64_t key;
         uint64_t expires_ms;
         uint16_t backend;
-    } pending_inv[8192];
-    char reply[4096];
+    } pending_inv[PENDING_SLOTS];
+    char *reply; /* our own responses: as large as the request they copy Vias from */
+    size_t reply_cap;
     /* Cross-worker hand-over of requests for clients on another worker: slots of this
      * worker's outbox, each owned by us until the receiver posts it back. */
     char *outbox;
     size_t outbox_slot_bytes;
-    uint16_t outbox_free[64];
+    uint16_t outbox_free[OUTBOX_SLOTS];
     unsigned outbox_top;
     struct slot_return {
         uint8_t worker;
         uint16_t slot;
-    } returns[256]; /* other workers' slots whose return post failed: retried */
-    unsigned n_returns;
-    struct slb_ratelimit rl_tls, rl_input, rl_backend;
+    } *returns; /* other workers' slots whose return post failed: retried; room for all */
+    unsigned n_returns, returns_cap;
+    struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds;
     struct slb_worker_counters c;
 };
 
@@ -204,22 +252,20 @@ static inline const struct slb_route_table *route_table(struct slb_worker *w)
 }
 
 /* A reloaded certificate: new clients get the new context; the old one lives on until
- * the last session made from it closes. */
+ * the last session made from it closes, however many reloads come meanwhile. */
 static void take_new_sctx(struct slb_worker *w)
 {
     if (!atomic_load_explicit(&w->new_sctx, memory_order_relaxed))
         return;
-    unsigned slot = 0;
-    while (slot < 4 && w->retired_sctx[slot].ctx)
-        slot++;
-    if (slot == 4)
-        return; /* four generations still in use: try again on the next refresh */
+    struct retired_sctx *r = NULL;
+    if (w->sctx_sessions && !(r = malloc(sizeof(*r))))
+        return; /* out of memory: keep the current context, try at the next refresh */
     struct slb_tls_ctx *n = atomic_exchange(&w->new_sctx, NULL);
-    if (w->sctx_sessions == 0) {
+    if (!r) {
         slb_tls_ctx_free(w->sctx);
     } else {
-        w->retired_sctx[slot].ctx = w->sctx;
-        w->retired_sctx[slot].sessions = w->sctx_sessions;
+        *r = (struct retired_sctx){w->sctx, w->sctx_sessions, w->retired};
+        w->retired = r;
     }
     w->sctx = n;
     w->sctx_sessions = 0;
@@ -231,24 +277,59 @@ static void release_sctx(struct slb_worker *w, struct slb_tls_ctx *ctx)
         w->sctx_sessions--;
         return;
     }
-    for (unsigned i = 0; i < 4; i++) {
-        if (w->retired_sctx[i].ctx == ctx && --w->retired_sctx[i].sessions == 0) {
+    for (struct retired_sctx **rp = &w->retired; *rp; rp = &(*rp)->next) {
+        struct retired_sctx *r = *rp;
+        if (r->ctx != ctx)
+            continue;
+        if (--r->sessions == 0) {
             slb_tls_ctx_free(ctx);
-            w->retired_sctx[i].ctx = NULL;
+            *rp = r->next;
+            free(r);
         }
+        return;
     }
 }
 
 static void retry_returns(struct slb_worker *w);
 
+/* Clients parked on links that will not drain: the backend was marked down (it may hang
+ * without closing its connections) or removed. They retry now, and re-route. Here, on the
+ * timer, never from inside the handling of a message (that would re-enter it). */
+static void wake_stuck_parked(struct slb_worker *w, const struct slb_route_table *t)
+{
+    unsigned k = (unsigned)w->cfg->backend_conns;
+    for (unsigned b = 0; b < w->n_known && b < t->n_backends; b++) {
+        if (t->state[b] != SLB_BACKEND_DOWN && t->state[b] != SLB_BACKEND_REMOVED)
+            continue;
+        for (unsigned i = 0; i < k; i++)
+            if (w->links[b * k + i].parked_head)
+                wake_parked(w, &w->links[b * k + i]);
+    }
+}
+
+/* Descriptor exhaustion is the operator's to fix (RLIMIT_NOFILE): said plainly, not
+ * passed off as a backend failure. */
+static void report_no_fds(struct slb_worker *w)
+{
+    uint64_t n = slb_loop_counters(&w->loop)->accept_no_fds;
+    if (n == w->seen_no_fds)
+        return;
+    w->c.fd_exhausted += n - w->seen_no_fds;
+    w->seen_no_fds = n;
+    slb_log_limited(&w->rl_fds, slb_loop_now_ms(&w->loop), SLB_LOG_ERROR,
+                    "worker %u: out of file descriptors (EMFILE): clients cannot be accepted; "
+                    "raise RLIMIT_NOFILE or lower --max-conns", w->index);
+}
+
 /* An idle worker still announces the newest table it has seen, so old tables get freed. */
 static void on_refresh(struct slb_timer *t)
 {
     struct slb_worker *w = (struct slb_worker *)((char *)t - offsetof(struct slb_worker, refresh));
-    route_table(w);
+    wake_stuck_parked(w, route_table(w));
     take_new_sctx(w);
     if (w->n_returns)
         retry_returns(w);
+    report_no_fds(w);
     slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
 }
 
@@ -260,19 +341,32 @@ static int tls_out(void *arg, const void *data, size_t len)
     return slb_conn_write(p->conn, data, len);
 }
 
-/* Writes a whole message to a peer, or nothing. */
-static int send_iov(struct peer *p, const struct iovec *iov, int n, size_t total)
+static void client_block(struct slb_worker *w, struct peer *p);
+
+/* Writes a whole message to a peer, or nothing. A refusal always leads to on_drained for
+ * that peer later (io/ is told what was missing). A client whose queue passes half its
+ * bound, or that had to be refused, stops being read until it drains. */
+static int send_iov(struct slb_worker *w, struct peer *p, const struct iovec *iov, int n,
+                    size_t total)
 {
-    if (p->state != PEER_OPEN || slb_conn_out_space(p->conn) < total + TLS_OVERHEAD * 5)
-        return -ENOBUFS;
-    if (p->plain) {
-        for (int i = 0; i < n; i++)
+    int rc = 0;
+    if (p->state != PEER_OPEN) {
+        rc = -ENOBUFS;
+    } else if (slb_conn_out_space(p->conn) < total + TLS_OVERHEAD * 5) {
+        slb_conn_notify_space(p->conn);
+        rc = -ENOBUFS;
+    } else if (p->plain) {
+        for (int i = 0; i < n && rc == 0; i++)
             if (slb_conn_write(p->conn, iov[i].iov_base, iov[i].iov_len) < 0)
-                return -ENOBUFS; /* cannot happen: the room was checked */
-        return 0;
+                rc = -ENOBUFS; /* cannot happen: the room was checked */
+    } else {
+        int r = slb_tls_write(&p->tls, iov, n);
+        rc = r < 0 ? r : 0;
     }
-    int rc = slb_tls_write(&p->tls, iov, n);
-    return rc < 0 ? rc : 0;
+    if (p->kind == TAG_CLIENT && p->state == PEER_OPEN && !p->out_blocked &&
+        (rc < 0 || slb_conn_out_queued(p->conn) > (size_t)w->cfg->client_out_max / 2))
+        client_block(w, p);
+    return rc;
 }
 
 /* Answers the request in w->msg ourselves (the caller checked slb_proxy_can_reply, or
@@ -285,11 +379,11 @@ static void reply(struct slb_worker *w, struct peer *p, const char *base, int st
         return;
     char tag[16];
     snprintf(tag, sizeof(tag), "slb%08x", (unsigned)slb_route_hash(m->call_id));
-    int n = slb_proxy_reply(w->reply, sizeof(w->reply), m, base, status, reason, extra, tag);
+    int n = slb_proxy_reply(w->reply, w->reply_cap, m, base, status, reason, extra, tag);
     if (n < 0)
         return;
     struct iovec iov = {w->reply, (size_t)n};
-    if (send_iov(p, &iov, 1, (size_t)n) < 0)
+    if (send_iov(w, p, &iov, 1, (size_t)n) < 0)
         return;
     switch (status) {
     case 400:
@@ -314,6 +408,42 @@ static void reply(struct slb_worker *w, struct peer *p, const char *base, int st
 
 /* ---- backpressure ---------------------------------------------------------------------- */
 
+/* A client is read while it is neither parked on a link nor backed up itself, and TLS
+ * holds nothing more of it: what it sent meanwhile waits in the kernel, bounded by the
+ * socket's receive buffer, never in our memory. */
+static void client_recv_update(struct peer *p)
+{
+    if (p->parked || p->out_blocked || p->tls_more)
+        slb_conn_pause_recv(p->conn);
+    else
+        slb_conn_resume_recv(p->conn);
+}
+
+/* The client's one timer: a stall bound while it does not read, a deadline while a
+ * message of its is unfinished (not while it waits on us, parked), else the idle time. */
+static void client_timer(struct slb_worker *w, struct peer *p)
+{
+    uint64_t ms = w->cfg->idle_timeout_ms;
+    if (p->out_blocked) {
+        ms = w->cfg->stall_timeout_ms;
+    } else if (p->eof) {
+        ms = EOF_LINGER_MS;
+    } else if (p->partial_since_ms && !p->parked) {
+        uint64_t due = p->partial_since_ms + w->cfg->message_timeout_ms;
+        uint64_t now = slb_loop_now_ms(&w->loop);
+        ms = due > now ? due - now : 1;
+    }
+    slb_conn_set_timeout(p->conn, (uint32_t)ms);
+}
+
+static void client_block(struct slb_worker *w, struct peer *p)
+{
+    p->out_blocked = true;
+    w->c.client_out_blocked++;
+    client_recv_update(p);
+    client_timer(w, p);
+}
+
 static void park(struct slb_worker *w, struct peer *client, struct link *l)
 {
     if (client->parked)
@@ -321,7 +451,9 @@ static void park(struct slb_worker *w, struct peer *client, struct link *l)
     client->parked = l;
     client->next_parked = l->parked_head;
     l->parked_head = client;
-    slb_conn_pause_recv(client->conn);
+    client->partial_since_ms = 0; /* waiting on us: no deadline of its own */
+    client_recv_update(client);
+    client_timer(w, client);
     w->c.backpressure_parks++;
 }
 
@@ -351,7 +483,6 @@ static void wake_parked(struct slb_worker *w, struct link *l)
         struct peer *next = c->next_parked;
         c->parked = NULL;
         c->next_parked = NULL;
-        slb_conn_resume_recv(c->conn);
         resume_client(w, c);
         c = next;
     }
@@ -387,18 +518,20 @@ static struct link *pick_link(struct slb_worker *w, unsigned backend, uint64_t h
     return connecting;
 }
 
-#define PENDING_MASK     8191u
+#define PENDING_MASK     (PENDING_SLOTS - 1u)
 #define PENDING_PROBES   8u
 #define PENDING_RING_MS  180000u /* RFC 3261 Timer C: an INVITE may ring this long */
 #define PENDING_AFTER_MS 32000u  /* after its final response: Timer B/H */
 
-static const struct slb_siphash_key pending_key = {0x70656e64696e6721ull, 0x696e766974652121ull};
-
-/* The client transaction a request belongs to: its top Via branch and Call-ID. */
-static uint64_t pending_key_of(const struct slb_slice branch, const struct slb_slice call_id)
+/* The client transaction a request belongs to: its top Via branch and Call-ID, under a
+ * per-process random key (clients choose both: a public key would let them aim at one
+ * probe window and evict others' entries). */
+static uint64_t pending_key_of(const struct slb_worker *w, const struct slb_slice branch,
+                               const struct slb_slice call_id)
 {
-    uint64_t k = slb_siphash(&pending_key, branch.ptr, branch.len) ^
-                 slb_siphash(&pending_key, call_id.ptr, call_id.len) * 31;
+    const struct slb_siphash_key *key = &w->sh->pending_key;
+    uint64_t k = slb_siphash(key, branch.ptr, branch.len) ^
+                 slb_siphash(key, call_id.ptr, call_id.len) * 31;
     return k ? k : 1;
 }
 
@@ -449,7 +582,7 @@ static bool reject_request(struct slb_worker *w, struct peer *p, const char *bas
         return true;
     }
     const char *reason;
-    char extra[320];
+    char extra[SLB_SIP_MAX_LINE_BYTES_DEFAULT + 64]; /* a whole Unsupported line */
     int status = slb_proxy_check_request(&w->msg, &w->sh->self, w->cfg->sips_only, &reason, extra,
                                          sizeof(extra));
     if (status == 0)
@@ -460,11 +593,38 @@ static bool reject_request(struct slb_worker *w, struct peer *p, const char *bas
     return true;
 }
 
+static void limit_log(struct slb_worker *w, const struct peer *p, const char *what,
+                      bool banned_now);
+
+/* --limit-request-rate: true when the request was answered (503) or the client closed. */
+static bool over_request_rate(struct slb_worker *w, struct peer *p, const char *base, bool ack)
+{
+    uint64_t now = slb_loop_now_ms(&w->loop);
+    if (p->exempt || slb_rate_allow(&w->rates, p->src, now))
+        return false;
+    bool banned_now = slb_limit_offence(w->sh->limits, p->src, now);
+    limit_log(w, p, "sending requests too fast", banned_now);
+    if (banned_now) {
+        p->state = PEER_CLOSING;
+        slb_conn_close(p->conn, true);
+        return true;
+    }
+    if (!ack) {
+        w->c.limit_request_rate_503++;
+        char extra[48];
+        snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", (unsigned)w->cfg->retry_after_s);
+        reply(w, p, base, 503, "Service Unavailable - Rate Limited", extra);
+    }
+    return true;
+}
+
 static enum step client_request(struct slb_worker *w, struct peer *p, const char *base)
 {
     const struct slb_sip_msg *m = &w->msg;
     w->c.requests_in++;
     bool ack = m->method_id == SLB_METHOD_ACK;
+    if (w->rates.rate && over_request_rate(w, p, base, ack))
+        return p->state == PEER_OPEN ? STEP_NEXT : STEP_STOP;
     /* RFC 3261 16.3 step 2 (Max-Forwards 0); also a request already carrying as many Via
      * values as we keep, whose responses could not come back through us. An ACK gets no
      * response. */
@@ -500,7 +660,7 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     uint64_t pkey = 0;
     bool invite = m->method_id == SLB_METHOD_INVITE;
     if (b == SLB_MAGLEV_NONE && (invite || ack || m->method_id == SLB_METHOD_CANCEL))
-        pkey = pending_key_of(m->top_via.branch, m->call_id);
+        pkey = pending_key_of(w, m->top_via.branch, m->call_id);
     if (b == SLB_MAGLEV_NONE && !invite && pkey) {
         /* CANCEL, or ACK for a non-2xx: where their INVITE went, if still known. */
         struct pending_invite *pi = pending_find(w, pkey, now);
@@ -531,7 +691,8 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     }
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, base, m->msg_len);
-    int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v);
+    int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v,
+                                      false);
     if (erc == 0 && our_route)
         erc = drop_our_route(w, e);
     if (erc == 0 && slb_proxy_dialog_forming(m))
@@ -545,7 +706,7 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
     }
     struct iovec iov[SLB_SIP_EDIT_MAX_IOV];
     int n = slb_sip_edit_iov(e, iov, (int)SLB_SIP_EDIT_MAX_IOV);
-    int rc = send_iov(l->peer, iov, n, slb_sip_edit_len(e));
+    int rc = send_iov(w, l->peer, iov, n, slb_sip_edit_len(e));
     if (rc == -ENOBUFS) {
         park(w, p, l);
         w->c.requests_in--; /* counted again when it is retried */
@@ -555,6 +716,8 @@ static enum step client_request(struct slb_worker *w, struct peer *p, const char
         return STEP_NEXT;
     if (invite && pkey)
         pending_put(w, pkey, b, now);
+    if (!ack)
+        p->awaiting++;
     w->c.requests_forwarded++;
     return STEP_NEXT;
 }
@@ -582,6 +745,21 @@ static void count_response(struct slb_worker *w, unsigned status)
     }
 }
 
+/* A final response reached client c: one request fewer awaited. A client that shut its
+ * write side and awaits nothing more is closed now (after what is queued). */
+static void final_delivered(struct slb_worker *w, struct peer *c)
+{
+    (void)w;
+    if (c->kind != TAG_CLIENT)
+        return;
+    if (c->awaiting)
+        c->awaiting--;
+    if (c->eof && c->awaiting == 0 && c->state == PEER_OPEN) {
+        c->state = PEER_CLOSING;
+        slb_conn_close(c->conn, true);
+    }
+}
+
 /* ---- requests from backends toward clients (RFC 5626, RFC 3327) --------------------------- */
 
 static int backend_of_peer(const struct peer *p)
@@ -593,12 +771,12 @@ static int backend_of_peer(const struct peer *p)
 static int hand_over(struct slb_worker *w, unsigned dst_worker, uint64_t dst,
                      const struct iovec *iov, int n, size_t len)
 {
-    if (w->outbox_top == 0 || len + 16 > w->outbox_slot_bytes)
+    if (w->outbox_top == 0 || len + HANDOVER_HDR > w->outbox_slot_bytes)
         return -ENOBUFS;
     unsigned slot = w->outbox_free[--w->outbox_top];
     char *buf = w->outbox + slot * w->outbox_slot_bytes;
-    memcpy(buf, &dst, 8);
-    size_t at = 8;
+    memcpy(buf, &dst, HANDOVER_HDR);
+    size_t at = HANDOVER_HDR;
     for (int i = 0; i < n; i++) {
         memcpy(buf + at, iov[i].iov_base, iov[i].iov_len);
         at += iov[i].iov_len;
@@ -634,7 +812,9 @@ static enum step toward_client(struct slb_worker *w, struct peer *p, const char 
     if (dst_worker == w->index) {
         struct slb_conn *conn = slb_conn_get(&w->loop, (struct slb_conn_id){ri->flow});
         c = conn ? conn->owner : NULL;
-        if (!c || c->kind != TAG_CLIENT || c->state != PEER_OPEN)
+        /* A client that shut its write side can answer nothing: its flow is gone for
+         * requests, though responses still reach it. */
+        if (!c || c->kind != TAG_CLIENT || c->state != PEER_OPEN || c->eof)
             c = NULL;
     }
     if ((dst_worker == w->index && !c) || dst_worker >= w->cfg->n_workers) {
@@ -645,7 +825,8 @@ static enum step toward_client(struct slb_worker *w, struct peer *p, const char 
     }
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, base, m->msg_len);
-    int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v);
+    int erc = slb_proxy_request_edits(e, m, &w->sh->self, p->ip, p->ip_len, p->port, p->id.v,
+                                      true);
     if (erc == 0)
         erc = drop_our_route(w, e);
     int b = backend_of_peer(p);
@@ -659,7 +840,7 @@ static enum step toward_client(struct slb_worker *w, struct peer *p, const char 
     struct iovec iov[SLB_SIP_EDIT_MAX_IOV];
     int n = slb_sip_edit_iov(e, iov, (int)SLB_SIP_EDIT_MAX_IOV);
     size_t len = slb_sip_edit_len(e);
-    int rc = c ? send_iov(c, iov, n, len) : hand_over(w, dst_worker, ri->flow, iov, n, len);
+    int rc = c ? send_iov(w, c, iov, n, len) : hand_over(w, dst_worker, ri->flow, iov, n, len);
     if (rc < 0) {
         /* One slow client must not stall the backend's connection: it is told to retry. */
         w->c.to_client_busy++;
@@ -701,8 +882,17 @@ static void relay_response(struct slb_worker *w, struct peer *from, const char *
     const struct slb_sip_msg *m = &w->msg;
     w->c.responses_in++;
     uint64_t id;
-    if (!slb_proxy_response_target(m, &w->sh->self, &id)) {
+    bool to_backend_side;
+    if (!slb_proxy_response_target(m, &w->sh->self, &id, &to_backend_side)) {
         w->c.drop_response_not_ours++;
+        return;
+    }
+    /* A response crosses from one side to the other: a client answers a backend's request,
+     * a backend a client's. A client's response naming another client's connection (or a
+     * backend's naming a backend's) is forged, whatever its MAC. */
+    bool from_client = from->kind == TAG_CLIENT && from->backend_peer < 0;
+    if (from_client == !to_backend_side) {
+        w->c.drop_response_forged++;
         return;
     }
     struct slb_sip_edit *e = &w->edit;
@@ -713,7 +903,6 @@ static void relay_response(struct slb_worker *w, struct peer *from, const char *
     int n = slb_sip_edit_iov(e, iov, (int)SLB_SIP_EDIT_MAX_IOV);
     size_t len = slb_sip_edit_len(e);
     unsigned dst_worker = slb_conn_id_loop((struct slb_conn_id){id});
-    bool from_client = from->kind == TAG_CLIENT && from->backend_peer < 0;
     if (m->status >= 200 && m->cseq_method_id == SLB_METHOD_INVITE && m->via_count > 1 &&
         dst_worker == w->index) {
         /* The INVITE is answered: keep its entry only for the ACK and retransmissions. */
@@ -721,7 +910,7 @@ static void relay_response(struct slb_worker *w, struct peer *from, const char *
         if (slb_sip_via_parse(m->vias[1].value, &cv) == 0) {
             uint64_t now = slb_loop_now_ms(&w->loop);
             struct pending_invite *pi =
-                pending_find(w, pending_key_of(cv.branch, m->call_id), now);
+                pending_find(w, pending_key_of(w, cv.branch, m->call_id), now);
             if (pi)
                 pi->expires_ms = now + PENDING_AFTER_MS;
         }
@@ -744,13 +933,15 @@ static void relay_response(struct slb_worker *w, struct peer *from, const char *
     }
     /* A client that does not read its responses loses them rather than stalling the
      * connection that others share. */
-    if (send_iov(to, iov, n, len) < 0) {
+    if (send_iov(w, to, iov, n, len) < 0) {
         w->c.drop_response_client_full++;
         return;
     }
     w->c.responses_forwarded++;
     if (from_client)
         w->c.responses_to_backends++;
+    else if (m->status >= 200)
+        final_delivered(w, to);
     count_response(w, m->status);
 }
 
@@ -763,37 +954,65 @@ static void on_msg(struct slb_loop *loop, uint64_t a, uint64_t b)
         return;
     struct slb_worker *src = w->sh->workers[from];
     if (kind == 2) { /* our slot is back */
-        w->outbox_free[w->outbox_top++] = (uint16_t)slot;
+        if (slot < OUTBOX_SLOTS && w->outbox_top < OUTBOX_SLOTS)
+            w->outbox_free[w->outbox_top++] = (uint16_t)slot;
         return;
     }
+    if (slot >= OUTBOX_SLOTS || (size_t)b + HANDOVER_HDR > src->outbox_slot_bytes)
+        return;
     const char *buf = src->outbox + slot * src->outbox_slot_bytes;
     uint64_t dst;
-    memcpy(&dst, buf, 8);
+    memcpy(&dst, buf, HANDOVER_HDR);
     struct slb_conn *conn = slb_conn_get(&w->loop, (struct slb_conn_id){dst});
     struct peer *c = conn ? conn->owner : NULL;
-    struct iovec iov = {(void *)(buf + 8), (size_t)b};
-    if (c && send_iov(c, &iov, 1, (size_t)b) == 0) {
+    struct iovec iov = {(void *)(buf + HANDOVER_HDR), (size_t)b};
+    /* A half-closed client still gets responses, but no more requests (see toward_client). */
+    bool response = b >= 8 && !memcmp(iov.iov_base, "SIP/2.0 ", 8);
+    if (c && (response || !c->eof) && send_iov(w, c, &iov, 1, (size_t)b) == 0) {
         w->c.handoffs_delivered++;
+        if (response && b >= 9 && ((const char *)iov.iov_base)[8] >= '2')
+            final_delivered(w, c);
     } else {
         /* The flow went away meanwhile (or is full): a request gets 430 Flow Failed (RFC
          * 5626 5.3), sent back like any response, by our Via on top of it. */
         w->c.handoffs_lost++;
-        const char *msg = buf + 8;
+        const char *msg = buf + HANDOVER_HDR;
         if (slb_sip_scan(msg, (size_t)b, &w->lim, &w->msg, w->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT) == 0 &&
             slb_proxy_can_reply(&w->msg)) {
             w->c.flow_failed++;
-            int n = slb_proxy_reply(w->reply, sizeof(w->reply), &w->msg, msg, 430, "Flow Failed",
+            int n = slb_proxy_reply(w->reply, w->reply_cap, &w->msg, msg, 430, "Flow Failed",
                                     NULL, "slbflow");
-            static const struct peer from_backend = {.kind = TAG_BACKEND, .backend_peer = -1};
+            /* We answer for the client that is gone: the 430 travels as its response. */
+            static const struct peer for_client = {.kind = TAG_CLIENT, .backend_peer = -1};
             if (n > 0 && slb_sip_scan(w->reply, (size_t)n, &w->lim, &w->msg, w->hdrs,
                                       SLB_SIP_MAX_HEADERS_DEFAULT) == 0)
-                relay_response(w, (struct peer *)&from_backend, w->reply);
+                relay_response(w, (struct peer *)&for_client, w->reply);
         }
     }
-    /* Give the slot back; if the post cannot go now, the refresh timer retries it. */
-    uint64_t back = (uint64_t)2 << 48 | (uint64_t)w->index << 16 | slot;
-    if (slb_loop_post(slb_worker_loop(src), back, 0) < 0 && w->n_returns < 256)
-        w->returns[w->n_returns++] = (struct slot_return){from, slot};
+    /* Give the slot back (a return names the slot's owner); if the post cannot go now,
+     * the refresh timer retries it. */
+    uint64_t back = (uint64_t)2 << 48 | (uint64_t)from << 16 | slot;
+    if (slb_loop_post(slb_worker_loop(src), back, 0) < 0 && w->n_returns < w->returns_cap)
+        w->returns[w->n_returns++] = (struct slot_return){(uint8_t)from, (uint16_t)slot};
+}
+
+/* A hand-over (kind 1) whose MSG_RING never arrived: the slot is still ours. A slot
+ * return (kind 2) that never arrived: retried like one whose post failed at once. */
+static void on_msg_failed(struct slb_loop *loop, uint64_t a, int res)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    (void)res;
+    unsigned kind = (unsigned)(a >> 48), owner = (unsigned)(a >> 16) & 0xff;
+    unsigned slot = (unsigned)a & 0xffff;
+    if (slot >= OUTBOX_SLOTS)
+        return;
+    w->c.handoff_slots_reclaimed++;
+    if (kind == 1 && owner == w->index && w->outbox_top < OUTBOX_SLOTS) {
+        w->c.handoffs_lost++;
+        w->outbox_free[w->outbox_top++] = (uint16_t)slot;
+    } else if (kind == 2 && owner < w->cfg->n_workers && w->n_returns < w->returns_cap) {
+        w->returns[w->n_returns++] = (struct slot_return){(uint8_t)owner, (uint16_t)slot};
+    }
 }
 
 /* Slot returns that could not be posted at once. */
@@ -802,18 +1021,20 @@ static void retry_returns(struct slb_worker *w)
     unsigned keep = 0;
     for (unsigned i = 0; i < w->n_returns; i++) {
         struct slot_return r = w->returns[i];
-        uint64_t back = (uint64_t)2 << 48 | (uint64_t)w->index << 16 | r.slot;
+        uint64_t back = (uint64_t)2 << 48 | (uint64_t)r.worker << 16 | r.slot;
         if (slb_loop_post(slb_worker_loop(w->sh->workers[r.worker]), back, 0) < 0)
             w->returns[keep++] = r;
     }
     w->n_returns = keep;
 }
 
-static void pong(struct peer *p)
+/* A keepalive's answer; one that cannot be queued is dropped (the client is backed up
+ * and will be told by the stall bound, not by a pong). */
+static void pong(struct slb_worker *w, struct peer *p)
 {
     static const char crlf[2] = {'\r', '\n'};
     struct iovec iov = {(void *)crlf, 2};
-    send_iov(p, &iov, 1, 2);
+    (void)send_iov(w, p, &iov, 1, 2);
 }
 
 /* Handles one frame; returns whether to go on. */
@@ -821,10 +1042,11 @@ static enum step handle_frame(struct slb_worker *w, struct peer *p, const char *
                               const struct slb_sip_frame *fr)
 {
     const struct slb_sip_msg *m = &w->msg;
+    p->frames++;
     switch (fr->kind) {
     case SLB_FRAME_PING:
         w->c.keepalives++;
-        pong(p); /* RFC 5626 3.5.1 */
+        pong(w, p); /* RFC 5626 3.5.1 */
         return STEP_NEXT;
     case SLB_FRAME_SKIP:
     case SLB_FRAME_NEED_MORE:
@@ -916,6 +1138,14 @@ static bool keep_rest(struct slb_worker *w, struct peer *p, const char *buf, siz
             slb_conn_close(p->conn, false);
             return false;
         }
+        /* Callers hand at most pool_buf_bytes (one decryption, or the pending buffer
+         * itself); anything more is a bug that must not reach past the buffer. */
+        if (rest > w->pool_buf_bytes - p->pending_len) {
+            w->c.closed_bad_input++;
+            p->state = PEER_CLOSING;
+            slb_conn_close(p->conn, false);
+            return false;
+        }
         memcpy(p->pending + p->pending_len, buf + used, rest);
         p->pending_len += (uint32_t)rest;
     }
@@ -926,11 +1156,24 @@ static bool keep_rest(struct slb_worker *w, struct peer *p, const char *buf, siz
     return true;
 }
 
+static void hs_unlink(struct slb_worker *w, struct peer *p);
+
 static void on_handshake(struct slb_worker *w, struct peer *p)
 {
     p->state = PEER_OPEN;
     if (p->kind == TAG_CLIENT) {
         w->c.handshakes_ok++;
+        hs_unlink(w, p);
+        /* Requests toward clients are taken only from authenticated backends: our own
+         * links, or a connection from a backend's address whose certificate verified. */
+        if (p->backend_peer >= 0 && !slb_tls_peer_verified(&p->tls)) {
+            p->backend_peer = -1;
+            w->c.backend_unauthenticated++;
+            slb_log_limited(&w->rl_tls, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
+                            "worker %u: %s:%u comes from a backend's address without a "
+                            "verified client certificate: treated as a client", w->index, p->ip,
+                            p->port);
+        }
         slb_conn_set_timeout(p->conn, (uint32_t)w->cfg->idle_timeout_ms);
         return;
     }
@@ -979,6 +1222,15 @@ static void tls_failed(struct slb_worker *w, struct peer *p, int rc)
  * plaintext until TLS has no more or the peer is parked or closing. */
 static void plain_input(struct slb_worker *w, struct peer *p, const void *data, size_t len);
 
+/* Keeps w->stash_bytes in step with a client's TLS stash; returns the new sum. */
+static size_t stash_account(struct slb_worker *w, struct peer *p)
+{
+    size_t now = p->plain ? 0 : slb_tls_stash_bytes(&p->tls);
+    w->stash_bytes = w->stash_bytes - p->stash_seen + now;
+    p->stash_seen = (uint32_t)now;
+    return w->stash_bytes;
+}
+
 static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher, size_t len)
 {
     if (p->plain) {
@@ -986,6 +1238,8 @@ static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher,
         return;
     }
     for (int rounds = 0; rounds < 64; rounds++) {
+        /* Never more than a pending buffer can hold: a client parked by this very batch
+         * leaves what it did not consume there. */
         char *dst = p->pending ? p->pending + p->pending_len : w->plain;
         size_t cap = p->pending ? w->pool_buf_bytes - p->pending_len : w->plain_cap;
         size_t got = 0;
@@ -995,6 +1249,15 @@ static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher,
         if (ev < 0) {
             tls_failed(w, p, ev);
             return;
+        }
+        /* Our answer to the peer (a KeyUpdate, a ticket) could not be queued: stop reading
+         * it until its output drains (on_drained flushes and resumes). A client is paused
+         * so that what it keeps sending meanwhile waits in the kernel, not in memory. */
+        if (p->kind == TAG_CLIENT) {
+            p->tls_more = (ev & SLB_TLS_EV_MORE) != 0;
+            stash_account(w, p);
+            if ((ev & SLB_TLS_EV_WANT_WRITE) && !p->out_blocked)
+                client_block(w, p);
         }
         if (ev & SLB_TLS_EV_HANDSHAKE_DONE)
             on_handshake(w, p);
@@ -1020,7 +1283,7 @@ static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher,
             slb_conn_close(p->conn, true);
             return;
         }
-        if (stop || !(ev & SLB_TLS_EV_MORE))
+        if (stop || p->out_blocked || (ev & SLB_TLS_EV_WANT_WRITE) || !(ev & SLB_TLS_EV_MORE))
             return;
     }
 }
@@ -1046,7 +1309,7 @@ static void plain_input(struct slb_worker *w, struct peer *p, const void *data, 
         p->pending_len += (uint32_t)len;
         buf = p->pending;
         total = p->pending_len;
-        if (p->parked)
+        if (p->parked || p->out_blocked)
             return;
     }
     bool stop;
@@ -1058,9 +1321,9 @@ static void plain_input(struct slb_worker *w, struct peer *p, const void *data, 
 
 /* A parked client whose link can take more (or went away): handle its pending bytes, then
  * anything TLS still holds for it. */
-static void resume_client(struct slb_worker *w, struct peer *c)
+static void drain_client(struct slb_worker *w, struct peer *c)
 {
-    if (c->state != PEER_OPEN)
+    if (c->parked || c->out_blocked)
         return;
     if (c->pending) {
         bool stop;
@@ -1070,6 +1333,17 @@ static void resume_client(struct slb_worker *w, struct peer *c)
     }
     if (!c->plain)
         peer_input(w, c, NULL, 0);
+}
+
+static void resume_client(struct slb_worker *w, struct peer *c)
+{
+    if (c->state != PEER_OPEN)
+        return;
+    drain_client(w, c);
+    if (c->state == PEER_OPEN) {
+        client_recv_update(c);
+        client_timer(w, c);
+    }
 }
 
 /* ---- io/ callbacks ------------------------------------------------------------------------ */
@@ -1138,35 +1412,159 @@ static int16_t backend_by_address(struct slb_worker *w, const struct sockaddr_st
     return -1;
 }
 
+/* ---- admission: per-worker and per-source limits ---------------------------------------- */
+
+static void hs_unlink(struct slb_worker *w, struct peer *p)
+{
+    if (!p->in_hs_list)
+        return;
+    if (p->hs_prev)
+        p->hs_prev->hs_next = p->hs_next;
+    else
+        w->hs_head = p->hs_next;
+    if (p->hs_next)
+        p->hs_next->hs_prev = p->hs_prev;
+    else
+        w->hs_tail = p->hs_prev;
+    p->hs_prev = p->hs_next = NULL;
+    p->in_hs_list = false;
+    w->n_handshaking--;
+}
+
+/* A new TLS client joins the handshakes in progress; at --max-handshakes the oldest one
+ * goes. A real handshake takes milliseconds, so whoever is evicted has been sitting on
+ * its slot (silent or trickling connections) while newcomers keep getting in. */
+static void hs_link(struct slb_worker *w, struct peer *p)
+{
+    if (w->n_handshaking >= (uint32_t)w->cfg->max_handshakes && w->hs_head) {
+        struct peer *old = w->hs_head;
+        w->c.handshakes_evicted++;
+        hs_unlink(w, old);
+        old->state = PEER_CLOSING;
+        slb_conn_close(old->conn, false);
+    }
+    p->hs_next = NULL;
+    p->hs_prev = w->hs_tail;
+    if (w->hs_tail)
+        w->hs_tail->hs_next = p;
+    else
+        w->hs_head = p;
+    w->hs_tail = p;
+    p->in_hs_list = true;
+    w->n_handshaking++;
+}
+
+/* One line per source per LIMIT_LOG_MS (and a process-wide rate bound), naming the
+ * address so that fail2ban and the like can act on it. */
+static void limit_log(struct slb_worker *w, const struct peer *p, const char *what,
+                      bool banned_now)
+{
+    uint64_t now = slb_loop_now_ms(&w->loop);
+    if (banned_now) {
+        w->c.bans++;
+        slb_log_limited(&w->rl_limit, now, SLB_LOG_WARN,
+                        "limit: source %s banned for %llu ms (%s)", p->ip,
+                        (unsigned long long)w->cfg->ban_time_ms, what);
+        return;
+    }
+    if (slb_limit_should_log(w->sh->limits, p->src, now, LIMIT_LOG_MS))
+        slb_log_limited(&w->rl_limit, now, SLB_LOG_WARN, "limit: source %s refused: %s", p->ip,
+                        what);
+}
+
+static void count_refusal(struct slb_worker *w, enum slb_limit_verdict v)
+{
+    switch (v) {
+    case SLB_LIMIT_CONNS:
+        w->c.limit_conns_refused++;
+        break;
+    case SLB_LIMIT_CONN_RATE:
+        w->c.limit_conn_rate_refused++;
+        break;
+    case SLB_LIMIT_HANDSHAKE_RATE:
+        w->c.limit_handshake_rate_refused++;
+        break;
+    case SLB_LIMIT_BANNED:
+        w->c.banned_refused++;
+        break;
+    case SLB_LIMIT_OK:
+        break;
+    }
+}
+
+/* A client connection: within --max-conns and its source's limits, or refused (closed at
+ * once; no on_close follows). */
+static int admit_client(struct slb_worker *w, struct peer *p, const struct slb_conn *conn)
+{
+    if (w->n_clients >= (uint32_t)w->cfg->max_conns) {
+        w->c.refused_max_conns++;
+        return -ECONNREFUSED;
+    }
+    p->backend_peer = backend_by_address(w, &conn->peer);
+    p->exempt = p->backend_peer >= 0 ||
+                slb_cidr_match(w->cfg->allow, w->cfg->n_allow, &conn->peer);
+    p->src = slb_limit_key(&w->sh->limits->key, &conn->peer);
+    if (!p->exempt) {
+        bool banned_now;
+        enum slb_limit_verdict v =
+            slb_limit_admit(w->sh->limits, p->src, slb_loop_now_ms(&w->loop), &banned_now);
+        if (v != SLB_LIMIT_OK) {
+            count_refusal(w, v);
+            limit_log(w, p, slb_limit_verdict_name(v), banned_now);
+            return -ECONNREFUSED;
+        }
+        p->src_counted = true;
+    }
+    w->n_clients++;
+    w->c.client_accepted++;
+    return 0;
+}
+
+static void client_conn_setup(struct slb_worker *w, struct slb_conn *conn)
+{
+    slb_conn_set_out_limits(conn, (uint32_t)w->cfg->client_out_max, false);
+}
+
 static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
 {
     struct slb_worker *w = slb_loop_user(loop);
+    struct peer *p = peer_of(w, conn);
+    memset(p, 0, offsetof(struct peer, ip));
+    peer_address(p, conn);
+    if (admit_client(w, p, conn) < 0)
+        return -ECONNREFUSED;
+    client_conn_setup(w, conn);
     if (conn->tag == TAG_PLAIN_LISTENER) {
-        /* A tcp:// listener (lab interop, legacy clients): no TLS, open at once. */
-        struct peer *p = peer_of(w, conn);
-        memset(p, 0, offsetof(struct peer, ip));
+        /* A tcp:// listener (lab interop, legacy clients): no TLS, open at once, and never
+         * a backend (nothing authenticates it). */
         p->conn = conn;
         p->id = conn->id;
         p->kind = TAG_CLIENT;
         p->state = PEER_OPEN;
         p->plain = true;
+        p->backend_peer = -1;
         conn->owner = p;
-        peer_address(p, conn);
-        p->backend_peer = backend_by_address(w, &conn->peer);
         slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);
-        w->c.client_accepted++;
         return 0;
     }
-    if (peer_open(w, conn, TAG_CLIENT, w->sctx, NULL) < 0)
+    struct peer admitted = *p; /* peer_open starts the record afresh */
+    if (peer_open(w, conn, TAG_CLIENT, w->sctx, NULL) < 0) {
+        if (admitted.src_counted)
+            slb_limit_release(w->sh->limits, admitted.src);
+        w->n_clients--;
+        w->c.client_accepted--;
         return -ENOMEM;
-    struct peer *p = conn->owner;
+    }
+    p->backend_peer = admitted.backend_peer;
+    p->exempt = admitted.exempt;
+    p->src = admitted.src;
+    p->src_counted = admitted.src_counted;
     p->ctx = w->sctx;
     w->sctx_sessions++;
-    p->backend_peer = backend_by_address(w, &conn->peer);
-    w->c.client_accepted++;
+    slb_tls_conn_set_stash_max(&p->tls, CLIENT_STASH_MAX);
+    hs_link(w, p);
     return 0;
 }
-
 
 static void schedule_redial(struct slb_worker *w, struct link *l)
 {
@@ -1226,13 +1624,26 @@ static void dial(struct slb_worker *w, struct link *l)
     l->state = LINK_CONNECTING;
     int rc = slb_loop_connect(&w->loop, (const struct sockaddr *)&b->addr.sa, b->addr.len, tag,
                               &id);
+    if (rc == -EMFILE || rc == -ENFILE) {
+        /* Our limit, not the backend's failure: said so, and no health signal. */
+        w->c.fd_exhausted++;
+        slb_log_limited(&w->rl_fds, slb_loop_now_ms(&w->loop), SLB_LOG_ERROR,
+                        "worker %u: out of file descriptors (%s) dialling backend %s; raise "
+                        "RLIMIT_NOFILE or lower --max-conns", w->index, strerror(-rc), b->name);
+        l->state = LINK_DOWN;
+        l->backoff_ms = REDIAL_MS_MAX / 10;
+        slb_timer_arm(slb_loop_wheel(&w->loop), &l->redial, l->backoff_ms);
+        return;
+    }
     if (rc < 0) {
         schedule_redial(w, l);
         return;
     }
     struct slb_conn *conn = slb_conn_get(&w->loop, id);
-    if (conn)
+    if (conn) {
         slb_conn_set_timeout(conn, (uint32_t)w->cfg->handshake_timeout_ms);
+        slb_conn_set_out_limits(conn, 0, true); /* links may use the reserved chunks */
+    }
 }
 
 /* A reload removed backend b: its links close (after what is queued) and stay closed;
@@ -1249,7 +1660,8 @@ static void close_links(struct slb_worker *w, unsigned b)
             slb_tls_close(&l->peer->tls);
             slb_conn_close(l->peer->conn, true);
         }
-        wake_parked(w, l);
+        /* Clients parked on it are woken by the refresh timer (wake_stuck_parked): this
+         * runs inside the routing of a message, which must not be re-entered. */
     }
 }
 
@@ -1259,46 +1671,174 @@ static void on_redial(struct slb_timer *t)
     dial(l->w, l);
 }
 
+/* A client's first handshake bytes: counted against its source's handshake rate. */
+static bool handshake_allowed(struct slb_worker *w, struct peer *p)
+{
+    p->hs_counted = true;
+    if (p->exempt)
+        return true;
+    bool banned_now;
+    enum slb_limit_verdict v =
+        slb_limit_handshake(w->sh->limits, p->src, slb_loop_now_ms(&w->loop), &banned_now);
+    if (v == SLB_LIMIT_OK)
+        return true;
+    count_refusal(w, v);
+    limit_log(w, p, slb_limit_verdict_name(v), banned_now);
+    p->state = PEER_CLOSING;
+    slb_conn_close(p->conn, false);
+    return false;
+}
+
+/* After a client's bytes were handled: the message deadline starts with the first byte
+ * that does not complete a frame and ends when one completes (restarting when the rest
+ * of the input already began the next). Bytes that only move TLS along (a split record,
+ * a KeyUpdate) count as unfinished too: a trickle of them is what slowloris sends. */
+static void client_after_input(struct slb_worker *w, struct peer *p, uint64_t frames_before)
+{
+    if (p->state != PEER_OPEN)
+        return;
+    uint64_t now = slb_loop_now_ms(&w->loop);
+    if (p->parked)
+        p->partial_since_ms = 0;
+    else if (p->frames != frames_before)
+        p->partial_since_ms = p->pending ? now : 0;
+    else if (!p->partial_since_ms)
+        p->partial_since_ms = now;
+    if (!p->out_blocked)
+        client_timer(w, p);
+}
+
+/* Bytes that were in flight when a client was paused: decrypted behind what is pending
+ * (as much as the buffer holds; the rest stays inside TLS, bounded by its stash). */
+static int paused_input(struct slb_worker *w, struct peer *p, const void *data, size_t len)
+{
+    if (p->plain) {
+        plain_input(w, p, data, len);
+        return 0;
+    }
+    if (!p->pending && !(p->pending = pool_get(w))) {
+        w->c.pending_pool_empty++;
+        return -ENOBUFS;
+    }
+    size_t room = p->pending_len < w->pool_buf_bytes ? w->pool_buf_bytes - p->pending_len : 0;
+    size_t got = 0;
+    int ev = slb_tls_feed(&p->tls, data, len, p->pending + p->pending_len, room, &got);
+    if (ev < 0) {
+        tls_failed(w, p, ev);
+        return 0;
+    }
+    p->tls_more = (ev & SLB_TLS_EV_MORE) != 0;
+    p->pending_len += (uint32_t)got;
+    if (stash_account(w, p) > WORKER_STASH_BUDGET) {
+        /* Whoever keeps sending while paused is the one that goes. */
+        w->c.closed_input_flood++;
+        p->state = PEER_CLOSING;
+        slb_conn_close(p->conn, false);
+        return 0;
+    }
+    if (p->pending_len == 0) {
+        pool_put(w, p->pending);
+        p->pending = NULL;
+    }
+    return 0;
+}
+
 static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *data, size_t len)
 {
     struct slb_worker *w = slb_loop_user(loop);
     struct peer *p = conn->owner;
     if (!p || p->state == PEER_FREE || p->state == PEER_CLOSING)
         return 0;
-    if (p->kind == TAG_CLIENT && p->state == PEER_OPEN)
-        slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);
-    if (p->parked && p->plain) {
-        plain_input(w, p, data, len);
+    if (p->kind != TAG_CLIENT) {
+        peer_input(w, p, data, len);
         return 0;
     }
-    if (p->parked) {
-        /* Bytes that were in flight when we paused: keep them behind what is pending. */
-        char *dst = p->pending ? p->pending + p->pending_len : NULL;
-        size_t got = 0;
-        if (!dst && !(dst = p->pending = pool_get(w)))
-            return -ENOBUFS;
-        int ev = slb_tls_feed(&p->tls, data, len, dst, w->pool_buf_bytes - p->pending_len, &got);
-        if (ev < 0) {
-            tls_failed(w, p, ev);
+    if (p->state == PEER_HANDSHAKE) {
+        if (!p->hs_counted && !handshake_allowed(w, p))
             return 0;
-        }
-        p->pending_len += (uint32_t)got;
+        peer_input(w, p, data, len);
         return 0;
     }
+    if (p->parked || p->out_blocked)
+        return paused_input(w, p, data, len);
+    uint64_t frames = p->frames;
     peer_input(w, p, data, len);
+    client_after_input(w, p, frames);
     return 0;
 }
 
+/* A client that shut its write side may still be owed responses: it is kept for a short
+ * while (the stall bound still applies), then closed. */
+static void on_eof(struct slb_loop *loop, struct slb_conn *conn)
+{
+    struct slb_worker *w = slb_loop_user(loop);
+    struct peer *p = conn->owner;
+    if (!p || p->state == PEER_FREE || p->state == PEER_CLOSING)
+        return;
+    if (p->kind != TAG_CLIENT || p->state != PEER_OPEN) {
+        slb_conn_close(conn, true);
+        return;
+    }
+    /* Nothing awaited (nor waiting to be sent): an ordinary close. */
+    if (p->awaiting == 0 && !p->parked && !p->pending && !p->tls_more) {
+        p->state = PEER_CLOSING;
+        slb_conn_close(conn, true);
+        return;
+    }
+    p->eof = true;
+    w->c.closed_half_closed++;
+    if (!p->out_blocked)
+        client_timer(w, p);
+}
+
+/* The peer's output went down to its low-water mark, or chunks are back after it was
+ * refused: retry what TLS holds, wake clients parked on a backend link, let a backed-up
+ * client be read again, and read what TLS still holds for the peer. */
 static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
 {
     struct slb_worker *w = slb_loop_user(loop);
     struct peer *p = conn->owner;
-    if (!p)
+    if (!p || p->state != PEER_OPEN)
         return;
-    if (!p->plain)
-        slb_tls_flush(&p->tls);
-    if (p->kind == TAG_BACKEND && p->link && p->link->parked_head)
-        wake_parked(w, p->link);
+    int ev = 0;
+    if (!p->plain) {
+        ev = slb_tls_flush(&p->tls);
+        if (ev < 0) {
+            tls_failed(w, p, ev);
+            return;
+        }
+        if (ev & SLB_TLS_EV_WANT_WRITE)
+            return; /* still full: another on_drained follows */
+    }
+    if (p->kind == TAG_BACKEND) {
+        if (p->link && p->link->parked_head)
+            wake_parked(w, p->link);
+        if (ev & SLB_TLS_EV_MORE)
+            peer_input(w, p, NULL, 0);
+        return;
+    }
+    if (!p->out_blocked || slb_conn_out_queued(conn) > (size_t)w->cfg->client_out_max / 2)
+        return;
+    p->out_blocked = false;
+    resume_client(w, p);
+}
+
+static bool kind_is_client(const struct peer *p)
+{
+    return p->kind == TAG_CLIENT;
+}
+
+/* Why a client's timer closed it, for the counters. */
+static void count_timeout(struct slb_worker *w, const struct peer *p)
+{
+    if (p->state == PEER_HANDSHAKE)
+        w->c.handshake_timeouts++;
+    else if (p->out_blocked)
+        w->c.closed_stalled++;
+    else if (p->partial_since_ms && !p->parked && !p->eof)
+        w->c.closed_message_timeout++;
+    else if (!p->eof)
+        w->c.closed_idle++;
 }
 
 static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
@@ -1313,10 +1853,23 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         pool_put(w, p->pending);
         p->pending = NULL;
     }
+    if (kind_is_client(p)) {
+        w->stash_bytes -= p->stash_seen;
+        p->stash_seen = 0;
+    }
     if (!p->plain)
         slb_tls_conn_deinit(&p->tls);
     uint8_t kind = p->kind;
     struct link *l = p->link;
+    if (kind == TAG_CLIENT) {
+        if (reason == -ETIMEDOUT)
+            count_timeout(w, p);
+        hs_unlink(w, p);
+        if (p->src_counted)
+            slb_limit_release(w->sh->limits, p->src);
+        p->src_counted = false;
+        w->n_clients--;
+    }
     p->state = PEER_FREE;
     p->link = NULL;
     if (kind == TAG_CLIENT) {
@@ -1365,19 +1918,26 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     slb_timer_init(&w->refresh, on_refresh);
     w->plain_cap = (size_t)cfg->max_message_size + 2 * SLB_TLS_RECORD_PLAIN_MAX;
     w->plain = malloc(w->plain_cap);
-    /* Pending buffers: reserved, not touched, so only the ones ever used cost memory. */
-    w->pool_buf_bytes = (size_t)cfg->max_message_size + SLB_TLS_RECORD_PLAIN_MAX;
+    /* Pending buffers: as large as one decryption into the scratch buffer, since a client
+     * parked halfway through it keeps the rest there. Reserved, not touched, so only the
+     * ones ever used cost memory. */
+    w->pool_buf_bytes = w->plain_cap;
     w->pool_n = (uint32_t)cfg->max_conns;
+    w->reply_cap = (size_t)cfg->max_message_size + 4096;
+    w->reply = malloc(w->reply_cap);
+    w->returns_cap = cfg->n_workers * OUTBOX_SLOTS;
+    w->returns = calloc(w->returns_cap, sizeof(*w->returns));
     w->pool = mmap(NULL, w->pool_n * w->pool_buf_bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     w->pool_free = malloc(w->pool_n * sizeof(uint32_t));
     w->outbox_slot_bytes = (size_t)cfg->max_message_size + 4096;
-    w->outbox = mmap(NULL, 64 * w->outbox_slot_bytes, PROT_READ | PROT_WRITE,
+    w->outbox = mmap(NULL, OUTBOX_SLOTS * w->outbox_slot_bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    for (unsigned i = 0; i < 64; i++)
-        w->outbox_free[i] = (uint16_t)(63 - i);
-    w->outbox_top = 64;
-    if (!w->peers || !w->links || !w->plain ||
+    for (unsigned i = 0; i < OUTBOX_SLOTS; i++)
+        w->outbox_free[i] = (uint16_t)(OUTBOX_SLOTS - 1 - i);
+    w->outbox_top = OUTBOX_SLOTS;
+    int rrc = slb_rate_table_init(&w->rates, (uint32_t)cfg->limit_request_rate, RATE_SLOTS);
+    if (!w->peers || !w->links || !w->plain || !w->reply || !w->returns || rrc < 0 ||
         w->pool == MAP_FAILED || !w->pool_free || w->outbox == MAP_FAILED) {
         if (w->pool == MAP_FAILED)
             w->pool = NULL;
@@ -1392,6 +1952,8 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->rl_tls = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
     w->rl_input = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
     w->rl_backend = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
+    w->rl_limit = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 20);
+    w->rl_fds = (struct slb_ratelimit)SLB_RATELIMIT_INIT(10000, 1);
     for (uint32_t i = 0; i < w->n_links; i++) {
         w->links[i].w = w;
         w->links[i].backend = (uint16_t)(i / (uint32_t)cfg->backend_conns);
@@ -1410,11 +1972,14 @@ void slb_worker_free(struct slb_worker *w)
     free(w->peers);
     free(w->links);
     free(w->plain);
+    free(w->reply);
+    free(w->returns);
+    slb_rate_table_deinit(&w->rates);
     if (w->pool)
         munmap(w->pool, w->pool_n * w->pool_buf_bytes);
     free(w->pool_free);
     if (w->outbox)
-        munmap(w->outbox, 64 * w->outbox_slot_bytes);
+        munmap(w->outbox, OUTBOX_SLOTS * w->outbox_slot_bytes);
     free(w);
 }
 
@@ -1432,6 +1997,11 @@ void *slb_worker_main(void *arg)
                                  (1u << 20)
                              ? (uint32_t)(2 * cfg->max_message_size + 4 * SLB_TLS_RECORD_PLAIN_MAX)
                              : (1u << 20),
+        /* Enough for every link slot to queue two of the largest messages, whatever the
+         * clients that stopped reading hold: backends are never starved of output. */
+        .out_reserve_chunks = w->n_links * (uint32_t)((2 * (cfg->max_message_size + 4096)) / 4096),
+        .accept_rcvbuf_bytes = CLIENT_RCVBUF,
+        .keepalive_idle_s = (uint32_t)(cfg->tcp_keepalive_ms / 1000),
     };
     struct slb_loop_cbs cbs = {
         .on_accept = on_accept,
@@ -1440,6 +2010,8 @@ void *slb_worker_main(void *arg)
         .on_drained = on_drained,
         .on_close = on_close,
         .on_msg = on_msg,
+        .on_msg_failed = on_msg_failed,
+        .on_eof = on_eof,
     };
     int rc = slb_loop_init(&w->loop, &opts, &cbs, w);
     if (rc < 0) {
@@ -1501,11 +2073,12 @@ void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx)
 struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w)
 {
     /* After the worker stopped: whatever was never taken, and every retired context. */
-    for (unsigned i = 0; i < 4; i++)
-        if (w->retired_sctx[i].ctx) {
-            slb_tls_ctx_free(w->retired_sctx[i].ctx);
-            w->retired_sctx[i].ctx = NULL;
-        }
+    while (w->retired) {
+        struct retired_sctx *r = w->retired;
+        w->retired = r->next;
+        slb_tls_ctx_free(r->ctx);
+        free(r);
+    }
     return atomic_exchange(&w->new_sctx, NULL);
 }
 

@@ -66,7 +66,26 @@ struct slb_worker;
     X(handoffs_delivered)                                                                  \
     X(handoffs_lost)                                                                       \
     X(sticky_fallback)                                                                     \
-    X(pending_pool_empty)
+    X(pending_pool_empty)                                                                  \
+    X(refused_max_conns)                                                                   \
+    X(handshakes_evicted)                                                                  \
+    X(handshake_timeouts)                                                                  \
+    X(limit_conns_refused)                                                                 \
+    X(limit_conn_rate_refused)                                                             \
+    X(limit_handshake_rate_refused)                                                        \
+    X(limit_request_rate_503)                                                              \
+    X(banned_refused)                                                                      \
+    X(bans)                                                                                \
+    X(closed_message_timeout)                                                              \
+    X(closed_idle)                                                                         \
+    X(closed_stalled)                                                                      \
+    X(closed_half_closed)                                                                  \
+    X(client_out_blocked)                                                                  \
+    X(drop_response_forged)                                                                \
+    X(backend_unauthenticated)                                                             \
+    X(fd_exhausted)                                                                        \
+    X(handoff_slots_reclaimed)                                                             \
+    X(closed_input_flood)
 
 struct slb_worker_counters {
 #define SLB_X_FIELD(name) uint64_t name;
@@ -76,6 +95,7 @@ struct slb_worker_counters {
 
 struct slb_router;
 struct slb_health;
+struct slb_limit_table;
 
 /* What every worker shares: built by main before the workers start. The configuration and
  * self are read only; the router is read through its lock-free acquire; the health
@@ -86,6 +106,8 @@ struct slb_shared {
     struct slb_router *router;
     struct slb_health *health;
     struct slb_worker **workers; /* every worker, for hand-overs between them */
+    struct slb_limit_table *limits; /* per-source limits and bans, shared (atomics) */
+    struct slb_siphash_key pending_key; /* per-process random: the pending-INVITE map */
 };
 
 struct slb_loop;

@@ -107,7 +107,7 @@ Test(proxy, request_edits_then_response_routes_back)
     struct slb_proxy_self s = self();
     struct slb_sip_edit e;
     slb_sip_edit_init(&e, r, strlen(r));
-    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 40000, 0xabcdef), 0);
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 40000, 0xabcdef, false), 0);
     int n = slb_sip_edit_flatten(&e, out, sizeof(out));
     out[n] = 0;
     cr_assert(strstr(out, "Max-Forwards: 70\r\n"));
@@ -121,15 +121,17 @@ Test(proxy, request_edits_then_response_routes_back)
     resp[m] = 0;
     scan_ok(resp, &msg, h);
     uint64_t conn;
-    cr_assert(slb_proxy_response_target(&msg, &s, &conn));
+    bool side = true;
+    cr_assert(slb_proxy_response_target(&msg, &s, &conn, &side));
     cr_assert_eq(conn, 0xabcdef);
+    cr_assert_not(side, "a client's connection: its response must come from a backend");
     struct slb_proxy_self other = self();
     other.mac_key.k0 ^= 1;
-    cr_assert_not(slb_proxy_response_target(&msg, &other, &conn));
+    cr_assert_not(slb_proxy_response_target(&msg, &other, &conn, &side));
     /* Max-Forwards 0 is refused before any edit. */
     scan_ok(req, &back, h2);
     slb_sip_edit_init(&e, req, strlen(req));
-    cr_assert_eq(slb_proxy_request_edits(&e, &back, &s, "192.0.2.9", 9, 1, 1), -ELOOP);
+    cr_assert_eq(slb_proxy_request_edits(&e, &back, &s, "192.0.2.9", 9, 1, 1, false), -ELOOP);
     cr_assert_eq(e.n_ops, 0);
 }
 
@@ -206,7 +208,7 @@ Test(proxy, a_loop_is_482_a_spiral_is_not)
     scan_ok(r, &msg, h);
     struct slb_sip_edit e;
     slb_sip_edit_init(&e, r, strlen(r));
-    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.1", 9, 1, 5), 0);
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.1", 9, 1, 5, false), 0);
     int n = slb_sip_edit_flatten(&e, out, sizeof(out));
     out[n] = 0;
     /* The same request comes back through a backend that added its Via on top. */
@@ -229,4 +231,54 @@ Test(proxy, a_loop_is_482_a_spiral_is_not)
              (int)(cl - again), again, cl);
     scan_ok(routed, &back, h2);
     cr_assert_not(slb_proxy_is_loop(&back, &s));
+}
+
+Test(proxy, branch_says_which_side_the_named_connection_is_on)
+{
+    static const char r[] = "BYE sips:a@192.0.2.1 SIP/2.0\r\n"
+                            "Via: SIP/2.0/TLS reg.example.com;branch=z9hG4bKr1\r\n"
+                            "From: <sips:b@example.com>;tag=f1\r\nTo: <sips:a@example.com>;tag=t\r\n"
+                            "Call-ID: side@x\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n";
+    scan_ok(r, &msg, h);
+    struct slb_proxy_self s = self();
+    struct slb_sip_edit e;
+    slb_sip_edit_init(&e, r, strlen(r));
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 5061, 0x77, true), 0);
+    int n = slb_sip_edit_flatten(&e, out, sizeof(out));
+    out[n] = 0;
+    scan_ok(out, &back, h2);
+    char resp[2048];
+    int m = slb_proxy_reply(resp, sizeof(resp), &back, out, 200, "OK", NULL, "a1");
+    resp[m] = 0;
+    scan_ok(resp, &msg, h);
+    uint64_t conn;
+    bool side = false;
+    cr_assert(slb_proxy_response_target(&msg, &s, &conn, &side));
+    cr_assert_eq(conn, 0x77);
+    cr_assert(side, "a backend's connection: only a client may answer it");
+}
+
+Test(proxy, a_long_proxy_require_gets_a_whole_unsupported_line)
+{
+    char r[4096];
+    int n = snprintf(r, sizeof(r),
+                     "OPTIONS sips:b@example.com SIP/2.0\r\n"
+                     "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                     "From: <sips:a@example.com>;tag=f1\r\nTo: <sips:b@example.com>\r\n"
+                     "Call-ID: pr@x\r\nCSeq: 5 OPTIONS\r\nProxy-Require: ");
+    for (int i = 0; i < 100; i++)
+        n += snprintf(r + n, sizeof(r) - (size_t)n, "%sext-option-%03d", i ? ", " : "", i);
+    snprintf(r + n, sizeof(r) - (size_t)n, "\r\nContent-Length: 0\r\n\r\n");
+    scan_ok(r, &msg, h);
+    struct slb_proxy_self s = self();
+    const char *reason;
+    char extra[320];
+    cr_assert_eq(slb_proxy_check_request(&msg, &s, false, &reason, extra, sizeof(extra)), 420);
+    size_t len = strlen(extra);
+    cr_assert_eq(strncmp(extra, "Unsupported: ext-option-000, ", 29), 0, "%s", extra);
+    cr_assert(len > 200 && len < sizeof(extra), "%zu", len);
+    cr_assert_eq(strcmp(extra + len - 2, "\r\n"), 0, "ends in CRLF: %s", extra);
+    /* Only whole option tags: the last one before the CRLF is complete. */
+    const char *last = strrchr(extra, ',');
+    cr_assert(last && strlen(last) == strlen(", ext-option-000\r\n"), "%s", extra);
 }

@@ -23,6 +23,13 @@ class Ctx:
     pass
 
 
+def backend_auth(h):
+    """sipslb takes requests toward clients only from authenticated backends: the
+    registrar's own connections to our listener present a client certificate (see
+    start_registrar) that sipslb verifies against the test CA."""
+    return ["--verify-client", "optional", "--ca", h.cert("ca.pem")]
+
+
 def start_registrar(c, port):
     h = c.h
     d = os.path.join(h.tmp, "registrar")
@@ -32,7 +39,9 @@ def start_registrar(c, port):
         f.write("[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
                 "require_certificate = no\ncertificate = %s\nprivate_key = %s\n\n"
                 "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
-                "require_certificate = no\n" % (h.cert("server-ec.pem"), h.cert("server-ec.key")))
+                "require_certificate = no\ncertificate = %s\nprivate_key = %s\n"
+                % (h.cert("server-ec.pem"), h.cert("server-ec.key"), h.cert("client.pem"),
+                   h.cert("client.key")))
     argv = [c.tools["kamailio"], "-f", os.path.join(h.source, "tests/kamailio/registrar.cfg"),
             "-DD", "-E", "-m", "64", "-M", "8", "-L", c.kam_modules, "-Y", d,
             "-P", os.path.join(d, "kamailio.pid"), "-w", d,
@@ -67,7 +76,8 @@ def setup():
             c.h.bin("balancer/sipslb"), "--cert", c.h.cert("server-ec.pem"), "--key",
             c.h.cert("server-ec.key"), "--listen", "127.0.0.1:%d" % port, "--listen",
             "tcp://127.0.0.1:%d" % tcp_port, "--backend", "sips:127.0.0.2:%d" % c.kam.port,
-            "--backend-ca", c.ca, "--workers", "2", "--stats-file", stats], wait_port=port)
+            "--backend-ca", c.ca, "--workers", "2", "--stats-file", stats] + backend_auth(c.h),
+            wait_port=port)
         c.lb.port = port
         c.lb.tcp_port = tcp_port
         c.lb.stats = stats

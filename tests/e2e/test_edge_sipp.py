@@ -65,7 +65,7 @@ def setup():
         c.h.bin("balancer/sipslb"), "--cert", c.h.cert("server-ec.pem"), "--key",
         c.h.cert("server-ec.key"), "--listen", "127.0.0.1:%d" % port,
         "--backend", "sips:127.0.0.2:%d" % c.kam.port, "--backend-ca", c.ca,
-        "--workers", "2", "--stats-file", stats], wait_port=port)
+        "--workers", "2", "--stats-file", stats] + edge.backend_auth(c.h), wait_port=port)
     c.lb.port = port
     c.lb.stats = stats
     # The registrar answers OPTIONS 200: sipslb's link to it is up once one comes back.
