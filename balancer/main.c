@@ -326,8 +326,17 @@ int main(int argc, char **argv)
     struct slb_worker **w = calloc(n, sizeof(*w));
     if (!sctx || !cctx || !w)
         return 1;
-    if (make_contexts(&cfg, n, sctx, cctx) < 0)
+    if (make_contexts(&cfg, n, sctx, cctx) < 0) {
+        for (unsigned i = 0; i <= n; i++) {
+            slb_tls_ctx_free(sctx[i]);
+            slb_tls_ctx_free(cctx[i]);
+        }
+        free(sctx);
+        free(cctx);
+        free(w);
+        slb_tls_cleanup();
         return 2;
+    }
 
     slb_config_attrs(&cfg, &in_force);
     static struct slb_router router;

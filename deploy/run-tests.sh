@@ -2,7 +2,8 @@
 # run-tests.sh — the test command of README.md, and what .ci/run calls.
 # On a fresh Debian 12 machine (root): installs what the tests need, builds with warnings
 # as errors, runs every test suite (unit, tool, end-to-end), then a bounded fuzz run under
-# ASan+UBSan. Prints each runner's closing lines. Exit status non-zero on any failure.
+# ASan+UBSan, after the end-to-end attack suites again under ASan+UBSan. Prints each runner's
+# closing lines. Exit status non-zero on any failure.
 #
 # Environment: SLB_BUILD_DIR (default build-ci), SLB_FUZZ_SECONDS (default 30),
 #              SLB_SKIP_DEPS=1 to skip the dependency step (already installed).
@@ -35,6 +36,35 @@ grep -E "Test +#|Synthesis|tests passed|tests failed|Total Test time|[0-9]+ pass
     | sed -E 's/^[0-9]+: //'
 if [[ $rc -ne 0 ]]; then
     ctest --test-dir "$build" --rerun-failed --output-on-failure --timeout 900 || true
+    exit "$rc"
+fi
+
+step "end-to-end under ASan+UBSan ($build-asan): the hostile-edge, relay, faults, TLS policy suites"
+# The attacks of tests/e2e/test_hostile.py drive the input paths that once overflowed; here
+# any out-of-bounds access, leak at exit or undefined behaviour stops sipslb (and so fails
+# its test), and every report also lands in $san_logs, which must stay empty.
+cmake -S . -B "$build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLB_WERROR=ON -DSLB_TESTS=ON \
+      -DSLB_BENCH=ON -DSLB_SANITIZE="address;undefined" >"$build-asan.configure.log" 2>&1 \
+    || { cat "$build-asan.configure.log"; exit 1; }
+cmake --build "$build-asan" -j2
+san_logs=$(mktemp -d /tmp/sipslb-sanitizer.XXXXXX)
+set +e
+SLB_E2E_SANITIZED=1 \
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$san_logs/asan" \
+UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$san_logs/ubsan" \
+    ctest --test-dir "$build-asan" -V --timeout 900 \
+          -R '^(e2e_hostile|e2e_relay|e2e_faults|e2e_tls_policy)$' >"$build-asan/ctest.log" 2>&1
+rc=$?
+set -e
+grep -E "Test +#|tests passed|tests failed|Total Test time|[0-9]+ passed, [0-9]+ failed" \
+    "$build-asan/ctest.log" | sed -E 's/^[0-9]+: //'
+if compgen -G "$san_logs/*" >/dev/null; then
+    echo "sanitizer reports:"
+    head -n 60 "$san_logs"/*
+    rc=1
+fi
+if [[ $rc -ne 0 ]]; then
+    grep -E "^FAILED|Error|assert" "$build-asan/ctest.log" | head -n 40 || true
     exit "$rc"
 fi
 

@@ -154,9 +154,11 @@ class Harness:
 class SipClient:
     """A SIP client over one TLS connection: sends raw messages, reads whole messages."""
 
-    def __init__(self, port, ca, timeout=5.0):
+    def __init__(self, port, ca, timeout=5.0, source=None):
+        """source: a local address (say "127.0.0.3") to connect from; default: any."""
         ctx = ssl.create_default_context(cafile=ca)
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                       source_address=(source, 0) if source else None)
         self.local_port = raw.getsockname()[1]
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.sock.settimeout(timeout)

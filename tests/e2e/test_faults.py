@@ -283,8 +283,10 @@ def test_many_connections_leak_no_descriptors_or_memory(c):
         time.sleep(0.1)
     fds1, rss1 = fd_count(lb.pid), rss_kb(lb.pid)
     assert fds1 <= fds0, "descriptors grew from %d to %d" % (fds0, fds1)
-    # 1500 more connections must not have kept per-connection memory (8+ KB each).
-    assert rss1 - rss0 < 4096, "RSS grew by %d KB" % (rss1 - rss0)
+    # 1500 more connections must not have kept per-connection memory (8+ KB each). Under
+    # ASan (SLB_E2E_SANITIZED=1) freed memory sits in the quarantine: not asserted there.
+    if os.environ.get("SLB_E2E_SANITIZED") != "1":
+        assert rss1 - rss0 < 4096, "RSS grew by %d KB" % (rss1 - rss0)
     st_rc = c.h.stop(lb)
     assert st_rc == 0
     st = c.h.read_stats(lb.stats)
