@@ -1520,11 +1520,6 @@ static int admit_client(struct slb_worker *w, struct peer *p, const struct slb_c
     return 0;
 }
 
-static void client_conn_setup(struct slb_worker *w, struct slb_conn *conn)
-{
-    slb_conn_set_out_limits(conn, (uint32_t)w->cfg->client_out_max, false);
-}
-
 static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
 {
     struct slb_worker *w = slb_loop_user(loop);
@@ -1533,7 +1528,7 @@ static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
     peer_address(p, conn);
     if (admit_client(w, p, conn) < 0)
         return -ECONNREFUSED;
-    client_conn_setup(w, conn);
+    slb_conn_set_out_limits(conn, (uint32_t)w->cfg->client_out_max, false);
     if (conn->tag == TAG_PLAIN_LISTENER) {
         /* A tcp:// listener (lab interop, legacy clients): no TLS, open at once, and never
          * a backend (nothing authenticates it). */
@@ -1823,11 +1818,6 @@ static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
     resume_client(w, p);
 }
 
-static bool kind_is_client(const struct peer *p)
-{
-    return p->kind == TAG_CLIENT;
-}
-
 /* Why a client's timer closed it, for the counters. */
 static void count_timeout(struct slb_worker *w, const struct peer *p)
 {
@@ -1853,7 +1843,7 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         pool_put(w, p->pending);
         p->pending = NULL;
     }
-    if (kind_is_client(p)) {
+    if (p->kind == TAG_CLIENT) {
         w->stash_bytes -= p->stash_seen;
         p->stash_seen = 0;
     }

@@ -33,6 +33,7 @@ PACKAGES=(
     haproxy                              # interop: TLS originator for SIPp (tests/haproxy)
     sip-tester                           # interop: SIPp, the SIP load client (tests/sipp)
     gnuplot-nox                          # bench/run: PNG plots of the results
+    iproute2 util-linux                  # e2e_hostile: ss (keepalive timers), prlimit
 )
 
 # The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.

@@ -98,6 +98,7 @@ class RogueBackend:
         self.lock = threading.Lock()
         self.cv = threading.Condition(self.lock)
         self.stop = False
+        self.probe_extra = b""  # header lines added to probe answers
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
     def accept_loop(self):
@@ -134,8 +135,8 @@ class RogueBackend:
                 if len(rest) < n:
                     break
                 msg, buf = head + b"\r\n\r\n" + rest[:n], rest[n:]
-                if b"Call-ID: slbprobe-" in msg:
-                    s.sendall(response_for(msg))  # sipslb's health probe: stay up
+                if b"Call-ID: slbprobe-" in msg:  # sipslb's health probe: stay up
+                    s.sendall(response_for(msg, extra=self.probe_extra))
                     continue
                 with self.cv:
                     self.requests.append((s, msg))
@@ -155,8 +156,9 @@ class RogueBackend:
         self.lsock.close()
 
 
-def response_for(req, status=200, reason="OK", via_filter=None):
-    """A response copying the request's Vias (optionally rewritten), From, To, Call-ID, CSeq."""
+def response_for(req, status=200, reason="OK", via_filter=None, extra=b""):
+    """A response copying the request's Vias (optionally rewritten), From, To, Call-ID, CSeq,
+    with `extra` header lines (each ending in CRLF) before its Content-Length."""
     lines = req.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
     out = [b"SIP/2.0 %d %s" % (status, reason.encode())]
     for ln in lines:
@@ -169,7 +171,7 @@ def response_for(req, status=200, reason="OK", via_filter=None):
             out.append(ln)
         elif name == b"to":
             out.append(ln + b";tag=rogue")
-    return b"\r\n".join(out) + b"\r\nContent-Length: 0\r\n\r\n"
+    return b"\r\n".join(out) + b"\r\n" + extra + b"Content-Length: 0\r\n\r\n"
 
 
 def test_forged_stale_and_foreign_responses_are_dropped(c):

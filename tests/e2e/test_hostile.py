@@ -19,6 +19,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -31,7 +32,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sipharness import (Harness, SipClient, _die_with_parent, header_values,  # noqa
+from sipharness import (Harness, SipClient, Skip, _die_with_parent, header_values,  # noqa
                         request, run_tests, status_of)
 import test_faults as faults  # noqa: E402  (RogueBackend, response_for)
 
@@ -1541,6 +1542,107 @@ def test_request_then_fin_still_gets_its_response(c):
     assert r is not None and status_of(r) == 200, "after our FIN: %r" % (r[:60] if r else r)
 
 
+# ---- 12. what was only suspected: long probe answers, keepalive, descriptors ----------
+
+def test_long_probe_answers_keep_a_backend_up(c):
+    """A backend that answers the OPTIONS probe with 18 KB (many header lines) stays up
+    (today the health checker's 8 KB buffer never frames such an answer: every probe times
+    out and the backend is marked down)."""
+    rogue = faults.RogueBackend(c.h)
+    rogue.probe_extra = b"".join(b"X-Pad-%02d: %s\r\n" % (i, b"p" * 290) for i in range(60))
+    lb = start_lb(c, [rogue.port], ["--probe-interval", "200ms", "--probe-timeout", "200ms",
+                                    "--fall", "2", "--rise", "1"])
+    try:
+        time.sleep(2.5)  # a dozen probes
+        st = stats(c, lb)
+    finally:
+        rogue.close()
+    assert st.get("backend.127.0.0.1:%d" % rogue.port) == "up", st
+    assert "failed 2 checks" not in c.h.log_of(lb), c.h.log_of(lb)[-600:]
+    c.h.stop(lb)
+
+
+def keepalive_timers(port):
+    """The timers `ss` shows on sipslb's side of the connections to listener `port`."""
+    out = subprocess.run(["ss", "-tnoH", "state", "established", "( sport = :%d )" % port],
+                         capture_output=True, text=True, timeout=10).stdout
+    return re.findall(r"timer:\((\w+)", out)
+
+
+def test_tcp_keepalive_on_client_connections(c):
+    """Every client connection has TCP keepalive armed (--tcp-keepalive), so a phone that
+    vanished without a FIN is found long before the idle timeout (today: no keepalive)."""
+    if not shutil.which("ss"):
+        raise Skip("ss (iproute2) is not installed")
+    uas = c.h.start_uas("ka", c.h.free_port())
+    lb = start_lb(c, [uas.port], ["--tcp-keepalive", "30s"])
+    wait_ready(c, lb)
+    cl = SipClient(lb.port, c.ca, source=BYSTANDER)
+    timers = []
+    try:
+        cid = "ka-" + uuid.uuid4().hex
+        cl.send(request("OPTIONS", cid, 1, branch(), cl.local_port))
+        assert status_of(read_final(cl, cid)) == 200
+        # ss shows one timer per socket: the retransmission one while data is unacked.
+        end = time.time() + 3
+        while "keepalive" not in timers and time.time() < end:
+            time.sleep(0.1)
+            timers = keepalive_timers(lb.port)
+    finally:
+        cl.close()
+    assert "keepalive" in timers, "no keepalive timer on sipslb's side: %r" % timers
+    c.h.stop(lb)
+    c.h.stop(uas)
+
+
+def test_descriptor_limit_is_fitted_at_start(c):
+    """Started with RLIMIT_NOFILE 300 (hard) and --max-conns 1000, sipslb says at start that
+    it lowered --max-conns to fit, and then refuses clients past it instead of running out
+    of descriptors (today: EMFILE at run time, reported as a backend failure)."""
+    if not shutil.which("prlimit"):
+        raise Skip("prlimit (util-linux) is not installed")
+    uas = c.h.start_uas("fd", c.h.free_port())
+    port = c.h.free_port()
+    argv = ["prlimit", "--nofile=300:300", c.h.bin("balancer/sipslb"), "--cert",
+            c.h.cert("server-ec.pem"), "--key", c.h.cert("server-ec.key"), "--listen",
+            "127.0.0.1:%d" % port, "--backend-ca", c.ca, "--backend", "sips:127.0.0.1:%d" % uas.port,
+            "--workers", "1", "--max-conns", "1000", "--stats-file",
+            os.path.join(c.h.tmp, "fd.stats")]
+    lb = c.h.start("sipslb-fd", argv, wait_port=port)
+    lb.port, lb.stats = port, os.path.join(c.h.tmp, "fd.stats")
+    wait_ready(c, lb)
+    log = c.h.log_of(lb)
+    m = re.search(r"--max-conns lowered to (\d+)", log)
+    assert m, "no start-up word about the descriptor limit:\n%s" % log[-800:]
+    fit = int(m.group(1))
+    assert 16 <= fit < 300, fit
+    socks = []
+    try:
+        for _ in range(fit + 20):
+            try:
+                socks.append(tcp_sock(lb.port, BYSTANDER, timeout=2))
+            except OSError:
+                break
+        time.sleep(0.5)
+        st = stats(c, lb)
+        cl = None
+        close_all(socks)
+        socks = []
+        time.sleep(0.5)
+        cl = SipClient(lb.port, c.ca, source=BYSTANDER)
+        cid = "fd-" + uuid.uuid4().hex
+        cl.send(request("OPTIONS", cid, 1, branch(), cl.local_port))
+        assert status_of(read_final(cl, cid)) == 200
+        cl.close()
+    finally:
+        close_all(socks)
+    assert st["refused_max_conns"] >= 1, st
+    assert st["fd_exhausted"] == 0 and st["backend_lost"] == 0, st
+    assert st.get("backend.127.0.0.1:%d" % uas.port) == "up", st
+    c.h.stop(lb)
+    c.h.stop(uas)
+
+
 TESTS = [
     test_pipelined_flood_toward_slow_backend,
     test_clients_that_never_read,
@@ -1558,6 +1660,9 @@ TESTS = [
     test_long_proxy_require_gets_complete_unsupported,
     test_nul_and_bare_cr_in_header_values_get_400,
     test_request_then_fin_still_gets_its_response,
+    test_long_probe_answers_keep_a_backend_up,
+    test_tcp_keepalive_on_client_connections,
+    test_descriptor_limit_is_fitted_at_start,
 ]
 
 def own_processes(test):
