@@ -9,8 +9,8 @@
  * the same index as its io/ connection and is valid from accept/connect until on_close;
  * a client's receive is paused exactly while it is parked on a backend link (backpressure)
  * or its own output is backed up (it does not read what we send it), and its unread bytes
- * wait in its pending buffer; a pending buffer holds at most pool_buf_bytes, which is what
- * one decryption may produce, so whatever a parked client leaves unconsumed fits.
+ * wait in its pending buffer (core/inbuf: as large as one decryption, so whatever a parked
+ * client leaves unconsumed fits).
  *
  * Every client is bounded: connections per worker (--max-conns) and per source, TLS
  * handshakes in progress per worker, pending input (one buffer), TLS stash, output queue
@@ -32,6 +32,7 @@
 #include "balancer/maglev.h"
 #include "balancer/router.h"
 #include "balancer/token.h"
+#include "core/inbuf.h"
 #include "core/limit.h"
 #include "core/log.h"
 #include "core/sip.h"
@@ -95,8 +96,7 @@ struct peer {
     uint64_t src;      /* TAG_CLIENT: its per-source key */
     uint64_t frames;   /* frames handled on it */
     uint64_t partial_since_ms; /* when its unfinished message started (0: none) */
-    char *pending; /* unframed plaintext (a pool buffer), or NULL */
-    uint32_t pending_len;
+    struct slb_inbuf in; /* unframed plaintext waiting (a pool buffer while any) */
     struct slb_sip_frame fr;
     uint16_t port;
     uint8_t ip_len;
@@ -153,12 +153,7 @@ struct slb_worker {
     struct slb_timer refresh; /* keeps this worker's router generation moving when idle */
     uint64_t seen_gen;        /* the table generation last reconciled with our links */
     uint8_t seen_state[SLB_MAX_BACKENDS];
-    char *plain; /* decryption scratch */
-    size_t plain_cap;
-    char *pool;  /* pending buffers */
-    uint32_t *pool_free;
-    uint32_t pool_n, pool_top;
-    size_t pool_buf_bytes;
+    struct slb_inbuf_pool inbufs; /* decryption scratch and pending buffers */
     struct slb_sip_limits lim;
     struct slb_sip_msg msg;
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
@@ -189,20 +184,6 @@ struct slb_worker {
     struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds;
     struct slb_worker_counters c;
 };
-
-/* ---- pending buffers: a fixed pool, taken only while a message is split ---------------- */
-
-static char *pool_get(struct slb_worker *w)
-{
-    if (w->pool_top == 0)
-        return NULL;
-    return w->pool + (size_t)w->pool_free[--w->pool_top] * w->pool_buf_bytes;
-}
-
-static void pool_put(struct slb_worker *w, char *buf)
-{
-    w->pool_free[w->pool_top++] = (uint32_t)((size_t)(buf - w->pool) / w->pool_buf_bytes);
-}
 
 /* ---- routing ---------------------------------------------------------------------------- */
 
@@ -1121,39 +1102,21 @@ static size_t consume(struct slb_worker *w, struct peer *p, const char *buf, siz
     return at;
 }
 
-/* Keeps buf[used, len) as the peer's pending bytes. Returns false when no buffer was free
- * (the connection is then closed). */
+/* Keeps buf[used, len) as the peer's pending bytes. Returns false when that failed (no
+ * pending buffer free, or more than one holds): the connection is then closed. */
 static bool keep_rest(struct slb_worker *w, struct peer *p, const char *buf, size_t used,
                       size_t len)
 {
-    size_t rest = len - used;
-    if (p->pending && buf == p->pending) {
-        if (used)
-            memmove(p->pending, p->pending + used, rest);
-        p->pending_len = (uint32_t)rest;
-    } else if (rest) {
-        if (!p->pending && !(p->pending = pool_get(w))) {
-            w->c.pending_pool_empty++;
-            p->state = PEER_CLOSING;
-            slb_conn_close(p->conn, false);
-            return false;
-        }
-        /* Callers hand at most pool_buf_bytes (one decryption, or the pending buffer
-         * itself); anything more is a bug that must not reach past the buffer. */
-        if (rest > w->pool_buf_bytes - p->pending_len) {
-            w->c.closed_bad_input++;
-            p->state = PEER_CLOSING;
-            slb_conn_close(p->conn, false);
-            return false;
-        }
-        memcpy(p->pending + p->pending_len, buf + used, rest);
-        p->pending_len += (uint32_t)rest;
-    }
-    if (p->pending && p->pending_len == 0) {
-        pool_put(w, p->pending);
-        p->pending = NULL;
-    }
-    return true;
+    int rc = slb_inbuf_keep(&w->inbufs, &p->in, buf, used, len);
+    if (rc == 0)
+        return true;
+    if (rc == -ENOBUFS)
+        w->c.pending_pool_empty++;
+    else
+        w->c.closed_bad_input++;
+    p->state = PEER_CLOSING;
+    slb_conn_close(p->conn, false);
+    return false;
 }
 
 static void hs_unlink(struct slb_worker *w, struct peer *p);
@@ -1240,9 +1203,8 @@ static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher,
     for (int rounds = 0; rounds < 64; rounds++) {
         /* Never more than a pending buffer can hold: a client parked by this very batch
          * leaves what it did not consume there. */
-        char *dst = p->pending ? p->pending + p->pending_len : w->plain;
-        size_t cap = p->pending ? w->pool_buf_bytes - p->pending_len : w->plain_cap;
-        size_t got = 0;
+        size_t cap, got = 0;
+        char *dst = slb_inbuf_dst(&w->inbufs, &p->in, &cap);
         int ev = slb_tls_feed(&p->tls, cipher, len, dst, cap, &got);
         cipher = NULL;
         len = 0;
@@ -1269,10 +1231,8 @@ static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher,
         }
         bool stop = false;
         if (got) {
-            const char *buf = p->pending ? p->pending : w->plain;
-            size_t total = p->pending ? p->pending_len + got : got;
-            if (p->pending)
-                p->pending_len = (uint32_t)total;
+            size_t total;
+            const char *buf = slb_inbuf_filled(&w->inbufs, &p->in, got, &total);
             size_t used = consume(w, p, buf, total, &stop);
             if (p->state == PEER_CLOSING || !keep_rest(w, p, buf, used, total))
                 return;
@@ -1296,21 +1256,24 @@ static void plain_input(struct slb_worker *w, struct peer *p, const void *data, 
         return;
     const char *buf = data;
     size_t total = len;
-    if (p->pending) {
-        if (len > w->pool_buf_bytes - p->pending_len) {
-            /* More than a whole message behind what is pending: the framer already
-             * refused anything larger, so this client is flooding while paused. */
-            w->c.closed_bad_input++;
+    bool paused = p->parked || p->out_blocked;
+    if (p->in.pending || paused) {
+        int rc = slb_inbuf_append(&w->inbufs, &p->in, data, len);
+        if (rc < 0) {
+            /* More than a whole message behind what is pending (the framer refuses
+             * anything larger): this client is flooding while paused. */
+            if (rc == -ENOBUFS)
+                w->c.pending_pool_empty++;
+            else
+                w->c.closed_input_flood++;
             p->state = PEER_CLOSING;
             slb_conn_close(p->conn, false);
             return;
         }
-        memcpy(p->pending + p->pending_len, data, len);
-        p->pending_len += (uint32_t)len;
-        buf = p->pending;
-        total = p->pending_len;
-        if (p->parked || p->out_blocked)
+        if (paused)
             return;
+        buf = p->in.pending;
+        total = p->in.len;
     }
     bool stop;
     size_t used = consume(w, p, buf, total, &stop);
@@ -1325,10 +1288,12 @@ static void drain_client(struct slb_worker *w, struct peer *c)
 {
     if (c->parked || c->out_blocked)
         return;
-    if (c->pending) {
+    if (c->in.pending) {
         bool stop;
-        size_t used = consume(w, c, c->pending, c->pending_len, &stop);
-        if (c->state != PEER_OPEN || !keep_rest(w, c, c->pending, used, c->pending_len) || stop)
+        const char *buf = c->in.pending;
+        size_t len = c->in.len;
+        size_t used = consume(w, c, buf, len, &stop);
+        if (c->state != PEER_OPEN || !keep_rest(w, c, buf, used, len) || stop)
             return;
     }
     if (!c->plain)
@@ -1696,7 +1661,7 @@ static void client_after_input(struct slb_worker *w, struct peer *p, uint64_t fr
     if (p->parked)
         p->partial_since_ms = 0;
     else if (p->frames != frames_before)
-        p->partial_since_ms = p->pending ? now : 0;
+        p->partial_since_ms = p->in.pending ? now : 0;
     else if (!p->partial_since_ms)
         p->partial_since_ms = now;
     if (!p->out_blocked)
@@ -1711,29 +1676,27 @@ static int paused_input(struct slb_worker *w, struct peer *p, const void *data, 
         plain_input(w, p, data, len);
         return 0;
     }
-    if (!p->pending && !(p->pending = pool_get(w))) {
-        w->c.pending_pool_empty++;
-        return -ENOBUFS;
-    }
-    size_t room = p->pending_len < w->pool_buf_bytes ? w->pool_buf_bytes - p->pending_len : 0;
-    size_t got = 0;
-    int ev = slb_tls_feed(&p->tls, data, len, p->pending + p->pending_len, room, &got);
+    /* Into the scratch, then behind what waits: rare (only bytes already in flight when
+     * the client was paused), so the copy is not worth a special case. */
+    size_t got = 0, room = slb_inbuf_room(&w->inbufs, &p->in);
+    int ev = slb_tls_feed(&p->tls, data, len, w->inbufs.scratch, room, &got);
     if (ev < 0) {
         tls_failed(w, p, ev);
         return 0;
     }
     p->tls_more = (ev & SLB_TLS_EV_MORE) != 0;
-    p->pending_len += (uint32_t)got;
+    if (slb_inbuf_append(&w->inbufs, &p->in, w->inbufs.scratch, got) < 0) {
+        w->c.pending_pool_empty++;
+        p->state = PEER_CLOSING;
+        slb_conn_close(p->conn, false);
+        return 0;
+    }
     if (stash_account(w, p) > WORKER_STASH_BUDGET) {
         /* Whoever keeps sending while paused is the one that goes. */
         w->c.closed_input_flood++;
         p->state = PEER_CLOSING;
         slb_conn_close(p->conn, false);
         return 0;
-    }
-    if (p->pending_len == 0) {
-        pool_put(w, p->pending);
-        p->pending = NULL;
     }
     return 0;
 }
@@ -1775,7 +1738,7 @@ static void on_eof(struct slb_loop *loop, struct slb_conn *conn)
         return;
     }
     /* Nothing awaited (nor waiting to be sent): an ordinary close. */
-    if (p->awaiting == 0 && !p->parked && !p->pending && !p->tls_more) {
+    if (p->awaiting == 0 && !p->parked && !p->in.pending && !p->tls_more) {
         p->state = PEER_CLOSING;
         slb_conn_close(conn, true);
         return;
@@ -1839,10 +1802,7 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         return;
     conn->owner = NULL;
     unpark(p);
-    if (p->pending) {
-        pool_put(w, p->pending);
-        p->pending = NULL;
-    }
+    slb_inbuf_release(&w->inbufs, &p->in);
     if (p->kind == TAG_CLIENT) {
         w->stash_bytes -= p->stash_seen;
         p->stash_seen = 0;
@@ -1906,20 +1866,14 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->signals = slb_health_signals(sh->health);
     w->drain_clock = slb_health_drain_clock(sh->health, index);
     slb_timer_init(&w->refresh, on_refresh);
-    w->plain_cap = (size_t)cfg->max_message_size + 2 * SLB_TLS_RECORD_PLAIN_MAX;
-    w->plain = malloc(w->plain_cap);
-    /* Pending buffers: as large as one decryption into the scratch buffer, since a client
-     * parked halfway through it keeps the rest there. Reserved, not touched, so only the
-     * ones ever used cost memory. */
-    w->pool_buf_bytes = w->plain_cap;
-    w->pool_n = (uint32_t)cfg->max_conns;
+    /* One decryption (a whole message and the records around it) per buffer; a pending
+     * buffer for every client and every link at once. */
+    int irc = slb_inbuf_pool_init(&w->inbufs, (uint32_t)cfg->max_conns + w->n_links,
+                                  (size_t)cfg->max_message_size + 2 * SLB_TLS_RECORD_PLAIN_MAX);
     w->reply_cap = (size_t)cfg->max_message_size + 4096;
     w->reply = malloc(w->reply_cap);
     w->returns_cap = cfg->n_workers * OUTBOX_SLOTS;
     w->returns = calloc(w->returns_cap, sizeof(*w->returns));
-    w->pool = mmap(NULL, w->pool_n * w->pool_buf_bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    w->pool_free = malloc(w->pool_n * sizeof(uint32_t));
     w->outbox_slot_bytes = (size_t)cfg->max_message_size + 4096;
     w->outbox = mmap(NULL, OUTBOX_SLOTS * w->outbox_slot_bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -1927,18 +1881,13 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
         w->outbox_free[i] = (uint16_t)(OUTBOX_SLOTS - 1 - i);
     w->outbox_top = OUTBOX_SLOTS;
     int rrc = slb_rate_table_init(&w->rates, (uint32_t)cfg->limit_request_rate, RATE_SLOTS);
-    if (!w->peers || !w->links || !w->plain || !w->reply || !w->returns || rrc < 0 ||
-        w->pool == MAP_FAILED || !w->pool_free || w->outbox == MAP_FAILED) {
-        if (w->pool == MAP_FAILED)
-            w->pool = NULL;
+    if (!w->peers || !w->links || irc < 0 || !w->reply || !w->returns || rrc < 0 ||
+        w->outbox == MAP_FAILED) {
         if (w->outbox == MAP_FAILED)
             w->outbox = NULL;
         slb_worker_free(w);
         return NULL;
     }
-    for (uint32_t i = 0; i < w->pool_n; i++)
-        w->pool_free[i] = w->pool_n - 1 - i;
-    w->pool_top = w->pool_n;
     w->rl_tls = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
     w->rl_input = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
     w->rl_backend = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
@@ -1961,13 +1910,10 @@ void slb_worker_free(struct slb_worker *w)
             slb_tls_session_free(w->links[i].session);
     free(w->peers);
     free(w->links);
-    free(w->plain);
+    slb_inbuf_pool_deinit(&w->inbufs);
     free(w->reply);
     free(w->returns);
     slb_rate_table_deinit(&w->rates);
-    if (w->pool)
-        munmap(w->pool, w->pool_n * w->pool_buf_bytes);
-    free(w->pool_free);
     if (w->outbox)
         munmap(w->outbox, OUTBOX_SLOTS * w->outbox_slot_bytes);
     free(w);
