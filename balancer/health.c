@@ -151,7 +151,7 @@ static void send_probe(struct probe *p)
 {
     const struct slb_config *cfg = p->h->cfg;
     const struct slb_backend_spec *b = &cfg->backends[p->backend];
-    char msg[768];
+    char msg[1536]; /* two names of up to 320 and three advertised addresses of up to 127 */
     int n = snprintf(msg, sizeof(msg),
                      "OPTIONS sips:%s SIP/2.0\r\n"
                      "Via: SIP/2.0/TLS %s;branch=z9hG4bKslbprobe%u.%u\r\n"
@@ -165,6 +165,12 @@ static void send_probe(struct probe *p)
                      b->name, cfg->advertise_hostport, p->backend, p->cseq,
                      cfg->advertise_hostport, p->backend, b->name, p->backend, b->token,
                      cfg->advertise_hostport, p->cseq);
+    if (n < 0 || (size_t)n >= sizeof(msg)) {
+        /* Names too long for a probe (a configuration matter): say so, count it failed. */
+        disconnect(p);
+        verdict(p, false, "probe too long for the backend's name");
+        return;
+    }
     struct iovec iov = {msg, (size_t)n};
     if (slb_tls_write(&p->tls, &iov, 1) < 0) {
         disconnect(p);

@@ -49,9 +49,14 @@ struct hash_buf {
     size_t len;
 };
 
+/* Once full, further slices are left out (the hash covers the first 2 KB of the fields,
+ * plenty to tell transactions apart); the room is computed only while there is some. */
 static void add(struct hash_buf *h, struct slb_slice s)
 {
-    size_t n = s.len < sizeof(h->b) - h->len - 1 ? s.len : sizeof(h->b) - h->len - 1;
+    if (h->len >= sizeof(h->b))
+        return;
+    size_t room = sizeof(h->b) - h->len - 1; /* keeps one byte for the separator */
+    size_t n = s.len < room ? s.len : room;
     if (n)
         memcpy(h->b + h->len, s.ptr, n);
     h->len += n;

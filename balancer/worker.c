@@ -333,7 +333,8 @@ static int send_iov(struct slb_worker *w, struct peer *p, const struct iovec *io
     int rc = 0;
     if (p->state != PEER_OPEN) {
         rc = -ENOBUFS;
-    } else if (slb_conn_out_space(p->conn) < total + TLS_OVERHEAD * 5) {
+    } else if (slb_conn_out_space(p->conn) <
+               total + TLS_OVERHEAD * (total / SLB_TLS_RECORD_PLAIN_MAX + 2)) {
         slb_conn_notify_space(p->conn);
         rc = -ENOBUFS;
     } else if (p->plain) {
@@ -343,6 +344,14 @@ static int send_iov(struct slb_worker *w, struct peer *p, const struct iovec *io
     } else {
         int r = slb_tls_write(&p->tls, iov, n);
         rc = r < 0 ? r : 0;
+        if (r >= 0 && (size_t)r < total) {
+            /* Part of a message went out and the rest cannot follow in order: the stream
+             * is broken for whoever shares it. Cannot happen with the room checked above
+             * (one record's overhead per 16 KiB); if it does, the connection goes. */
+            p->state = PEER_CLOSING;
+            slb_conn_close(p->conn, false);
+            rc = -EPIPE;
+        }
     }
     if (p->kind == TAG_CLIENT && p->state == PEER_OPEN && !p->out_blocked &&
         (rc < 0 || slb_conn_out_queued(p->conn) > (size_t)w->cfg->client_out_max / 2))
@@ -1249,7 +1258,9 @@ static void peer_input(struct slb_worker *w, struct peer *p, const void *cipher,
 }
 
 /* Bytes from a plain TCP client: framed straight from the receive buffer when nothing is
- * pending (no copy at all), else behind the pending bytes. */
+ * pending (no copy at all), else behind the pending bytes. What framing leaves of one
+ * receive buffer (16 KiB) always fits a pending buffer (at least a message and two TLS
+ * records: over 33 KiB). */
 static void plain_input(struct slb_worker *w, struct peer *p, const void *data, size_t len)
 {
     if (!len)
@@ -1526,11 +1537,16 @@ static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
     return 0;
 }
 
-static void schedule_redial(struct slb_worker *w, struct link *l)
+/* After a link failed: redial after a backoff, tell the health checker, and (wake) let
+ * its parked clients retry now. dial() passes wake = false: it runs inside the routing of
+ * a message (route_table -> reconcile), which must not be re-entered; those clients are
+ * woken when the link comes up, or by the refresh timer once the backend is down. */
+static void schedule_redial(struct slb_worker *w, struct link *l, bool wake)
 {
     l->peer = NULL;
     if (l->state == LINK_REMOVED) {
-        wake_parked(w, l);
+        if (wake)
+            wake_parked(w, l);
         return; /* its backend was removed by a reload */
     }
     l->state = LINK_DOWN;
@@ -1542,7 +1558,8 @@ static void schedule_redial(struct slb_worker *w, struct link *l)
     slb_timer_arm(slb_loop_wheel(&w->loop), &l->redial, l->backoff_ms);
     /* A passive health signal: the control thread counts it and probes at once. */
     atomic_fetch_add_explicit(&w->signals->failures[l->backend], 1, memory_order_relaxed);
-    wake_parked(w, l);
+    if (wake)
+        wake_parked(w, l);
 }
 
 static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
@@ -1554,12 +1571,12 @@ static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
         slb_log_limited(&w->rl_backend, slb_loop_now_ms(loop), SLB_LOG_WARN,
                         "worker %u: cannot connect to backend %s: %s", w->index,
                         w->cfg->backends[l->backend].name, strerror(-res));
-        schedule_redial(w, l);
+        schedule_redial(w, l, true);
         return 0;
     }
     const struct slb_backend_spec *b = &w->cfg->backends[l->backend];
     if (peer_open(w, conn, TAG_BACKEND, w->cctx, b->host) < 0) {
-        schedule_redial(w, l);
+        schedule_redial(w, l, true);
         return -ENOMEM;
     }
     struct peer *p = conn->owner;
@@ -1596,7 +1613,7 @@ static void dial(struct slb_worker *w, struct link *l)
         return;
     }
     if (rc < 0) {
-        schedule_redial(w, l);
+        schedule_redial(w, l, false);
         return;
     }
     struct slb_conn *conn = slb_conn_get(&w->loop, id);
@@ -1837,7 +1854,7 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
                             "worker %u: connection to backend %s closed: %s", w->index,
                             w->cfg->backends[l->backend].name,
                             reason ? strerror(-reason) : "closed by peer");
-        schedule_redial(w, l);
+        schedule_redial(w, l, true);
     }
 }
 

@@ -74,6 +74,18 @@ static bool has_header_end(const char *buf, size_t len, size_t from)
     return false;
 }
 
+/* A fatal frame found before any scan: msg must not describe the previous message (its
+ * offsets and pointers belong to other bytes, and an error response built from them would
+ * copy those bytes), so it describes nothing that could be answered. */
+static void forget(struct slb_sip_msg *msg, enum slb_sip_err err)
+{
+    msg->is_request = false;
+    msg->header_count = 0;
+    msg->via_count = 0;
+    memset(msg->first, 0xff, sizeof(msg->first));
+    msg->err = err;
+}
+
 /* CRLFs in front of a message: a double CRLF is a keepalive ping, a single one a pong or
  * padding. Returns false when buf does not start with CR or LF. */
 static bool frame_crlf(const char *buf, size_t len, struct slb_sip_msg *msg,
@@ -98,7 +110,7 @@ static bool frame_crlf(const char *buf, size_t len, struct slb_sip_msg *msg,
         fr->kind = SLB_FRAME_SKIP;
         fr->frame_len = 2;
     } else {
-        msg->err = SLB_SIP_E_GARBAGE;
+        forget(msg, SLB_SIP_E_GARBAGE);
         fr->kind = SLB_FRAME_FATAL;
     }
     return true;
@@ -122,7 +134,7 @@ void slb_sip_frame(const char *buf, size_t len, const struct slb_sip_limits *lim
         if (!has_header_end(buf, len, from)) {
             fr->resume = (uint32_t)len;
             if (len >= lim->max_msg_bytes) {
-                msg->err = SLB_SIP_E_TOO_LARGE;
+                forget(msg, SLB_SIP_E_TOO_LARGE);
                 fr->kind = SLB_FRAME_FATAL;
             }
             return;

@@ -39,7 +39,7 @@ if [[ $rc -ne 0 ]]; then
     exit "$rc"
 fi
 
-step "end-to-end under ASan+UBSan ($build-asan): the hostile-edge, relay, faults, TLS policy suites"
+step "under ASan+UBSan ($build-asan): the core, balancer and TLS unit tests, the hostile-edge, relay, faults and TLS policy end-to-end suites"
 # The attacks of tests/e2e/test_hostile.py drive the input paths that once overflowed; here
 # any out-of-bounds access, leak at exit or undefined behaviour stops sipslb (and so fails
 # its test), and every report also lands in $san_logs, which must stay empty.
@@ -53,10 +53,11 @@ SLB_E2E_SANITIZED=1 \
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$san_logs/asan" \
 UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$san_logs/ubsan" \
     ctest --test-dir "$build-asan" -V --timeout 900 \
-          -R '^(e2e_hostile|e2e_relay|e2e_faults|e2e_tls_policy)$' >"$build-asan/ctest.log" 2>&1
+          -R '^(core|balancer|test_tls|e2e_hostile|e2e_relay|e2e_faults|e2e_tls_policy)$' \
+          >"$build-asan/ctest.log" 2>&1
 rc=$?
 set -e
-grep -E "Test +#|tests passed|tests failed|Total Test time|[0-9]+ passed, [0-9]+ failed" \
+grep -E "Test +#|Synthesis|tests passed|tests failed|Total Test time|[0-9]+ passed, [0-9]+ failed" \
     "$build-asan/ctest.log" | sed -E 's/^[0-9]+: //'
 if compgen -G "$san_logs/*" >/dev/null; then
     echo "sanitizer reports:"

@@ -174,13 +174,49 @@ Test(frame, garbage_is_fatal)
 {
     memset(&st, 0, sizeof(st));
     pump(&st, bye, sizeof(bye) - 1);
-    pump(&st, "\x16\x03\x01\x00\x10garbage\r\n\r\n", 18);
+    pump(&st, "\x16\x03\x01\x00\x10garbage\r\n\r\n", 16);
     cr_assert_eq(st.messages, 1);
     cr_assert_eq(st.fatal, 1);
     memset(&st, 0, sizeof(st));
     pump(&st, "\r\x01", 2);
     cr_assert_eq(st.fatal, 1);
     cr_assert_eq(msg.err, SLB_SIP_E_GARBAGE);
+}
+
+Test(frame, a_fatal_frame_before_any_scan_leaves_nothing_to_answer)
+{
+    /* A valid request, then garbage in the same stream: the message the framer describes
+     * must not still be the request (an error response would copy its lines at offsets
+     * that now point into other bytes). */
+    struct slb_sip_limits lim;
+    slb_sip_limits_default(&lim);
+    struct slb_sip_frame fr = {0};
+    slb_sip_frame(bye, sizeof(bye) - 1, &lim, &msg, hdrs, SLB_SIP_MAX_HEADERS_DEFAULT, &fr);
+    cr_assert_eq(fr.kind, SLB_FRAME_MESSAGE);
+    cr_assert(msg.is_request && msg.header_count > 0);
+    fr = (struct slb_sip_frame){0};
+    slb_sip_frame("\rX", 2, &lim, &msg, hdrs, SLB_SIP_MAX_HEADERS_DEFAULT, &fr);
+    cr_assert_eq(fr.kind, SLB_FRAME_FATAL);
+    cr_assert_eq(msg.err, SLB_SIP_E_GARBAGE);
+    cr_assert_not(msg.is_request);
+    cr_assert_eq(msg.header_count, 0);
+    cr_assert_eq(msg.via_count, 0);
+    cr_assert_eq(msg.first[SLB_HDR_VIA], -1);
+    /* The same after headers that never end (the resume path gives up unscanned). */
+    slb_sip_frame(bye, sizeof(bye) - 1, &lim, &msg, hdrs, SLB_SIP_MAX_HEADERS_DEFAULT, &fr);
+    static char endless[70000];
+    memset(endless, 'a', sizeof(endless));
+    memcpy(endless, "OPTIONS sips:x SIP/2.0\r\nX: ", 28);
+    fr = (struct slb_sip_frame){0};
+    slb_sip_frame(endless, 100, &lim, &msg, hdrs, SLB_SIP_MAX_HEADERS_DEFAULT, &fr);
+    cr_assert_eq(fr.kind, SLB_FRAME_NEED_MORE);
+    slb_sip_frame(bye, sizeof(bye) - 1, &lim, &msg, hdrs, SLB_SIP_MAX_HEADERS_DEFAULT,
+                  &(struct slb_sip_frame){0}); /* another connection's message meanwhile */
+    slb_sip_frame(endless, sizeof(endless), &lim, &msg, hdrs, SLB_SIP_MAX_HEADERS_DEFAULT, &fr);
+    cr_assert_eq(fr.kind, SLB_FRAME_FATAL);
+    cr_assert_eq(msg.err, SLB_SIP_E_TOO_LARGE);
+    cr_assert_not(msg.is_request);
+    cr_assert_eq(msg.header_count, 0);
 }
 
 Test(frame, headers_never_ending_hit_the_size_limit)

@@ -1542,6 +1542,49 @@ def test_request_then_fin_still_gets_its_response(c):
     assert r is not None and status_of(r) == 200, "after our FIN: %r" % (r[:60] if r else r)
 
 
+def test_long_fields_and_garbage_after_a_request(c):
+    """Found by review: (a) a Request-URI and a Route of 3000 bytes each overflowed the
+    stack buffer the loop-detection hash is built in; (b) garbage right behind a valid
+    request ("\\rX") was answered with a 400 built from the previous message's offsets,
+    copying bytes that were not this client's. Now (a) is forwarded and answered, (b)
+    closes the connection without a response, and sipslb lives on."""
+    uas = c.h.start_uas("lf", c.h.free_port())
+    lb = start_lb(c, [uas.port])
+    wait_ready(c, lb)
+    cl = SipClient(lb.port, c.ca, source=BYSTANDER)
+    cid = "long-" + uuid.uuid4().hex
+    br = branch()
+    msg = ("OPTIONS sips:%s@example.com SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.3:%d;branch=%s\r\n"
+           "Max-Forwards: 70\r\nRoute: <sips:%s@127.0.0.1:1;lr>\r\n"
+           "From: <sips:a@example.com>;tag=%s\r\nTo: <sips:b@example.com>\r\n"
+           "Call-ID: %s\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+           % ("u" * 3000, cl.local_port, br, "r" * 3000, "t" * 2000, cid))
+    cl.send(msg.encode())
+    r = read_final(cl, cid)
+    assert r is not None and status_of(r) >= 200, r
+    cl.close()
+    cl = SipClient(lb.port, c.ca, source=BYSTANDER)
+    cid = "garbage-" + uuid.uuid4().hex
+    cl.send(request("OPTIONS", cid, 1, branch(), cl.local_port) + b"\rX")
+    got = []
+    try:
+        while True:
+            m = cl.recv_message(timeout=3)
+            if m is None:
+                break
+            got.append(m)
+    except TimeoutError:
+        pass
+    cl.close()
+    assert_alive(c, lb)
+    statuses = [status_of(m) for m in got]
+    assert 400 not in statuses, "garbage answered with a 400 built from another message: %r" % (
+        got[-1][:200],)
+    assert all(cid.encode() in m for m in got), "a response not about this client's request"
+    c.h.stop(lb)
+    c.h.stop(uas)
+
+
 # ---- 12. what was only suspected: long probe answers, keepalive, descriptors ----------
 
 def test_long_probe_answers_keep_a_backend_up(c):
@@ -1660,6 +1703,7 @@ TESTS = [
     test_long_proxy_require_gets_complete_unsupported,
     test_nul_and_bare_cr_in_header_values_get_400,
     test_request_then_fin_still_gets_its_response,
+    test_long_fields_and_garbage_after_a_request,
     test_long_probe_answers_keep_a_backend_up,
     test_tcp_keepalive_on_client_connections,
     test_descriptor_limit_is_fitted_at_start,

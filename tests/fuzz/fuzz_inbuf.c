@@ -25,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_MSG   2048u
 #define RECORD    512u /* a "TLS record" in this model */
 #define BUF_BYTES (MAX_MSG + 2 * RECORD)
+#define RECV_BYTES 1024u /* io/'s receive buffer in this model, below BUF_BYTES as there */
 
 struct conn {
     struct slb_inbuf in;
@@ -108,10 +109,13 @@ static void read_op(struct slb_inbuf_pool *pool, struct conn *c, size_t n, unsig
     keep(pool, c, buf, consume(c, buf, total, budget), total);
 }
 
-/* Bytes handed over directly (plain TCP), or while paused: behind what waits. */
+/* Bytes handed over directly (plain TCP), or while paused: behind what waits. They come
+ * from one io/ receive buffer, which is smaller than a pending buffer (16 KiB against at
+ * least a message and two records): what framing leaves of them always fits one. */
 static void plain_op(struct slb_inbuf_pool *pool, struct conn *c, size_t n, unsigned budget)
 {
     size_t left = c->stream_len - c->delivered;
+    n = n < RECV_BYTES ? n : RECV_BYTES;
     n = n < left ? n : left;
     const char *data = (const char *)c->stream + c->delivered;
     if (c->in.pending || c->parked) {
