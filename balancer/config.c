@@ -131,7 +131,7 @@ static const struct slb_flag table[] = {
     F("ban-time", SLB_FLAG_MS, ban_time_ms, "60s", 0, 86400000, NULL, "DURATION",
       "refuse a source that broke its limits --ban-after times within 10 s for this long; "
       "0 = no bans"),
-    F("ban-after", SLB_FLAG_INT, ban_after, "50", 1, 1000000, NULL, "N",
+    F("ban-after", SLB_FLAG_INT, ban_after, "500", 1, 1000000, NULL, "N",
       "refusals within 10 s that get a source banned"),
     F("tcp-keepalive", SLB_FLAG_MS, tcp_keepalive_ms, "60s", 0, 86400000, NULL, "DURATION",
       "TCP keepalive probes after this much silence, on every connection; 0 = off"),
