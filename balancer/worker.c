@@ -181,7 +181,7 @@ struct slb_worker {
         uint16_t slot;
     } *returns; /* other workers' slots whose return post failed: retried; room for all */
     unsigned n_returns, returns_cap;
-    struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds;
+    struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds, rl_auth;
     struct slb_worker_counters c;
 };
 
@@ -1141,7 +1141,7 @@ static void on_handshake(struct slb_worker *w, struct peer *p)
         if (p->backend_peer >= 0 && !slb_tls_peer_verified(&p->tls)) {
             p->backend_peer = -1;
             w->c.backend_unauthenticated++;
-            slb_log_limited(&w->rl_tls, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
+            slb_log_limited(&w->rl_auth, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                             "worker %u: %s:%u comes from a backend's address without a "
                             "verified client certificate: treated as a client", w->index, p->ip,
                             p->port);
@@ -1910,6 +1910,8 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->rl_backend = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
     w->rl_limit = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 20);
     w->rl_fds = (struct slb_ratelimit)SLB_RATELIMIT_INIT(10000, 1);
+    w->rl_auth = (struct slb_ratelimit)SLB_RATELIMIT_INIT(10000, 1); /* apart: it must not
+                                                                        * hide TLS failures */
     for (uint32_t i = 0; i < w->n_links; i++) {
         w->links[i].w = w;
         w->links[i].backend = (uint16_t)(i / (uint32_t)cfg->backend_conns);
