@@ -91,6 +91,7 @@ struct peer {
                           * hint for a half-closed client; retransmissions blur it) */
     bool eof;          /* TAG_CLIENT: it shut its write side */
     bool exempt;       /* TAG_CLIENT: --limit-allow or a backend's address */
+    bool unauth_backend; /* TAG_CLIENT: from a backend's address, certificate not verified */
     bool src_counted;  /* TAG_CLIENT: counted in the per-source table */
     bool hs_counted;   /* TAG_CLIENT: its handshake was counted against its source */
     uint64_t src;      /* TAG_CLIENT: its per-source key */
@@ -1072,11 +1073,20 @@ static enum step handle_frame(struct slb_worker *w, struct peer *p, const char *
     }
     slb_proxy_route_info(m, &w->sh->self, &w->route);
     w->strict = !w->route.ours && slb_proxy_strict_routed(m, &w->sh->self, &w->route);
-    /* Only a backend (one of our links, or a connection from a backend's address) may send
-     * toward a client, and only with a flow token naming someone else than itself. */
+    /* Only a backend (one of our links, or an authenticated connection from a backend's
+     * address) may send toward a client, and only with a flow token naming someone else
+     * than itself. */
     bool from_backend = p->kind == TAG_BACKEND || p->backend_peer >= 0;
-    if (from_backend && w->route.has_flow && !(w->route.flow_ok && w->route.flow == p->id.v))
+    bool toward = w->route.has_flow && !(w->route.flow_ok && w->route.flow == p->id.v);
+    if (from_backend && toward)
         return toward_client(w, p, base);
+    if (p->unauth_backend && toward) {
+        /* A backend's address without a verified certificate, sending toward a phone:
+         * told plainly (a registrar missing its client certificate), never relayed. */
+        w->c.drop_backend_request++;
+        reply(w, p, base, 403, "Forbidden - Backend Not Authenticated", NULL);
+        return STEP_NEXT;
+    }
     if (p->kind == TAG_CLIENT)
         return client_request(w, p, base);
     w->c.drop_backend_request++;
@@ -1140,6 +1150,7 @@ static void on_handshake(struct slb_worker *w, struct peer *p)
          * links, or a connection from a backend's address whose certificate verified. */
         if (p->backend_peer >= 0 && !slb_tls_peer_verified(&p->tls)) {
             p->backend_peer = -1;
+            p->unauth_backend = true;
             w->c.backend_unauthenticated++;
             slb_log_limited(&w->rl_auth, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                             "worker %u: %s:%u comes from a backend's address without a "
