@@ -965,6 +965,36 @@ def test_max_conns_is_the_limit(c):
     c.h.stop(uas)
 
 
+def test_max_handshakes_evicts_the_oldest(c):
+    """--max-handshakes 4: ten connections from 127.0.0.2 (exempt from the per-source
+    limits, so only this bound applies) that never send a ClientHello cannot keep a
+    newcomer out: each new one closes the oldest still in its handshake, and a bystander's
+    real handshake completes at once."""
+    uas = c.h.start_uas("mh", c.h.free_port())
+    lb = start_lb(c, [uas.port], ["--max-handshakes", "4", "--limit-allow", ATTACKER + "/32",
+                                  "--handshake-timeout", "30s"])
+    wait_ready(c, lb)
+    silent = []
+    try:
+        for _ in range(10):
+            silent.append(tcp_sock(lb.port, ATTACKER, timeout=2))
+            time.sleep(0.05)
+        time.sleep(0.3)
+        held = held_from(lb.port, ATTACKER)
+        cl = SipClient(lb.port, c.ca, timeout=5, source=BYSTANDER)
+        cid = "mh-" + uuid.uuid4().hex
+        cl.send(request("OPTIONS", cid, 1, branch(), cl.local_port))
+        assert status_of(read_final(cl, cid)) == 200
+        cl.close()
+        st = stats(c, lb)
+    finally:
+        close_all(silent)
+    assert held <= 4, "%d silent connections held with --max-handshakes 4" % held
+    assert st["handshakes_evicted"] >= 6, st
+    c.h.stop(lb)
+    c.h.stop(uas)
+
+
 def test_limit_conns_per_source(c):
     """--limit-conns 20: the 21st concurrent connection from 127.0.0.2 is closed, while
     127.0.0.3 still connects and 127.0.0.4 (--limit-allow) is exempt (needs the flags)."""
@@ -1699,6 +1729,7 @@ TESTS = [
     test_silent_connection_closed_by_idle_timeout,
     test_connection_flood_and_garbage_handshakes,
     test_max_conns_is_the_limit,
+    test_max_handshakes_evicts_the_oldest,
     test_limit_conns_per_source,
     test_limit_request_rate_gives_503,
     test_ban_time_refuses_a_source_that_keeps_exceeding,
