@@ -1,7 +1,7 @@
 /* Unframed input buffers (see core/inbuf.h).
  *
  * Invariants: in->len <= pool->buf_bytes always; in->pending is NULL exactly when
- * in->len == 0 outside a call; a buffer is on the free stack or owned by exactly one
+ * in->len == 0 outside a call; a buffer is in the free pool or owned by exactly one
  * connection. The owning worker's thread only. */
 #include "core/inbuf.h"
 
@@ -10,31 +10,30 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "core/pool.h"
+
 int slb_inbuf_pool_init(struct slb_inbuf_pool *pool, uint32_t n, size_t buf_bytes)
 {
     memset(pool, 0, sizeof(*pool));
     pool->buf_bytes = buf_bytes;
     pool->n = n;
     pool->scratch = malloc(buf_bytes);
-    pool->free = malloc((size_t)n * sizeof(*pool->free));
+    int prc = slb_pool_init(&pool->free, n);
     /* Reserved, not touched: only the buffers ever used cost memory. */
     void *mem = mmap(NULL, (size_t)n * buf_bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     pool->mem = mem == MAP_FAILED ? NULL : mem;
-    if (!pool->scratch || !pool->free || !pool->mem) {
+    if (!pool->scratch || prc < 0 || !pool->mem) {
         slb_inbuf_pool_deinit(pool);
         return -ENOMEM;
     }
-    for (uint32_t i = 0; i < n; i++)
-        pool->free[i] = n - 1 - i;
-    pool->top = n;
     return 0;
 }
 
 void slb_inbuf_pool_deinit(struct slb_inbuf_pool *pool)
 {
     free(pool->scratch);
-    free(pool->free);
+    slb_pool_deinit(&pool->free);
     if (pool->mem)
         munmap(pool->mem, (size_t)pool->n * pool->buf_bytes);
     memset(pool, 0, sizeof(*pool));
@@ -42,15 +41,16 @@ void slb_inbuf_pool_deinit(struct slb_inbuf_pool *pool)
 
 static char *take(struct slb_inbuf_pool *pool)
 {
-    if (pool->top == 0)
+    int64_t i = slb_pool_get(&pool->free);
+    if (i < 0)
         return NULL;
-    return pool->mem + (size_t)pool->free[--pool->top] * pool->buf_bytes;
+    return pool->mem + (size_t)i * pool->buf_bytes;
 }
 
 void slb_inbuf_release(struct slb_inbuf_pool *pool, struct slb_inbuf *in)
 {
     if (in->pending)
-        pool->free[pool->top++] = (uint32_t)((size_t)(in->pending - pool->mem) / pool->buf_bytes);
+        slb_pool_put(&pool->free, (uint32_t)((size_t)(in->pending - pool->mem) / pool->buf_bytes));
     in->pending = NULL;
     in->len = 0;
 }
@@ -77,8 +77,8 @@ const char *slb_inbuf_filled(struct slb_inbuf_pool *pool, struct slb_inbuf *in, 
     return pool->scratch;
 }
 
-int slb_inbuf_keep(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const char *buf,
-                   size_t used, size_t len)
+int slb_inbuf_keep(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const char *buf, size_t used,
+                   size_t len)
 {
     size_t rest = len - used;
     if (in->pending && buf == in->pending) {
@@ -99,8 +99,7 @@ int slb_inbuf_keep(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const char
     return 0;
 }
 
-int slb_inbuf_append(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const void *data,
-                     size_t n)
+int slb_inbuf_append(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const void *data, size_t n)
 {
     if (n > pool->buf_bytes - in->len)
         return -EMSGSIZE;

@@ -17,12 +17,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/pool-t.h"
+
 /* Owned by one worker. */
 struct slb_inbuf_pool {
-    char *scratch;     /* buf_bytes */
-    char *mem;         /* n pending buffers of buf_bytes */
-    uint32_t *free;    /* indexes of the free ones, a stack */
-    uint32_t n, top;   /* buffers, free ones */
+    char *scratch;        /* buf_bytes */
+    char *mem;            /* n pending buffers of buf_bytes */
+    struct slb_pool free; /* indexes of the free ones */
+    uint32_t n;           /* pending buffers */
     size_t buf_bytes;
 };
 
@@ -51,14 +53,13 @@ const char *slb_inbuf_filled(struct slb_inbuf_pool *pool, struct slb_inbuf *in, 
  * Returns 0, or -ENOBUFS when a pending buffer was needed and none was free, or -EMSGSIZE
  * when the rest does not fit one (a caller's bug, refused rather than overflowing): the
  * caller closes the connection. */
-int slb_inbuf_keep(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const char *buf,
-                   size_t used, size_t len);
+int slb_inbuf_keep(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const char *buf, size_t used,
+                   size_t len);
 
 /* Appends n bytes behind in's pending ones (input that arrives while the connection is
  * paused, or plain TCP bytes while something is pending). Returns 0, -ENOBUFS (no buffer
  * free) or -EMSGSIZE (more than the buffer holds: nothing appended). */
-int slb_inbuf_append(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const void *data,
-                     size_t n);
+int slb_inbuf_append(struct slb_inbuf_pool *pool, struct slb_inbuf *in, const void *data, size_t n);
 
 /* Gives in's buffer back (the connection closed). */
 void slb_inbuf_release(struct slb_inbuf_pool *pool, struct slb_inbuf *in);

@@ -23,7 +23,7 @@ struct slb_conn_id {
 #define SLB_CONN_SLOTS_MAX     (1u << 24) /* the slot field is 24 bits */
 
 enum slb_conn_state {
-    SLB_CONN_FREE = 0,   /* slot on the free list */
+    SLB_CONN_FREE = 0,   /* slot in the loop's free pool */
     SLB_CONN_CONNECTING, /* outbound connect in flight */
     SLB_CONN_OPEN,       /* bytes flow both ways */
     SLB_CONN_CLOSING,    /* close after flush: sending what is queued */
@@ -66,12 +66,12 @@ struct slb_conn {
     uint32_t tag;          /* tag of the listener or connect call that made it */
     int fd;
     socklen_t peer_len;
-    uint8_t state;     /* enum slb_conn_state */
-    uint16_t flags;    /* enum slb_conn_flag */
-    uint16_t inflight; /* SQEs in flight for it, plus callbacks running on it */
-    int close_reason;  /* what on_close will report */
-    uint32_t next;     /* pending-list or free-list link (slot index) */
-    uint32_t out_cap;  /* this connection's output bound (the loop's default at open) */
+    uint8_t state;                 /* enum slb_conn_state */
+    uint16_t flags;                /* enum slb_conn_flag */
+    uint16_t inflight;             /* SQEs in flight for it, plus callbacks running on it */
+    int close_reason;              /* what on_close will report */
+    uint32_t next;                 /* pending-list link (slot index) */
+    uint32_t out_cap;              /* this connection's output bound (the loop's default at open) */
     uint32_t wait_prev, wait_next; /* pool wait list links (slot indexes), when POOL_WAIT */
     struct slb_outq out;
     struct slb_timer timer; /* handshake/idle timeout, then the close linger bound */

@@ -1,11 +1,12 @@
 /*
  * Connection table, output queues and the close state machine of one loop.
  *
- * Slots live in one array allocated at init; free slots form a LIFO list. A slot's
- * generation is bumped whenever it is freed, so an id handed out earlier never resolves
- * to the slot's next connection. A connection is freed only when `inflight` (SQEs in
- * flight for it plus callbacks running on it) is zero and it is not on the pending list:
- * the kernel may still read or write memory an in-flight SQE references.
+ * Slots live in one array allocated at init; free slots (like free output chunks) are
+ * handed out LIFO from a core/pool. A slot's generation is bumped whenever it is freed, so
+ * an id handed out earlier never resolves to the slot's next connection. A connection is
+ * freed only when `inflight` (SQEs in flight for it plus callbacks running on it) is zero
+ * and it is not on the pending list: the kernel may still read or write memory an
+ * in-flight SQE references.
  *
  * Output: each connection's queue is a chain of fixed-size chunks from the loop's pool,
  * taken on write and returned as soon as sends complete, so an idle connection holds none.
@@ -28,6 +29,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/pool.h"
 #include "io/loop-priv.h"
 
 static unsigned char *chunk_data(const struct slb_loop *loop, uint32_t idx)
@@ -35,20 +37,19 @@ static unsigned char *chunk_data(const struct slb_loop *loop, uint32_t idx)
     return loop->chunk_mem + (size_t)idx * loop->chunk_bytes;
 }
 
+/* Only after counting the chunks a write needs (chunks_usable): none missing here. */
 static uint32_t chunk_get(struct slb_loop *loop)
 {
-    uint32_t idx = loop->chunk_free;
-    loop->chunk_free = loop->chunk_next[idx];
+    int64_t idx = slb_pool_get(&loop->chunk_free);
+    if (idx < 0)
+        abort(); /* a write that did not count its chunks first: io/'s bug */
     loop->chunk_next[idx] = SLB_IO_NONE;
-    loop->chunks_free--;
-    return idx;
+    return (uint32_t)idx;
 }
 
 static void chunk_put(struct slb_loop *loop, uint32_t idx)
 {
-    loop->chunk_next[idx] = loop->chunk_free;
-    loop->chunk_free = idx;
-    loop->chunks_free++;
+    slb_pool_put(&loop->chunk_free, idx);
 }
 
 static void conn_timer_fire(struct slb_timer *timer);
@@ -57,21 +58,19 @@ int slb_io_conns_init(struct slb_loop *loop, const struct slb_loop_opts *o)
 {
     loop->max_conns = o->max_conns;
     loop->conns = calloc(o->max_conns, sizeof(*loop->conns));
-    if (!loop->conns)
+    if (!loop->conns || slb_pool_init(&loop->conn_free, o->max_conns) < 0)
         return -ENOMEM;
-    /* Fill the free list so slot 0 comes out first; the generation starts at 1 so that
-     * no id is 0. */
+    /* The generation starts at 1 so that no id is 0. */
     for (uint32_t i = 0; i < o->max_conns; i++) {
         struct slb_conn *c = &loop->conns[i];
         c->id = slb_conn_id_make(loop->id, i, 1);
         c->loop = loop;
         c->fd = -1;
-        c->next = i + 1 < o->max_conns ? i + 1 : SLB_IO_NONE;
+        c->next = SLB_IO_NONE;
         c->out.head = SLB_IO_NONE;
         c->out.tail = SLB_IO_NONE;
         slb_timer_init(&c->timer, conn_timer_fire);
     }
-    loop->free_head = 0;
 
     loop->chunk_bytes = o->out_chunk_bytes;
     loop->nchunks = o->out_chunks;
@@ -86,12 +85,10 @@ int slb_io_conns_init(struct slb_loop *loop, const struct slb_loop_opts *o)
         return -ENOMEM;
     loop->chunk_mem = mem;
     loop->chunk_next = malloc((size_t)o->out_chunks * sizeof(*loop->chunk_next));
-    if (!loop->chunk_next)
+    if (!loop->chunk_next || slb_pool_init(&loop->chunk_free, o->out_chunks) < 0)
         return -ENOMEM;
     for (uint32_t i = 0; i < o->out_chunks; i++)
-        loop->chunk_next[i] = i + 1 < o->out_chunks ? i + 1 : SLB_IO_NONE;
-    loop->chunk_free = 0;
-    loop->chunks_free = o->out_chunks;
+        loop->chunk_next[i] = SLB_IO_NONE;
     return 0;
 }
 
@@ -102,17 +99,19 @@ void slb_io_conns_deinit(struct slb_loop *loop)
     loop->chunk_mem = NULL;
     free(loop->chunk_next);
     loop->chunk_next = NULL;
+    slb_pool_deinit(&loop->chunk_free);
     free(loop->conns);
     loop->conns = NULL;
+    slb_pool_deinit(&loop->conn_free);
 }
 
 struct slb_conn *slb_io_conn_alloc(struct slb_loop *loop, int fd, uint32_t tag,
                                    enum slb_conn_state state)
 {
-    if (loop->free_head == SLB_IO_NONE)
+    int64_t slot = slb_pool_get(&loop->conn_free);
+    if (slot < 0)
         return NULL;
-    struct slb_conn *c = &loop->conns[loop->free_head];
-    loop->free_head = c->next;
+    struct slb_conn *c = &loop->conns[slot];
     loop->nconns++;
     c->next = SLB_IO_NONE;
     c->owner = NULL;
@@ -207,8 +206,7 @@ void slb_io_conn_finalize(struct slb_loop *loop, struct slb_conn *c)
     c->state = SLB_CONN_FREE;
     c->flags = 0;
     c->owner = NULL;
-    c->next = loop->free_head;
-    loop->free_head = slot;
+    slb_pool_put(&loop->conn_free, slot);
     loop->nconns--;
 }
 
@@ -357,9 +355,10 @@ void slb_conn_resume_recv(struct slb_conn *conn)
 /* Chunks this connection may still take from the pool. */
 static uint32_t chunks_usable(const struct slb_loop *loop, const struct slb_conn *c)
 {
+    uint32_t free_chunks = slb_pool_free_count(&loop->chunk_free);
     if (c->flags & SLB_CONN_F_OUT_RESERVE)
-        return loop->chunks_free;
-    return loop->chunks_free > loop->out_reserve ? loop->chunks_free - loop->out_reserve : 0;
+        return free_chunks;
+    return free_chunks > loop->out_reserve ? free_chunks - loop->out_reserve : 0;
 }
 
 size_t slb_conn_out_space(const struct slb_conn *conn)

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "core/pool-t.h"
 #include "io/conn-t.h"
 #include "io/timer-t.h"
 
@@ -27,27 +28,27 @@ struct slb_loop;
 
 /* Boot-time options. Zero means "default" for every field. */
 struct slb_loop_opts {
-    uint32_t max_conns;       /* connection slots (1024; at most 2^24) */
-    uint32_t ring_entries;    /* SQ entries (256); the CQ gets 4x */
-    uint32_t recv_bufs;       /* provided receive buffers, power of two (256, max 32768) */
-    uint32_t recv_buf_bytes;  /* size of each (16384) */
-    uint32_t out_cap_bytes;   /* output queue capacity per connection (65536) */
-    uint32_t out_low_bytes;   /* on_drained when the queue falls to this (out_cap / 4) */
-    uint32_t out_chunk_bytes; /* output pool chunk (4096) */
-    uint32_t out_chunks;      /* chunks in the pool (2 * max_conns, at least cap / chunk) */
-    uint32_t out_reserve_chunks; /* of those, only for connections marked reserved (0) */
-    uint32_t cqe_batch;       /* CQEs handled per turn (256) */
-    uint32_t stop_grace_ms;   /* slb_loop_stop waits this long for output to flush (5000) */
-    uint32_t linger_ms;       /* bound on a close after flush, flush and FIN wait (5000) */
-    uint32_t msg_peers;       /* fallback only: loop ids that may post here (256) */
-    uint32_t msg_queue_len;   /* fallback only: entries per sender, power of two (256) */
+    uint32_t max_conns;           /* connection slots (1024; at most 2^24) */
+    uint32_t ring_entries;        /* SQ entries (256); the CQ gets 4x */
+    uint32_t recv_bufs;           /* provided receive buffers, power of two (256, max 32768) */
+    uint32_t recv_buf_bytes;      /* size of each (16384) */
+    uint32_t out_cap_bytes;       /* output queue capacity per connection (65536) */
+    uint32_t out_low_bytes;       /* on_drained when the queue falls to this (out_cap / 4) */
+    uint32_t out_chunk_bytes;     /* output pool chunk (4096) */
+    uint32_t out_chunks;          /* chunks in the pool (2 * max_conns, at least cap / chunk) */
+    uint32_t out_reserve_chunks;  /* of those, only for connections marked reserved (0) */
+    uint32_t cqe_batch;           /* CQEs handled per turn (256) */
+    uint32_t stop_grace_ms;       /* slb_loop_stop waits this long for output to flush (5000) */
+    uint32_t linger_ms;           /* bound on a close after flush, flush and FIN wait (5000) */
+    uint32_t msg_peers;           /* fallback only: loop ids that may post here (256) */
+    uint32_t msg_queue_len;       /* fallback only: entries per sender, power of two (256) */
     uint32_t accept_rcvbuf_bytes; /* SO_RCVBUF of accepted sockets, which bounds what still
                                    * arrives after a pause (0: the kernel's autotuning) */
     uint32_t keepalive_idle_s;    /* TCP keepalive on every socket after this idle time (0:
                                    * off); probes every idle/3 s (at least 1), 3 of them */
-    uint8_t loop_id;          /* worker index, goes into every connection id */
-    bool plain_setup;         /* skip SINGLE_ISSUER/DEFER_TASKRUN (tests, old kernels) */
-    bool msg_fallback;        /* receive messages by queue + eventfd even if MSG_RING works */
+    uint8_t loop_id;              /* worker index, goes into every connection id */
+    bool plain_setup;             /* skip SINGLE_ISSUER/DEFER_TASKRUN (tests, old kernels) */
+    bool msg_fallback;            /* receive messages by queue + eventfd even if MSG_RING works */
 };
 
 /* The consumer's hooks. All run on the loop's thread, inside slb_loop_run (on_close and
@@ -132,21 +133,20 @@ struct slb_loop {
 
     struct slb_conn *conns;
     uint32_t max_conns;
-    uint32_t nconns; /* slots in use, zombies included */
-    uint32_t free_head;
-    uint32_t pending_head; /* connections with work for the next flush */
+    uint32_t nconns;           /* slots in use, zombies included */
+    struct slb_pool conn_free; /* free connection slots */
+    uint32_t pending_head;     /* connections with work for the next flush */
     uint32_t pending_tail;
 
-    unsigned char *chunk_mem; /* output pool */
-    uint32_t *chunk_next;
-    uint32_t chunk_free;
-    uint32_t chunks_free;
+    unsigned char *chunk_mem;   /* output pool */
+    uint32_t *chunk_next;       /* next chunk of the same queue (SLB_IO_NONE: the tail) */
+    struct slb_pool chunk_free; /* free chunks */
     uint32_t chunk_bytes;
     uint32_t nchunks;
     uint32_t out_cap;
     uint32_t out_low;
-    uint32_t out_reserve; /* chunks only reserved connections may take */
-    uint32_t out_busy;    /* connections with queued output */
+    uint32_t out_reserve;    /* chunks only reserved connections may take */
+    uint32_t out_busy;       /* connections with queued output */
     uint32_t pool_wait_head; /* connections refused for lack of chunks (slot list) */
     uint32_t pool_wait_tail;
     uint32_t pool_waiters;

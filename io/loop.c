@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/pool.h"
 #include "io/conn.h"
 #include "io/loop-priv.h"
 
@@ -726,7 +727,8 @@ static void wake_pool_waiters(struct slb_loop *loop)
         return;
     uint32_t shared = loop->nchunks - loop->out_reserve;
     uint32_t want = shared / 16 > 16 ? shared / 16 : 16;
-    if (loop->chunks_free < loop->out_reserve + want && loop->chunks_free < loop->nchunks)
+    uint32_t free_chunks = slb_pool_free_count(&loop->chunk_free);
+    if (free_chunks < loop->out_reserve + want && free_chunks < loop->nchunks)
         return;
     /* Bounded by the waiters on entry; those refused again meanwhile queue behind. */
     for (uint32_t n = loop->pool_waiters; n > 0 && loop->pool_wait_head != SLB_IO_NONE; n--) {

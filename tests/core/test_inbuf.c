@@ -1,6 +1,7 @@
 /* The unframed-input buffers: scratch and pending buffers of one size, keep and append
  * bounded by it, buffers taken only while bytes wait. */
 #include "core/inbuf.h"
+#include "core/pool.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -31,11 +32,11 @@ Test(inbuf, a_read_goes_to_the_scratch_and_only_its_rest_takes_a_buffer)
     const char *buf = slb_inbuf_filled(&pool, &in, 10, &len);
     cr_assert_eq(buf, pool.scratch);
     cr_assert_eq(len, 10);
-    cr_assert_eq(pool.top, 2, "nothing taken while all is consumed at once");
+    cr_assert_eq(slb_pool_free_count(&pool.free), 2, "nothing taken while all is consumed at once");
     cr_assert_eq(slb_inbuf_keep(&pool, &in, buf, 4, len), 0);
     cr_assert_eq(in.len, 6);
     cr_assert_eq(memcmp(in.pending, "456789", 6), 0);
-    cr_assert_eq(pool.top, 1);
+    cr_assert_eq(slb_pool_free_count(&pool.free), 1);
     /* The next read lands behind the pending bytes, with the room that is left. */
     dst = slb_inbuf_dst(&pool, &in, &cap);
     cr_assert_eq(dst, in.pending + 6);
@@ -46,7 +47,7 @@ Test(inbuf, a_read_goes_to_the_scratch_and_only_its_rest_takes_a_buffer)
     cr_assert_eq(len, 8);
     cr_assert_eq(slb_inbuf_keep(&pool, &in, buf, 8, len), 0);
     cr_assert_null(in.pending, "the buffer goes back once everything was consumed");
-    cr_assert_eq(pool.top, 2);
+    cr_assert_eq(slb_pool_free_count(&pool.free), 2);
 }
 
 Test(inbuf, a_rest_larger_than_a_buffer_is_refused_not_copied)
@@ -65,7 +66,7 @@ Test(inbuf, a_rest_larger_than_a_buffer_is_refused_not_copied)
     cr_assert_eq(slb_inbuf_room(&pool, &a), 0);
     slb_inbuf_release(&pool, &a);
     slb_inbuf_release(&pool, &b);
-    cr_assert_eq(pool.top, 2);
+    cr_assert_eq(slb_pool_free_count(&pool.free), 2);
 }
 
 Test(inbuf, no_free_buffer_is_reported)
