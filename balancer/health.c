@@ -1,7 +1,8 @@
 /* The health checker (health.h). Runs on its own thread with its own io_uring loop, so
  * probing never delays a worker. One persistent TLS connection per backend carries an
  * OPTIONS probe every --probe-interval; the connection is re-dialled when it fails. State
- * changes are logged once each and published as a new routing table.
+ * changes are logged once each and published as a new routing table. The verdict itself
+ * (fall and rise counting, drained reports) is the pure state machine of health_state.h.
  *
  * Invariants: probe state is touched by the control thread only; workers only add to the
  * failure counters and their own drain clocks; the published state array is the only
@@ -14,36 +15,30 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "balancer/health_state.h"
 #include "core/log.h"
 #include "core/sip.h"
 #include "io/conn.h"
 #include "io/loop.h"
 #include "io/timer.h"
+#include "balancer/sip_stream.h"
 #include "tls/tls.h"
 
 #define TICK_MS 50u
 
+/* One backend's probing: its SIP stream, the probe in flight, the verdict. Owned by the
+ * health checker. */
 struct probe {
+    struct slb_stream s; /* FREE: not connected */
     struct slb_health *h;
     unsigned backend;
-    struct slb_conn *conn; /* NULL: not connected */
-    struct slb_conn_id id;
-    struct slb_tls_conn tls;
-    bool tls_init, ready, waiting, connecting;
+    bool ready, waiting, connecting;
+    bool verdict_given; /* a failure already judged; the coming on_close adds none */
     uint32_t cseq;
     struct slb_timer next, timeout;
-    unsigned fails, oks;
-    bool alive; /* the health verdict */
-    bool drained_reported;
-    uint64_t seen_passive;
+    struct slb_health_state st; /* the verdict */
     uint64_t last_failure_ms;
     const char *last_reason;
-    /* A whole response of the largest size the framer accepts, plus the one TLS record
-     * that may straddle it: a probe answered with a long response (many Allow, Supported,
-     * Via lines) is read, not timed out. */
-    char buf[SLB_SIP_MAX_MSG_BYTES_DEFAULT + 16384];
-    size_t len;
-    struct slb_sip_frame fr;
 };
 
 struct slb_health {
@@ -55,33 +50,27 @@ struct slb_health {
     struct probe probe[SLB_MAX_BACKENDS];
     struct slb_timer tick;
     atomic_int stop, running;
+    atomic_int failed; /* slb_health_failed */
     _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: REPORT_* */
     atomic_uint n_reported;                      /* slots in use, for slb_health_report */
     struct slb_health_signals signals;
     struct slb_drain_clock *drain; /* one per worker */
     struct slb_backend_attrs attrs; /* current weights and drain flags */
     _Atomic(struct slb_backend_attrs *) pending; /* from a reload, not yet applied */
-    struct slb_sip_msg msg;
-    struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
+    /* The probes' input: a whole response of the largest size the framer accepts, so a
+     * probe answered with a long response (many Allow, Supported, Via lines) is read. */
+    struct slb_stream_env env;
 };
 
 enum { REPORT_UP, REPORT_DOWN, REPORT_DRAINING, REPORT_DRAINED, REPORT_REMOVED };
 static const char *const report_name[] = {"up", "down", "draining", "drained", "removed"};
 
-static uint8_t state_of(const struct probe *p)
-{
-    if (!p->h->attrs.present[p->backend])
-        return SLB_BACKEND_REMOVED;
-    if (!p->alive)
-        return SLB_BACKEND_DOWN;
-    return p->h->attrs.drain[p->backend] ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
-}
-
 static void publish(struct slb_health *h)
 {
     uint8_t state[SLB_MAX_BACKENDS] = {0};
     for (unsigned i = 0; i < h->attrs.n; i++)
-        state[i] = state_of(&h->probe[i]);
+        state[i] = (uint8_t)slb_health_state_route(&h->probe[i].st, h->attrs.present[i],
+                                                   h->attrs.drain[i]);
     int rc = slb_router_publish(h->router, h->cfg, state, &h->attrs);
     if (rc < 0)
         slb_log(SLB_LOG_ERROR, "cannot publish a routing table: %s", strerror(-rc));
@@ -99,52 +88,50 @@ static void verdict(struct probe *p, bool ok, const char *why)
     const struct slb_config *cfg = h->cfg;
     if (!h->attrs.present[p->backend])
         return;
-    if (ok) {
-        p->fails = 0;
-        if (!p->alive && ++p->oks >= (unsigned)cfg->rise) {
-            p->alive = true;
-            p->oks = 0;
-            publish(h);
-            set_report(h, p->backend, h->attrs.drain[p->backend] ? REPORT_DRAINING : REPORT_UP);
-        }
-        return;
-    }
-    p->oks = 0;
-    p->last_reason = why;
-    if (p->alive && ++p->fails >= (unsigned)cfg->fall) {
-        p->alive = false;
-        p->fails = 0;
+    if (!ok)
+        p->last_reason = why;
+    switch (slb_health_state_result(&p->st, ok, (unsigned)cfg->fall, (unsigned)cfg->rise)) {
+    case SLB_HEALTH_WENT_UP:
+        publish(h);
+        set_report(h, p->backend, h->attrs.drain[p->backend] ? REPORT_DRAINING : REPORT_UP);
+        break;
+    case SLB_HEALTH_WENT_DOWN:
         publish(h);
         slb_log(SLB_LOG_WARN, "backend %s failed %lld checks in a row (last: %s)",
                 cfg->backends[p->backend].name, (long long)cfg->fall, why);
         set_report(h, p->backend, REPORT_DOWN);
-        p->drained_reported = false;
+        break;
+    case SLB_HEALTH_NONE:
+        break;
     }
 }
 
-static int tls_out(void *arg, const void *data, size_t len)
-{
-    struct probe *p = arg;
-    return p->conn ? slb_conn_write(p->conn, data, len) : -EPIPE;
-}
-
+/* Forgets the probe's connection now (from a timer or a failed send, never from inside
+ * its stream's callbacks): io/'s later callbacks for it find no owner. */
 static void disconnect(struct probe *p)
 {
-    if (p->conn) {
-        struct slb_conn *c = p->conn;
-        p->conn = NULL;
+    struct slb_conn *c = p->s.conn;
+    if (c) {
         c->owner = NULL;
-        slb_conn_close(c, false);
+        if (p->s.state != SLB_STREAM_CLOSING)
+            slb_conn_close(c, false);
     }
-    if (p->tls_init) {
-        slb_tls_conn_deinit(&p->tls);
-        p->tls_init = false;
-    }
+    slb_stream_release(&p->s);
     p->ready = false;
     p->waiting = false;
-    p->len = 0;
-    p->fr = (struct slb_sip_frame){0};
     slb_timer_cancel(&p->timeout);
+}
+
+/* A failure seen inside the stream's callbacks: judged now, the connection closed; its
+ * on_close releases the stream. */
+static void fail_inside(struct probe *p, const char *why)
+{
+    p->verdict_given = true;
+    p->ready = false;
+    p->waiting = false;
+    slb_timer_cancel(&p->timeout);
+    verdict(p, false, why);
+    slb_stream_close(&p->s, false);
 }
 
 static void send_probe(struct probe *p)
@@ -172,7 +159,7 @@ static void send_probe(struct probe *p)
         return;
     }
     struct iovec iov = {msg, (size_t)n};
-    if (slb_tls_write(&p->tls, &iov, 1) < 0) {
+    if (slb_stream_send(&p->s, &iov, 1, (size_t)n) < 0) {
         disconnect(p);
         verdict(p, false, "probe not sent");
         return;
@@ -183,21 +170,16 @@ static void send_probe(struct probe *p)
 
 static void dial(struct probe *p)
 {
-    if (p->conn || p->connecting)
+    if (p->s.state != SLB_STREAM_FREE || p->connecting)
         return;
     const struct slb_backend_spec *b = &p->h->cfg->backends[p->backend];
+    struct slb_conn_id id;
     p->connecting = true;
-    int rc = slb_loop_connect(&p->h->loop, (const struct sockaddr *)&b->addr.sa, b->addr.len,
-                              p->backend, &p->id);
+    int rc = slb_redial_connect(&p->h->loop, (const struct sockaddr *)&b->addr.sa, b->addr.len,
+                                p->backend, (uint32_t)p->h->cfg->probe_timeout_ms, &id);
     if (rc < 0) {
         p->connecting = false;
         verdict(p, false, "cannot start a connect");
-        return;
-    }
-    struct slb_conn *c = slb_conn_get(&p->h->loop, p->id);
-    if (c) {
-        c->owner = p;
-        slb_conn_set_timeout(c, (uint32_t)p->h->cfg->probe_timeout_ms);
     }
 }
 
@@ -239,16 +221,15 @@ static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
     struct probe *p = &h->probe[conn->tag];
     p->connecting = false;
     if (res < 0) {
-        p->conn = NULL;
         verdict(p, false, res == -ETIMEDOUT ? "connect timed out" : "connect failed");
         return 0;
     }
-    p->conn = conn;
-    conn->owner = p;
-    if (slb_tls_conn_init(&p->tls, h->cctx, h->cfg->backends[p->backend].host, tls_out, p) < 0)
+    if (slb_stream_open(&h->env, &p->s, conn, h->cctx, h->cfg->backends[p->backend].host, p) < 0)
         return -ENOMEM;
-    p->tls_init = true;
-    slb_tls_start(&p->tls);
+    p->verdict_given = false;
+    int ev = slb_tls_start(&p->s.tls);
+    if (ev < 0)
+        fail_inside(p, "TLS failed");
     return 0;
 }
 
@@ -264,56 +245,54 @@ static void on_response(struct probe *p, const struct slb_sip_msg *m)
     verdict(p, ok, ok ? "answered" : "answered with an unwanted status");
 }
 
+static bool probe_frame(struct slb_stream *s, const char *base, const struct slb_sip_frame *fr,
+                        const struct slb_sip_msg *m)
+{
+    struct probe *p = (struct probe *)(void *)s;
+    (void)base;
+    if (fr->kind == SLB_FRAME_FATAL) {
+        fail_inside(p, "unparsable response");
+        return false;
+    }
+    if (fr->kind == SLB_FRAME_MESSAGE)
+        on_response(p, m);
+    return true;
+}
+
+static void probe_tls_events(struct slb_stream *s, int ev)
+{
+    struct probe *p = (struct probe *)(void *)s;
+    if (!(ev & SLB_TLS_EV_HANDSHAKE_DONE))
+        return;
+    p->ready = true;
+    slb_conn_set_timeout(s->conn, 0);
+    p->cseq++;
+    send_probe(p);
+}
+
+static void probe_tls_failed(struct slb_stream *s, int rc)
+{
+    struct probe *p = (struct probe *)(void *)s;
+    (void)rc;
+    p->verdict_given = true;
+    p->ready = false;
+    p->waiting = false;
+    slb_timer_cancel(&p->timeout);
+    verdict(p, false, "TLS failed");
+}
+
+static const struct slb_stream_ops probe_ops = {
+    .frame = probe_frame,
+    .tls_events = probe_tls_events,
+    .tls_failed = probe_tls_failed,
+};
+
 static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *data, size_t len)
 {
-    struct slb_health *h = slb_loop_user(loop);
     struct probe *p = conn->owner;
-    if (!p)
-        return 0;
-    for (int i = 0; i < 16; i++) {
-        size_t got = 0;
-        int ev = slb_tls_feed(&p->tls, data, len, p->buf + p->len, sizeof(p->buf) - p->len, &got);
-        data = NULL;
-        len = 0;
-        if (ev < 0) {
-            disconnect(p);
-            verdict(p, false, "TLS failed");
-            return 0;
-        }
-        if (ev & SLB_TLS_EV_HANDSHAKE_DONE) {
-            p->ready = true;
-            slb_conn_set_timeout(conn, 0);
-            p->cseq++;
-            send_probe(p);
-        }
-        p->len += got;
-        size_t at = 0;
-        struct slb_sip_limits lim;
-        slb_sip_limits_default(&lim);
-        while (at < p->len) {
-            slb_sip_frame(p->buf + at, p->len - at, &lim, &h->msg, h->hdrs,
-                          SLB_SIP_MAX_HEADERS_DEFAULT, &p->fr);
-            if (p->fr.kind == SLB_FRAME_NEED_MORE)
-                break;
-            if (p->fr.kind == SLB_FRAME_FATAL) {
-                disconnect(p);
-                verdict(p, false, "unparsable response");
-                return 0;
-            }
-            if (p->fr.kind == SLB_FRAME_MESSAGE)
-                on_response(p, &h->msg);
-            at += p->fr.frame_len;
-            p->fr = (struct slb_sip_frame){0};
-        }
-        memmove(p->buf, p->buf + at, p->len - at);
-        p->len -= at;
-        if (ev & SLB_TLS_EV_PEER_CLOSED) {
-            disconnect(p);
-            return 0;
-        }
-        if (!(ev & SLB_TLS_EV_MORE))
-            break;
-    }
+    (void)loop;
+    if (p)
+        slb_stream_input(&p->s, data, len);
     return 0;
 }
 
@@ -321,8 +300,8 @@ static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
 {
     struct probe *p = conn->owner;
     (void)loop;
-    if (p && p->tls_init)
-        slb_tls_flush(&p->tls);
+    if (p)
+        (void)slb_stream_flush(&p->s); /* a failure reaches probe_tls_failed */
 }
 
 static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
@@ -331,10 +310,13 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
     (void)loop;
     if (!p)
         return;
-    bool was_waiting = p->waiting;
-    p->conn = NULL;
+    bool judge = !p->verdict_given && (p->waiting || reason < 0);
+    conn->owner = NULL;
+    p->s.state = SLB_STREAM_CLOSING; /* the connection is gone: nothing more to close */
+    p->s.conn = NULL;
     disconnect(p);
-    if (was_waiting || reason < 0)
+    p->verdict_given = false;
+    if (judge)
         verdict(p, false, reason == -ETIMEDOUT ? "handshake timed out" : "connection lost");
 }
 
@@ -360,9 +342,7 @@ static void apply_attrs(struct slb_health *h, const struct slb_backend_attrs *a,
         }
         if (!was) {
             /* New, or back after a removal: up until its probes say otherwise. */
-            p->alive = true;
-            p->fails = p->oks = 0;
-            p->drained_reported = false;
+            slb_health_state_added(&p->st);
             slb_log(SLB_LOG_INFO, "backend %s added", name);
             for (unsigned w = 0; w < h->n_workers; w++)
                 atomic_store(&h->drain[w].last_ms[b], now);
@@ -374,11 +354,11 @@ static void apply_attrs(struct slb_health *h, const struct slb_backend_attrs *a,
             slb_log(SLB_LOG_INFO, "backend %s: weight %u -> %u", name, old.weight[b],
                     a->weight[b]);
         if (a->drain[b] != old.drain[b]) {
-            p->drained_reported = false;
+            slb_health_state_drain_changed(&p->st);
             /* Idle time counts from now: dialogs placed just before may still be live. */
             for (unsigned w = 0; w < h->n_workers; w++)
                 atomic_store(&h->drain[w].last_ms[b], now);
-            if (p->alive)
+            if (p->st.alive)
                 set_report(h, b, a->drain[b] ? REPORT_DRAINING : REPORT_UP);
         }
     }
@@ -406,23 +386,22 @@ static void on_tick(struct slb_timer *t)
         if (!h->attrs.present[b])
             continue;
         uint64_t f = atomic_load_explicit(&h->signals.failures[b], memory_order_relaxed);
-        if (f != p->seen_passive) {
+        if (slb_health_state_passive(&p->st, f)) {
             /* Workers lost connections to it: one failure, and probe right away. */
-            p->seen_passive = f;
             verdict(p, false, "workers' connections failed");
             if (!p->waiting)
                 dial(p);
         }
-        if (p->alive && h->attrs.drain[b] && !p->drained_reported) {
+        if (slb_health_state_awaits_drain(&p->st, h->attrs.drain[b])) {
+            /* Read the workers' clocks only for a backend a report waits on. */
             uint64_t last = 0;
             for (unsigned w = 0; w < h->n_workers; w++) {
                 uint64_t l = atomic_load_explicit(&h->drain[w].last_ms[b], memory_order_relaxed);
                 last = l > last ? l : last;
             }
-            if (now - last >= h->cfg->drain_idle_ms) {
-                p->drained_reported = true;
+            if (slb_health_state_drained(&p->st, h->attrs.drain[b], last, now,
+                                         h->cfg->drain_idle_ms))
                 set_report(h, b, REPORT_DRAINED);
-            }
         }
     }
     slb_router_reclaim(h->router);
@@ -439,6 +418,13 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
         free(h);
         return NULL;
     }
+    if (slb_stream_env_init(&h->env, &probe_ops, SLB_MAX_BACKENDS, SLB_SIP_MAX_MSG_BYTES_DEFAULT) <
+        0) {
+        slb_stream_env_deinit(&h->env);
+        free(h->drain);
+        free(h);
+        return NULL;
+    }
     h->cfg = cfg;
     h->router = router;
     h->cctx = client_ctx;
@@ -448,7 +434,7 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
         struct probe *p = &h->probe[b];
         p->h = h;
         p->backend = b;
-        p->alive = true; /* until probes say otherwise: starts routing at once */
+        slb_health_state_init(&p->st); /* alive until probes say otherwise: routes at once */
         slb_timer_init(&p->next, on_next);
         slb_timer_init(&p->timeout, on_timeout);
         h->reported[b] = b < cfg->n_backends && cfg->backends[b].drain ? REPORT_DRAINING
@@ -466,6 +452,7 @@ void slb_health_free(struct slb_health *h)
 {
     if (h) {
         free(atomic_load(&h->pending));
+        slb_stream_env_deinit(&h->env);
         free(h->drain);
         free(h);
     }
@@ -480,7 +467,7 @@ void *slb_health_main(void *arg)
     int rc = slb_loop_init(&h->loop, &opts, &cbs, h);
     if (rc < 0) {
         slb_log(SLB_LOG_ERROR, "health checker: io_uring set-up failed: %s", strerror(-rc));
-        kill(getpid(), SIGTERM);
+        atomic_store(&h->failed, 1);
         return (void *)1;
     }
     for (unsigned b = 0; b < h->attrs.n; b++)
@@ -496,8 +483,7 @@ void *slb_health_main(void *arg)
     slb_timer_cancel(&h->tick);
     slb_loop_deinit(&h->loop);
     for (unsigned b = 0; b < SLB_MAX_BACKENDS; b++)
-        if (h->probe[b].tls_init)
-            slb_tls_conn_deinit(&h->probe[b].tls);
+        slb_stream_release(&h->probe[b].s);
     slb_tls_thread_cleanup();
     return NULL;
 }
@@ -507,6 +493,11 @@ void slb_health_stop(struct slb_health *h)
     atomic_store(&h->stop, 1);
     if (atomic_load(&h->running))
         slb_loop_stop(&h->loop);
+}
+
+bool slb_health_failed(struct slb_health *h)
+{
+    return atomic_load(&h->failed) != 0;
 }
 
 struct slb_health_signals *slb_health_signals(struct slb_health *h)

@@ -8,6 +8,7 @@
 #define SLB_BALANCER_HEALTH_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -35,6 +36,9 @@ void slb_health_free(struct slb_health *h);
 /* The control thread's body (pthread start routine); returns when stopped. */
 void *slb_health_main(void *health);
 void slb_health_stop(struct slb_health *h);
+
+/* Whether the control thread stopped on an error of its own (logged). Any thread. */
+bool slb_health_failed(struct slb_health *h);
 
 struct slb_health_signals *slb_health_signals(struct slb_health *h);
 struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned worker);

@@ -233,6 +233,16 @@ static void reload_tls(const struct slb_config *cfg, struct slb_worker **w, unsi
 /* SIGHUP: TLS files, then the backends file when there is one. */
 static struct slb_backend_attrs in_force; /* the backends as last handed to the health checker */
 
+#define FAILURE_POLL_MS 200L
+
+static bool any_thread_failed(struct slb_worker **w, unsigned n, struct slb_health *h)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (slb_worker_failed(w[i]))
+            return true;
+    return slb_health_failed(h);
+}
+
 static void reload(struct slb_config *cfg, struct slb_worker **w, unsigned n)
 {
     reload_tls(cfg, w, n);
@@ -408,9 +418,17 @@ int main(int argc, char **argv)
         return 1;
     }
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0)
+        /* Signals, and every FAILURE_POLL_MS a look at whether a thread stopped on an error
+         * of its own (it logged why): then everything stops and the exit code is 1. */
+        const struct timespec poll = {0, FAILURE_POLL_MS * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &poll);
+        if (sig < 0) {
+            if (errno == EAGAIN && any_thread_failed(w, n, health)) {
+                slb_log(SLB_LOG_ERROR, "a worker or the health checker failed: stopping");
+                break;
+            }
             continue;
+        }
         if (sig == SIGUSR1) {
             write_stats(&cfg, w, n);
             continue;

@@ -4,6 +4,7 @@
 #ifndef SLB_BALANCER_WORKER_H
 #define SLB_BALANCER_WORKER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -85,7 +86,9 @@ struct slb_worker;
     X(backend_unauthenticated)                                                             \
     X(fd_exhausted)                                                                        \
     X(handoff_slots_reclaimed)                                                             \
-    X(closed_input_flood)
+    X(closed_input_flood)                                                                  \
+    X(closed_cut_write)                                                                    \
+    X(pongs_dropped)
 
 struct slb_worker_counters {
 #define SLB_X_FIELD(name) uint64_t name;
@@ -123,11 +126,15 @@ void slb_worker_free(struct slb_worker *w);
 
 /* The thread body for slb_workers_start: sets up the loop, listeners and backend
  * connections, runs until slb_worker_stop, tears down. Returns NULL, or (void *)1 when the
- * set-up failed (the reason is logged). */
+ * set-up or the loop failed (the reason is logged, slb_worker_failed turns true). */
 void *slb_worker_main(void *worker);
 
 /* Asks the worker to stop accepting, flush and return. Any thread. */
 void slb_worker_stop(struct slb_worker *w);
+
+/* Whether the worker stopped on an error of its own (set-up or loop failure, logged): the
+ * main thread polls it, stops the others and exits 1. Any thread. */
+bool slb_worker_failed(const struct slb_worker *w);
 
 /* Hands the worker a new server TLS context (a reloaded certificate); it takes it within
  * 100 ms for new clients. Takes ownership. Any thread. */

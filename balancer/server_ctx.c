@@ -1,0 +1,68 @@
+/* Certificate rotation: a reload hands each worker a new server TLS context; new clients
+ * get it, and the old one lives on until the last session made from it closes, however
+ * many reloads come meanwhile.
+ *
+ * Thread: the worker's, except slb_worker_set_server_ctx (any thread: an atomic swap) and
+ * the after-stop accessors. */
+#include <stdlib.h>
+
+#include "balancer/worker-priv.h"
+
+void take_new_sctx(struct slb_worker *w)
+{
+    if (!atomic_load_explicit(&w->new_sctx, memory_order_relaxed))
+        return;
+    struct retired_sctx *r = NULL;
+    if (w->sctx_sessions && !(r = malloc(sizeof(*r))))
+        return; /* out of memory: keep the current context, try at the next refresh */
+    struct slb_tls_ctx *n = atomic_exchange(&w->new_sctx, NULL);
+    if (!r) {
+        slb_tls_ctx_free(w->sctx);
+    } else {
+        *r = (struct retired_sctx){w->sctx, w->sctx_sessions, w->retired};
+        w->retired = r;
+    }
+    w->sctx = n;
+    w->sctx_sessions = 0;
+}
+
+void release_sctx(struct slb_worker *w, struct slb_tls_ctx *ctx)
+{
+    if (ctx == w->sctx) {
+        w->sctx_sessions--;
+        return;
+    }
+    for (struct retired_sctx **rp = &w->retired; *rp; rp = &(*rp)->next) {
+        struct retired_sctx *r = *rp;
+        if (r->ctx != ctx)
+            continue;
+        if (--r->sessions == 0) {
+            slb_tls_ctx_free(ctx);
+            *rp = r->next;
+            free(r);
+        }
+        return;
+    }
+}
+
+void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx)
+{
+    slb_tls_ctx_free(atomic_exchange(&w->new_sctx, ctx));
+}
+
+struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w)
+{
+    /* After the worker stopped: whatever was never taken, and every retired context. */
+    while (w->retired) {
+        struct retired_sctx *r = w->retired;
+        w->retired = r->next;
+        slb_tls_ctx_free(r->ctx);
+        free(r);
+    }
+    return atomic_exchange(&w->new_sctx, NULL);
+}
+
+struct slb_tls_ctx *slb_worker_server_ctx(const struct slb_worker *w)
+{
+    return w->sctx;
+}

@@ -1,0 +1,268 @@
+/* The relay worker's private parts, shared by the files that make it up (README's layout
+ * table names each file's job):
+ *   worker.c          life cycle, io/ callbacks, the refresh timer
+ *   frame_dispatch.c  each framed message from a connection: to which handler it goes
+ *   route_request.c   a client's request: routed to a backend, edited, forwarded
+ *   relay_response.c  a response: back to the connection our Via names
+ *   toward_client.c   a backend's request toward a phone (flow tokens, RFC 5626)
+ *   worker_handoff.c  messages for connections on another worker (the hand-over)
+ *   backend_links.c   links to backends: dial, redial, the routing table's changes
+ *   client_flow.c     clients' backpressure, timers, half-close
+ *   client_admit.c    admission: --max-conns, per-source limits, handshakes in progress
+ *   replies.c         the responses sipslb writes itself
+ *   server_ctx.c      certificate rotation (server TLS contexts in use)
+ *
+ * Everything here runs on the worker's own thread, except what slb_worker_* in worker.h
+ * says. A connection's record (struct relay_conn) lives in the slot of the same index as
+ * its io/ connection and is valid from accept/connect until on_close. */
+#ifndef SLB_BALANCER_WORKER_PRIV_H
+#define SLB_BALANCER_WORKER_PRIV_H
+
+#include <arpa/inet.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "balancer/handoff.h"
+#include "balancer/health.h"
+#include "balancer/pending_invite.h"
+#include "balancer/proxy.h"
+#include "balancer/router.h"
+#include "balancer/sip_stream.h"
+#include "balancer/token.h"
+#include "balancer/worker.h"
+#include "core/limit.h"
+#include "core/log.h"
+#include "core/sip.h"
+#include "core/sip_edit.h"
+#include "io/loop.h"
+#include "io/timer.h"
+
+/* io/ tags: a listener's says TLS or plain; a link's is TAG_LINK + its index. */
+enum { TAG_CLIENT = 1, TAG_LINK = 2 };
+#define TAG_PLAIN_LISTENER 0x40000000u
+
+enum relay_conn_kind { CONN_CLIENT = 1, CONN_LINK = 2 };
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
+
+#define REDIAL_MS_MIN 100u   /* a link's first redial after a failure */
+#define REDIAL_MS_MAX 10000u /* its longest backoff */
+#define REFRESH_MS    100u   /* the refresh timer: table generation, contexts, returns */
+#define EOF_LINGER_MS 5000u  /* a half-closed client may still be owed responses this long */
+#define CLIENT_RCVBUF (128u * 1024u) /* SO_RCVBUF of clients: what the kernel queues for one */
+/* What a client may still deliver after its receive was paused: CQEs the kernel already
+ * posted can carry up to the whole receive ring (io/'s default 256 x 16 KiB), plus its
+ * socket queue. Its TLS stash may hold that much; a client that goes past it is failed. */
+#define CLIENT_STASH_MAX ((256u * 16384u) + 4u * CLIENT_RCVBUF)
+/* All clients' stashes of one worker together: past this, a client that keeps sending
+ * while held is closed rather than buffered. */
+#define WORKER_STASH_BUDGET (64u << 20)
+#define LIMIT_LOG_MS        10000u /* a log line about one source at most this often */
+#define RATE_SLOTS          4096u  /* per-worker request-rate buckets */
+#define REPLY_ROOM          4096u  /* our replies: the request's Vias and more, beyond its size */
+#define RETRY_AFTER_LINE    48u    /* "Retry-After: N\r\n" */
+
+struct link;
+
+/* One connection the relay handles: a client's (accepted) or a link's (ours, to a
+ * backend). Owned by the worker, at its io/ slot. */
+struct relay_conn {
+    struct slb_stream s;     /* first: a stream callback's pointer is the record's */
+    uint8_t kind;            /* enum relay_conn_kind */
+    struct link *link;       /* CONN_LINK: the link it serves */
+    int16_t backend_peer;    /* CONN_CLIENT: the backend whose address it comes from, or -1 */
+    struct slb_tls_ctx *ctx; /* CONN_CLIENT, TLS: the server context its session came from */
+    struct link *parked;     /* CONN_CLIENT: the link it waits on */
+    struct relay_conn *next_parked;
+    struct relay_conn *hs_prev, *hs_next; /* CONN_CLIENT: handshakes in progress, oldest first */
+    bool in_hs_list;
+    bool out_blocked;          /* CONN_CLIENT: its output is backed up (receive paused) */
+    uint32_t stash_seen;       /* CONN_CLIENT: its TLS stash as counted in w->stash_bytes */
+    uint32_t awaiting;         /* CONN_CLIENT: requests forwarded, final responses not yet back (a
+                                * hint for a half-closed client; retransmissions blur it) */
+    bool eof;                  /* CONN_CLIENT: it shut its write side */
+    bool exempt;               /* CONN_CLIENT: --limit-allow or a backend's address */
+    bool unauth_backend;       /* CONN_CLIENT: from a backend's address, certificate not verified */
+    bool src_counted;          /* CONN_CLIENT: counted in the per-source table */
+    bool hs_counted;           /* CONN_CLIENT: its handshake was counted against its source */
+    uint64_t src;              /* CONN_CLIENT: its per-source key */
+    uint64_t partial_since_ms; /* when its unfinished message started (0: none) */
+    uint16_t port;
+    uint8_t ip_len;
+    char ip[INET6_ADDRSTRLEN]; /* last: a record is cleared up to here */
+};
+
+static inline struct relay_conn *conn_of(struct slb_stream *s)
+{
+    return (struct relay_conn *)(void *)s;
+}
+
+static inline bool conn_open(const struct relay_conn *c)
+{
+    return c->s.state == SLB_STREAM_OPEN;
+}
+
+/* One of the K persistent connections of this worker to one backend. Owned by the
+ * worker (its links array). */
+struct link {
+    struct slb_worker *w;
+    uint16_t backend;
+    uint8_t state;                  /* enum link_state */
+    struct relay_conn *conn;        /* when connected */
+    struct slb_redial redial;       /* backoff and the session to resume */
+    struct relay_conn *parked_head; /* clients waiting for room on this link */
+};
+
+/* A server context replaced by a reload while sessions made from it still live; freed
+ * with the last of them. Allocated at a reload (rare), never on the message path. */
+struct retired_sctx {
+    struct slb_tls_ctx *ctx;
+    uint32_t sessions;
+    struct retired_sctx *next;
+};
+
+/* The message being handled, passed down to every handler (not kept in the worker). */
+struct in_msg {
+    const char *base;            /* its bytes, msg_len of them */
+    const struct slb_sip_msg *m; /* its scan */
+    struct slb_route_info route; /* a request's Route facts */
+    bool strict;                 /* our route found in its Request-URI (a strict router) */
+};
+
+/* A returned hand-over slot whose post failed: retried by the refresh timer. */
+struct slot_return {
+    uint8_t worker;
+    uint16_t slot;
+};
+
+struct slb_worker {
+    struct slb_loop loop;
+    const struct slb_shared *sh;
+    const struct slb_config *cfg;
+    unsigned index;
+    struct slb_tls_ctx *sctx, *cctx;
+    uint32_t sctx_sessions;                 /* client sessions made from sctx */
+    _Atomic(struct slb_tls_ctx *) new_sctx; /* from a reload, not yet taken */
+    struct retired_sctx *retired;           /* replaced server contexts still in use */
+    atomic_int stop_requested;
+    atomic_int running;
+    atomic_int failed;        /* slb_worker_failed */
+    struct relay_conn *conns; /* by io/ slot */
+    uint32_t n_conns;
+    uint32_t n_clients;                   /* client connections open (bounded by --max-conns) */
+    uint32_t n_handshaking;               /* client TLS handshakes in progress */
+    struct relay_conn *hs_head, *hs_tail; /* those, oldest first */
+    uint64_t seen_no_fds;                 /* io's accept_no_fds when last reported */
+    struct slb_rate_table rates;          /* requests per second per source */
+    size_t stash_bytes;                   /* clients' TLS stashes, summed (WORKER_STASH_BUDGET) */
+    struct link *links;                   /* SLB_MAX_BACKENDS * backend_conns, slot-major */
+    uint32_t n_known;                     /* backend slots whose links were started */
+    uint32_t n_links;
+    struct slb_router *router;
+    struct slb_health_signals *signals;
+    struct slb_drain_clock *drain_clock;
+    struct slb_timer refresh; /* keeps this worker's router generation moving when idle */
+    uint64_t seen_gen;        /* the table generation last reconciled with our links */
+    uint8_t seen_state[SLB_MAX_BACKENDS];
+    struct slb_stream_env env; /* input buffers and the scanner's workspace */
+    struct slb_sip_edit edit;
+    struct slb_pending_invites pending; /* CANCEL and non-2xx ACK follow their INVITE */
+    char *reply; /* our own responses: as large as the request they copy Vias from */
+    size_t reply_cap;
+    struct slb_outbox outbox;    /* hand-over slots lent to other workers */
+    struct slot_return *returns; /* other workers' slots whose return post failed */
+    unsigned n_returns, returns_cap;
+    struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds, rl_auth;
+    struct slb_worker_counters c;
+};
+
+/* frame_dispatch.c */
+extern const struct slb_stream_ops relay_stream_ops;
+
+/* replies.c: answer the request im (a valid request); pong answers a keepalive. */
+void reply(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im, int status,
+           const char *reason, const char *extra);
+void reply_busy(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im,
+                const char *reason, unsigned retry_after_s);
+void pong(struct slb_worker *w, struct relay_conn *c);
+bool reject_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im);
+
+/* route_request.c */
+enum step { STEP_NEXT, STEP_STOP }; /* after one message: go on, or stop (held/closing) */
+enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im);
+int drop_our_route(struct slb_sip_edit *e, const struct in_msg *im);
+
+/* relay_response.c */
+void relay_response(struct slb_worker *w, struct relay_conn *from, const struct in_msg *im);
+
+/* toward_client.c */
+enum step toward_client(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im);
+
+/* worker_handoff.c */
+int hand_over(struct slb_worker *w, unsigned dst_worker, uint64_t dst, const struct iovec *iov,
+              int n, size_t len);
+void on_handoff(struct slb_loop *loop, uint64_t a, uint64_t b);
+void on_handoff_failed(struct slb_loop *loop, uint64_t a, int res);
+void retry_returns(struct slb_worker *w);
+
+/* backend_links.c */
+const struct slb_route_table *route_table(struct slb_worker *w);
+struct link *pick_link(struct slb_worker *w, unsigned backend, uint64_t hash);
+int backend_of_conn(const struct relay_conn *c);
+void link_dial(struct slb_worker *w, struct link *l);
+int link_connected(struct slb_worker *w, struct link *l, struct slb_conn *conn, int res);
+void link_ready(struct slb_worker *w, struct relay_conn *c);
+void link_lost(struct slb_worker *w, struct link *l, int reason);
+void links_init(struct slb_worker *w);
+void links_start(struct slb_worker *w);
+void links_stop(struct slb_worker *w);
+void wake_stuck_parked(struct slb_worker *w, const struct slb_route_table *t);
+
+/* client_flow.c */
+int send_to(struct slb_worker *w, struct relay_conn *c, const struct iovec *iov, int n,
+            size_t total);
+void client_recv_update(struct relay_conn *c);
+void client_block(struct slb_worker *w, struct relay_conn *c);
+void client_timer(struct slb_worker *w, struct relay_conn *c);
+void park(struct slb_worker *w, struct relay_conn *client, struct link *l);
+void unpark(struct relay_conn *client);
+void wake_parked(struct slb_worker *w, struct link *l);
+void resume_client(struct slb_worker *w, struct relay_conn *c);
+void final_delivered(struct relay_conn *c);
+void client_input(struct slb_worker *w, struct relay_conn *c, const void *data, size_t len);
+void client_eof(struct slb_worker *w, struct relay_conn *c);
+void client_drained(struct slb_worker *w, struct relay_conn *c);
+size_t stash_account(struct slb_worker *w, struct relay_conn *c);
+void count_timeout(struct slb_worker *w, const struct relay_conn *c);
+
+/* client_admit.c */
+int client_accept(struct slb_worker *w, struct slb_conn *conn);
+bool handshake_allowed(struct slb_worker *w, struct relay_conn *c);
+void client_handshake_done(struct slb_worker *w, struct relay_conn *c);
+void client_gone(struct slb_worker *w, struct relay_conn *c);
+void limit_log(struct slb_worker *w, const struct relay_conn *c, const char *what, bool banned_now);
+void peer_address(struct relay_conn *c, const struct slb_conn *conn);
+
+/* server_ctx.c */
+void take_new_sctx(struct slb_worker *w);
+void release_sctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
+
+/* The worker a stream belongs to (its environment is the worker's). */
+static inline struct slb_worker *worker_of(struct slb_stream *s)
+{
+    return (struct slb_worker *)(void *)((char *)s->env - offsetof(struct slb_worker, env));
+}
+
+static inline struct relay_conn *conn_at(struct slb_worker *w, const struct slb_conn *conn)
+{
+    return &w->conns[slb_conn_id_slot(conn->id)];
+}
+
+/* Closes c's connection now (counted by the caller). */
+static inline void conn_close(struct relay_conn *c, bool graceful)
+{
+    slb_stream_close(&c->s, graceful);
+}
+
+#endif
