@@ -12,6 +12,13 @@
 
 static void close_links(struct slb_worker *w, unsigned b);
 
+/* A backend's address and names, from the newest table: a slot keeps its backend for the
+ * process's life, so any table that lists the slot has the same names. */
+static const struct slb_backend_spec *backend_spec(struct slb_worker *w, unsigned b)
+{
+    return &slb_router_peek(w->router)->backends->spec[b];
+}
+
 /* A new table: links for backends a reload added, closed links for those it removed, and a
  * backend that came back up gets its links dialled now rather than at the end of their
  * backoff. */
@@ -110,7 +117,7 @@ static void schedule_redial(struct slb_worker *w, struct link *l, bool wake)
 
 void link_dial(struct slb_worker *w, struct link *l)
 {
-    const struct slb_backend_spec *b = &w->cfg->backends[l->backend];
+    const struct slb_backend_spec *b = backend_spec(w, l->backend);
     struct slb_conn_id id;
     uint32_t tag = TAG_LINK + (uint32_t)(l - w->links);
     l->state = LINK_CONNECTING;
@@ -142,11 +149,11 @@ int link_connected(struct slb_worker *w, struct link *l, struct slb_conn *conn, 
         w->c.backend_connect_failed++;
         slb_log_limited(&w->rl_backend, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                         "worker %u: cannot connect to backend %s: %s", w->index,
-                        w->cfg->backends[l->backend].name, strerror(-res));
+                        backend_spec(w, l->backend)->name, strerror(-res));
         schedule_redial(w, l, true);
         return 0;
     }
-    const struct slb_backend_spec *b = &w->cfg->backends[l->backend];
+    const struct slb_backend_spec *b = backend_spec(w, l->backend);
     struct relay_conn *c = conn_at(w, conn);
     memset(c, 0, offsetof(struct relay_conn, ip));
     peer_address(c, conn);
@@ -184,7 +191,7 @@ void link_lost(struct slb_worker *w, struct link *l, int reason)
     if (!atomic_load(&w->stop_requested))
         slb_log_limited(&w->rl_backend, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                         "worker %u: connection to backend %s closed: %s", w->index,
-                        w->cfg->backends[l->backend].name,
+                        backend_spec(w, l->backend)->name,
                         reason ? strerror(-reason) : "closed by peer");
     schedule_redial(w, l, true);
 }

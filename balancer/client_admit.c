@@ -33,7 +33,7 @@ static int16_t backend_by_address(struct slb_worker *w, const struct sockaddr_st
 {
     const struct slb_route_table *t = route_table(w);
     for (unsigned b = 0; b < t->n_backends; b++) {
-        const struct sockaddr_storage *a = &w->cfg->backends[b].addr.sa;
+        const struct sockaddr_storage *a = &t->backends->spec[b].addr.sa;
         if (t->state[b] == SLB_BACKEND_REMOVED || a->ss_family != ss->ss_family)
             continue;
         if (ss->ss_family == AF_INET &&

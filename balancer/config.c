@@ -64,7 +64,7 @@ static const struct slb_flag table[] = {
     F("backend-key", SLB_FLAG_STR, backend_key, NULL, 0, 0, NULL, "FILE", "key of --backend-cert"),
     F("backend-conns", SLB_FLAG_INT, backend_conns, "2", 1, 64, NULL, "K",
       "persistent TLS connections per backend per worker"),
-    F("workers", SLB_FLAG_INT, workers, "0", 0, 255, NULL, "N",
+    F("workers", SLB_FLAG_INT, workers, "0", 0, SLB_MAX_WORKERS, NULL, "N",
       "worker threads, one io_uring each; 0 = online cores"),
     F("pin", SLB_FLAG_BOOL, pin, "false", 0, 0, NULL, NULL, "pin worker i to core i"),
     F("advertise", SLB_FLAG_STR, advertise, NULL, 0, 0, NULL, "HOST[:PORT]",
@@ -309,8 +309,34 @@ static uint32_t name_token(const char *name)
     return (uint32_t)slb_route_hash((struct slb_slice){name, strlen(name)});
 }
 
-int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_attrs *cur,
-                            struct slb_backend_attrs *out, char *err, size_t errlen)
+struct slb_backends *slb_backends_new(const struct slb_config *cfg)
+{
+    struct slb_backends *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    slb_config_attrs(cfg, &b->attrs);
+    memcpy(b->spec, cfg->backends, sizeof(b->spec));
+    memcpy(b->from_file, cfg->from_file, sizeof(b->from_file));
+    return b;
+}
+
+const struct slb_backends *slb_backends_ref(const struct slb_backends *b)
+{
+    /* The count is the one field that changes: the cast is its only writer's. */
+    atomic_fetch_add_explicit(&((struct slb_backends *)b)->refs, 1, memory_order_relaxed);
+    return b;
+}
+
+void slb_backends_unref(const struct slb_backends *b)
+{
+    if (b && atomic_fetch_sub_explicit(&((struct slb_backends *)b)->refs, 1,
+                                       memory_order_acq_rel) == 1)
+        free((void *)b);
+}
+
+int slb_config_reload_backends(const struct slb_config *cfg, const struct slb_backends *cur,
+                               struct slb_backends **out, char *err, size_t errlen)
 {
     if (!cfg->backends_file) {
         snprintf(err, errlen, "no --backends-file to re-read");
@@ -320,9 +346,8 @@ int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_att
     int n = read_backends_file(cfg->backends_file, fresh, SLB_MAX_BACKENDS, err, errlen);
     if (n < 0)
         return -EINVAL;
-    *out = *cur;
     int slot_of[SLB_MAX_BACKENDS];
-    uint32_t next = out->n;
+    uint32_t next = cur->attrs.n;
     for (int k = 0; k < n; k++) {
         slot_of[k] = -1;
         for (int j = 0; j < k; j++)
@@ -330,10 +355,10 @@ int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_att
                 snprintf(err, errlen, "--backends-file: %s listed twice", fresh[k].name);
                 return -EINVAL;
             }
-        for (uint32_t i = 0; i < out->n; i++) {
-            if (strcmp(cfg->backends[i].name, fresh[k].name))
+        for (uint32_t i = 0; i < cur->attrs.n; i++) {
+            if (strcmp(cur->spec[i].name, fresh[k].name))
                 continue;
-            if (!cfg->from_file[i]) {
+            if (!cur->from_file[i]) {
                 snprintf(err, errlen, "--backends-file: %s is also a --backend flag",
                          fresh[k].name);
                 return -EINVAL;
@@ -349,23 +374,31 @@ int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_att
             slot_of[k] = (int)next++;
         }
     }
-    /* Valid: from here on nothing fails. New slots are written now; nobody reads them
-     * before the table that lists them is published. */
-    for (uint32_t i = 0; i < out->n; i++)
-        if (cfg->from_file[i])
-            out->present[i] = false;
+    struct slb_backends *b = malloc(sizeof(*b));
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    /* Valid: from here on nothing fails. A slot keeps its backend (its name, hence its
+     * token); only its attributes follow the file. */
+    memcpy(b, cur, sizeof(*b));
+    atomic_init(&b->refs, 1);
+    for (uint32_t i = 0; i < b->attrs.n; i++)
+        if (b->from_file[i])
+            b->attrs.present[i] = false;
     for (int k = 0; k < n; k++) {
         unsigned i = (unsigned)slot_of[k];
-        if (i >= out->n) {
-            cfg->backends[i] = fresh[k];
-            cfg->backends[i].token = name_token(fresh[k].name);
-            cfg->from_file[i] = true;
+        if (i >= cur->attrs.n) {
+            b->spec[i] = fresh[k];
+            b->spec[i].token = name_token(fresh[k].name);
+            b->from_file[i] = true;
         }
-        out->present[i] = true;
-        out->weight[i] = fresh[k].weight;
-        out->drain[i] = fresh[k].drain;
+        b->attrs.present[i] = true;
+        b->attrs.weight[i] = fresh[k].weight;
+        b->attrs.drain[i] = fresh[k].drain;
     }
-    out->n = next;
+    b->attrs.n = next;
+    *out = b;
     return 0;
 }
 
@@ -539,8 +572,8 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->n_workers = cfg->workers ? (unsigned)cfg->workers : (unsigned)(cores > 0 ? cores : 1);
-    if (cfg->n_workers > 255)
-        cfg->n_workers = 255; /* loop id 255 is the health checker's */
+    if (cfg->n_workers > SLB_MAX_WORKERS)
+        cfg->n_workers = SLB_MAX_WORKERS;
     /* Our Via sent-by: --advertise, else the first listen address. */
     if (cfg->advertise) {
         if (strlen(cfg->advertise) >= sizeof(cfg->advertise_hostport) - 8 ||

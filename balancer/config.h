@@ -3,18 +3,27 @@
 #ifndef SLB_BALANCER_CONFIG_H
 #define SLB_BALANCER_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
 #include "core/flags-t.h"
+#include "io/loop-t.h"
 
 #define SLB_MAX_LISTEN   8u
 #define SLB_MAX_BACKENDS 64u
 #define SLB_MAX_CERTS    16u /* --cert/--key pairs (chosen by SNI) */
+/* Workers take loop ids 0..SLB_MAX_WORKERS-1; the last id is the health checker's. */
+#define SLB_MAX_WORKERS    (SLB_LOOPS_MAX - 1u)
+#define SLB_HEALTH_LOOP_ID (SLB_LOOPS_MAX - 1u)
 
-enum slb_verify_client { SLB_VERIFY_CLIENT_NONE, SLB_VERIFY_CLIENT_OPTIONAL, SLB_VERIFY_CLIENT_REQUIRE };
+enum slb_verify_client {
+    SLB_VERIFY_CLIENT_NONE,
+    SLB_VERIFY_CLIENT_OPTIONAL,
+    SLB_VERIFY_CLIENT_REQUIRE
+};
 enum slb_backend_verify { SLB_BACKEND_VERIFY_REQUIRE, SLB_BACKEND_VERIFY_NONE };
 enum slb_tls_min { SLB_TLS_MIN_12, SLB_TLS_MIN_13 };
 
@@ -47,7 +56,7 @@ struct slb_backend_spec {
     struct slb_addr addr;
 };
 
-/* What a reload may change about the backends: which slots of cfg->backends are in use
+/* What a reload may change about the backends: which slots are in use
  * (slots only grow; a removed backend keeps its slot and gets it back if re-added), their
  * weights and drain flags. Owned by whoever built it; handed to the health checker whole. */
 struct slb_backend_attrs {
@@ -57,13 +66,25 @@ struct slb_backend_attrs {
     bool drain[SLB_MAX_BACKENDS];
 };
 
+/* The backends in force: every slot ever used (a slot keeps its backend for the process's
+ * life), which are present, their weights and drain flags. Immutable once built: a reload
+ * builds a new one, the health checker publishes it with the routing tables, and workers
+ * read it through the table they hold (router.h). Shared by reference count; the count is
+ * its only mutable field. */
+struct slb_backends {
+    _Atomic unsigned refs;
+    struct slb_backend_attrs attrs;
+    bool from_file[SLB_MAX_BACKENDS]; /* listed in --backends-file (not a --backend flag) */
+    struct slb_backend_spec spec[SLB_MAX_BACKENDS];
+};
+
 struct slb_config {
     /* Flags, as parsed. */
     struct slb_flag_list listen;
     struct slb_flag_list cert, key; /* pairs, in order; the first is the default */
     const char *ca;
-    int verify_client;  /* enum slb_verify_client */
-    int tls_min;        /* enum slb_tls_min */
+    int verify_client; /* enum slb_verify_client */
+    int tls_min;       /* enum slb_tls_min */
     const char *ciphers;
     bool strict_sni;
     const char *crl;
@@ -109,8 +130,8 @@ struct slb_config {
     /* Derived by slb_config_load. */
     struct slb_addr listen_addrs[SLB_MAX_LISTEN];
     unsigned n_listen;
-    struct slb_backend_spec backends[SLB_MAX_BACKENDS];
-    unsigned n_backends; /* at start; a reload may use more slots (struct slb_backend_attrs) */
+    struct slb_backend_spec backends[SLB_MAX_BACKENDS]; /* at start: slb_backends_new */
+    unsigned n_backends; /* at start; a reload may use more slots (struct slb_backends) */
     bool from_file[SLB_MAX_BACKENDS]; /* listed in --backends-file (not a --backend flag) */
     unsigned n_workers;
     char advertise_hostport[128]; /* what goes into our Via and Record-Route */
@@ -129,14 +150,21 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv);
 /* The weights and drain flags as configured at start. */
 void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs);
 
-/* Re-reads --backends-file for a reload (SIGHUP), against the attributes now in force
- * (cur): backends it no longer lists are removed, new ones take new slots of cfg->backends
- * (written before the caller publishes them), weights and drain flags follow the file. A
- * file that cannot be read or parsed, that names a --backend flag's backend, or that needs
- * more than SLB_MAX_BACKENDS slots is rejected whole (err says why) and nothing changes.
- * Main thread only. Returns 0 with out filled, or -EINVAL. */
-int slb_config_reload_attrs(struct slb_config *cfg, const struct slb_backend_attrs *cur,
-                            struct slb_backend_attrs *out, char *err, size_t errlen);
+/* The backends as configured at start (reference count 1). NULL when out of memory. */
+struct slb_backends *slb_backends_new(const struct slb_config *cfg);
+
+/* Takes one more reference / drops one (the last frees it). Any thread. */
+const struct slb_backends *slb_backends_ref(const struct slb_backends *b);
+void slb_backends_unref(const struct slb_backends *b);
+
+/* Re-reads --backends-file for a reload (SIGHUP) against the backends now in force (cur),
+ * into a new object (*out, reference count 1): backends it no longer lists are removed
+ * (their slots kept), new ones take new slots, weights and drain flags follow the file.
+ * Nothing is written in place. A file that cannot be read or parsed, that names a
+ * --backend flag's backend, or that needs more than SLB_MAX_BACKENDS slots is rejected
+ * whole (err says why). Returns 0, -EINVAL or -ENOMEM (*out untouched then). */
+int slb_config_reload_backends(const struct slb_config *cfg, const struct slb_backends *cur,
+                               struct slb_backends **out, char *err, size_t errlen);
 
 /* Whether the address (AF_INET or AF_INET6 sockaddr) lies inside one of the prefixes. */
 bool slb_cidr_match(const struct slb_cidr *list, unsigned n, const struct sockaddr_storage *ss);
@@ -148,7 +176,7 @@ int slb_cidr_parse(const char *text, struct slb_cidr *c);
 void slb_config_print(const struct slb_config *cfg, FILE *out);
 
 /* Parses "HOST:PORT", "[V6]:PORT" into addr (numeric or resolved). Returns 0 or -EINVAL. */
-int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host,
-                              size_t host_cap, uint16_t *port);
+int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host, size_t host_cap,
+                              uint16_t *port);
 
 #endif

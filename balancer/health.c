@@ -55,8 +55,9 @@ struct slb_health {
     atomic_uint n_reported;                      /* slots in use, for slb_health_report */
     struct slb_health_signals signals;
     struct slb_drain_clock *drain; /* one per worker */
-    struct slb_backend_attrs attrs; /* current weights and drain flags */
-    _Atomic(struct slb_backend_attrs *) pending; /* from a reload, not yet applied */
+    const struct slb_backends *backends; /* in force (a reference) */
+    struct slb_backend_attrs attrs;      /* theirs: presence, weights and drain flags */
+    _Atomic(const struct slb_backends *) pending; /* from a reload, not yet applied */
     /* The probes' input: a whole response of the largest size the framer accepts, so a
      * probe answered with a long response (many Allow, Supported, Via lines) is read. */
     struct slb_stream_env env;
@@ -71,7 +72,7 @@ static void publish(struct slb_health *h)
     for (unsigned i = 0; i < h->attrs.n; i++)
         state[i] = (uint8_t)slb_health_state_route(&h->probe[i].st, h->attrs.present[i],
                                                    h->attrs.drain[i]);
-    int rc = slb_router_publish(h->router, h->cfg, state, &h->attrs);
+    int rc = slb_router_publish(h->router, h->backends, state);
     if (rc < 0)
         slb_log(SLB_LOG_ERROR, "cannot publish a routing table: %s", strerror(-rc));
 }
@@ -79,7 +80,7 @@ static void publish(struct slb_health *h)
 static void set_report(struct slb_health *h, unsigned b, uint8_t r)
 {
     if (atomic_exchange(&h->reported[b], r) != r)
-        slb_log(SLB_LOG_INFO, "backend %s is %s", h->cfg->backends[b].name, report_name[r]);
+        slb_log(SLB_LOG_INFO, "backend %s is %s", h->backends->spec[b].name, report_name[r]);
 }
 
 static void verdict(struct probe *p, bool ok, const char *why)
@@ -98,7 +99,7 @@ static void verdict(struct probe *p, bool ok, const char *why)
     case SLB_HEALTH_WENT_DOWN:
         publish(h);
         slb_log(SLB_LOG_WARN, "backend %s failed %lld checks in a row (last: %s)",
-                cfg->backends[p->backend].name, (long long)cfg->fall, why);
+                h->backends->spec[p->backend].name, (long long)cfg->fall, why);
         set_report(h, p->backend, REPORT_DOWN);
         break;
     case SLB_HEALTH_NONE:
@@ -137,7 +138,7 @@ static void fail_inside(struct probe *p, const char *why)
 static void send_probe(struct probe *p)
 {
     const struct slb_config *cfg = p->h->cfg;
-    const struct slb_backend_spec *b = &cfg->backends[p->backend];
+    const struct slb_backend_spec *b = &p->h->backends->spec[p->backend];
     char msg[1536]; /* two names of up to 320 and three advertised addresses of up to 127 */
     int n = snprintf(msg, sizeof(msg),
                      "OPTIONS sips:%s SIP/2.0\r\n"
@@ -172,7 +173,7 @@ static void dial(struct probe *p)
 {
     if (p->s.state != SLB_STREAM_FREE || p->connecting)
         return;
-    const struct slb_backend_spec *b = &p->h->cfg->backends[p->backend];
+    const struct slb_backend_spec *b = &p->h->backends->spec[p->backend];
     struct slb_conn_id id;
     p->connecting = true;
     int rc = slb_redial_connect(&p->h->loop, (const struct sockaddr *)&b->addr.sa, b->addr.len,
@@ -224,7 +225,7 @@ static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
         verdict(p, false, res == -ETIMEDOUT ? "connect timed out" : "connect failed");
         return 0;
     }
-    if (slb_stream_open(&h->env, &p->s, conn, h->cctx, h->cfg->backends[p->backend].host, p) < 0)
+    if (slb_stream_open(&h->env, &p->s, conn, h->cctx, h->backends->spec[p->backend].host, p) < 0)
         return -ENOMEM;
     p->verdict_given = false;
     int ev = slb_tls_start(&p->s.tls);
@@ -324,12 +325,15 @@ static void start_probe(struct slb_health *h, unsigned b);
 
 /* A reload: backends added or removed, new weights and drain flags; logged, applied,
  * published. */
-static void apply_attrs(struct slb_health *h, const struct slb_backend_attrs *a, uint64_t now)
+static void apply_backends(struct slb_health *h, const struct slb_backends *nb, uint64_t now)
 {
+    const struct slb_backend_attrs *a = &nb->attrs;
     struct slb_backend_attrs old = h->attrs;
+    slb_backends_unref(h->backends);
+    h->backends = nb;
     h->attrs = *a;
     for (unsigned b = 0; b < a->n; b++) {
-        const char *name = h->cfg->backends[b].name;
+        const char *name = h->backends->spec[b].name;
         struct probe *p = &h->probe[b];
         bool was = b < old.n && old.present[b];
         if (!a->present[b]) {
@@ -365,9 +369,9 @@ static void apply_attrs(struct slb_health *h, const struct slb_backend_attrs *a,
     publish(h);
 }
 
-void slb_health_reload(struct slb_health *h, struct slb_backend_attrs *a)
+void slb_health_reload(struct slb_health *h, const struct slb_backends *b)
 {
-    free(atomic_exchange(&h->pending, a));
+    slb_backends_unref(atomic_exchange(&h->pending, b));
 }
 
 /* Every TICK_MS: reloads, failures the workers saw, drained backends, table reclamation. */
@@ -376,11 +380,9 @@ static void on_tick(struct slb_timer *t)
     struct slb_health *h = (struct slb_health *)((char *)t - offsetof(struct slb_health, tick));
     uint64_t now = slb_loop_now_ms(&h->loop);
     slb_timer_arm(slb_loop_wheel(&h->loop), &h->tick, TICK_MS);
-    struct slb_backend_attrs *a = atomic_exchange(&h->pending, NULL);
-    if (a) {
-        apply_attrs(h, a, now);
-        free(a);
-    }
+    const struct slb_backends *a = atomic_exchange(&h->pending, NULL);
+    if (a)
+        apply_backends(h, a, now);
     for (unsigned b = 0; b < h->attrs.n; b++) {
         struct probe *p = &h->probe[b];
         if (!h->attrs.present[b])
@@ -408,6 +410,7 @@ static void on_tick(struct slb_timer *t)
 }
 
 struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_router *router,
+                                  const struct slb_backends *backends,
                                   struct slb_tls_ctx *client_ctx, unsigned n_workers)
 {
     struct slb_health *h = calloc(1, sizeof(*h));
@@ -437,13 +440,14 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
         slb_health_state_init(&p->st); /* alive until probes say otherwise: routes at once */
         slb_timer_init(&p->next, on_next);
         slb_timer_init(&p->timeout, on_timeout);
-        h->reported[b] = b < cfg->n_backends && cfg->backends[b].drain ? REPORT_DRAINING
+        h->reported[b] = b < backends->attrs.n && backends->attrs.drain[b] ? REPORT_DRAINING
                                                                        : REPORT_UP;
         for (unsigned w = 0; w < n_workers; w++)
             atomic_store(&h->drain[w].last_ms[b], now);
     }
     slb_timer_init(&h->tick, on_tick);
-    slb_config_attrs(cfg, &h->attrs);
+    h->backends = slb_backends_ref(backends);
+    h->attrs = backends->attrs;
     atomic_store(&h->n_reported, h->attrs.n);
     return h;
 }
@@ -451,7 +455,8 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
 void slb_health_free(struct slb_health *h)
 {
     if (h) {
-        free(atomic_load(&h->pending));
+        slb_backends_unref(atomic_load(&h->pending));
+        slb_backends_unref(h->backends);
         slb_stream_env_deinit(&h->env);
         free(h->drain);
         free(h);
@@ -461,7 +466,7 @@ void slb_health_free(struct slb_health *h)
 void *slb_health_main(void *arg)
 {
     struct slb_health *h = arg;
-    struct slb_loop_opts opts = {.max_conns = 2 * SLB_MAX_BACKENDS + 8, .loop_id = 255};
+    struct slb_loop_opts opts = {.max_conns = 2 * SLB_MAX_BACKENDS + 8, .loop_id = SLB_HEALTH_LOOP_ID};
     struct slb_loop_cbs cbs = {.on_connect = on_connect, .on_data = on_data,
                                .on_drained = on_drained, .on_close = on_close};
     int rc = slb_loop_init(&h->loop, &opts, &cbs, h);
@@ -510,10 +515,12 @@ struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned wo
     return &h->drain[worker];
 }
 
-void slb_health_report(struct slb_health *h, FILE *out)
+void slb_health_report(struct slb_health *h, const struct slb_backends *names, FILE *out)
 {
     unsigned n = atomic_load(&h->n_reported);
+    if (n > names->attrs.n)
+        n = names->attrs.n; /* cannot happen: names are never older than the checker's */
     for (unsigned b = 0; b < n; b++)
-        fprintf(out, "backend.%s %s\n", h->cfg->backends[b].name,
+        fprintf(out, "backend.%s %s\n", names->spec[b].name,
                 report_name[atomic_load(&h->reported[b])]);
 }

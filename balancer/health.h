@@ -29,7 +29,9 @@ struct slb_drain_clock {
     _Alignas(64) atomic_uint_fast64_t last_ms[SLB_MAX_BACKENDS];
 };
 
+/* The health checker for these backends (it takes a reference). NULL when out of memory. */
 struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_router *router,
+                                  const struct slb_backends *backends,
                                   struct slb_tls_ctx *client_ctx, unsigned n_workers);
 void slb_health_free(struct slb_health *h);
 
@@ -43,12 +45,13 @@ bool slb_health_failed(struct slb_health *h);
 struct slb_health_signals *slb_health_signals(struct slb_health *h);
 struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned worker);
 
-/* Hands over new weights and drain flags (a reload); the health thread applies them,
- * logs each change and publishes a new table within a tick. Takes ownership of a
- * (malloc'd). Any thread. */
-void slb_health_reload(struct slb_health *h, struct slb_backend_attrs *a);
+/* Hands over the backends a reload built; the health thread applies them (added, removed,
+ * new weights and drain flags), logs each change and publishes a new table within a tick.
+ * Takes the caller's reference. Any thread. */
+void slb_health_reload(struct slb_health *h, const struct slb_backends *b);
 
-/* Writes "backend.NAME STATE" lines (up, down, draining, drained). Any thread. */
-void slb_health_report(struct slb_health *h, FILE *out);
+/* Writes "backend.NAME STATE" lines (up, down, draining, drained), the names taken from
+ * names (the caller's backends, at least as new as the checker's). Any thread. */
+void slb_health_report(struct slb_health *h, const struct slb_backends *names, FILE *out);
 
 #endif

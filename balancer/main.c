@@ -29,6 +29,7 @@ static const char *const counter_names[] = {
 };
 
 static struct slb_health *health;
+static const struct slb_backends *in_force; /* the backends as last handed to the health checker */
 
 static void write_stats(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
 {
@@ -44,7 +45,7 @@ static void write_stats(const struct slb_config *cfg, struct slb_worker **w, uns
         if (f)
             fprintf(f, "%s %llu\n", counter_names[i], (unsigned long long)v[i]);
     if (f) {
-        slb_health_report(health, f);
+        slb_health_report(health, in_force, f);
         fclose(f);
     }
     slb_log(SLB_LOG_INFO,
@@ -231,7 +232,6 @@ static void reload_tls(const struct slb_config *cfg, struct slb_worker **w, unsi
 }
 
 /* SIGHUP: TLS files, then the backends file when there is one. */
-static struct slb_backend_attrs in_force; /* the backends as last handed to the health checker */
 
 #define FAILURE_POLL_MS 200L
 
@@ -243,22 +243,23 @@ static bool any_thread_failed(struct slb_worker **w, unsigned n, struct slb_heal
     return slb_health_failed(h);
 }
 
-static void reload(struct slb_config *cfg, struct slb_worker **w, unsigned n)
+static void reload(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
 {
     reload_tls(cfg, w, n);
     char err[512];
     if (!cfg->backends_file)
         return;
-    struct slb_backend_attrs *a = malloc(sizeof(*a));
-    if (a && slb_config_reload_attrs(cfg, &in_force, a, err, sizeof(err)) == 0) {
-        slb_log(SLB_LOG_INFO, "SIGHUP: re-read %s", cfg->backends_file);
-        in_force = *a;
-        slb_health_reload(health, a);
-    } else {
+    /* A new backends object, never an edit of the one the workers read. */
+    struct slb_backends *fresh;
+    if (slb_config_reload_backends(cfg, in_force, &fresh, err, sizeof(err)) < 0) {
         slb_log(SLB_LOG_ERROR, "SIGHUP: backends reload rejected, running configuration kept: %s",
-                a ? err : "out of memory");
-        free(a);
+                err);
+        return;
     }
+    slb_log(SLB_LOG_INFO, "SIGHUP: re-read %s", cfg->backends_file);
+    slb_health_reload(health, slb_backends_ref(fresh));
+    slb_backends_unref(in_force);
+    in_force = fresh;
 }
 
 /* Every worker may hold --max-conns clients plus its backend links and a few spares, and
@@ -348,11 +349,11 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    slb_config_attrs(&cfg, &in_force);
+    in_force = slb_backends_new(&cfg);
     static struct slb_router router;
-    if (slb_router_init(&router, &cfg, n) < 0)
+    if (!in_force || slb_router_init(&router, &cfg, in_force, n) < 0)
         return 1;
-    health = slb_health_new(&cfg, &router, cctx[n], n);
+    health = slb_health_new(&cfg, &router, in_force, cctx[n], n);
     if (!health)
         return 1;
     static struct slb_shared sh;
@@ -461,6 +462,7 @@ int main(int argc, char **argv)
     slb_tls_ctx_free(cctx[n]);
     slb_health_free(health);
     slb_router_deinit(&router);
+    slb_backends_unref(in_force);
     slb_limit_table_deinit(&limits);
     if (hres)
         status = 1;

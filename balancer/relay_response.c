@@ -43,7 +43,7 @@ static struct relay_conn *backend_for_via(struct slb_worker *w, const struct slb
         return NULL;
     const struct slb_route_table *t = route_table(w);
     for (unsigned b = 0; b < t->n_backends; b++) {
-        const struct slb_backend_spec *s = &w->cfg->backends[b];
+        const struct slb_backend_spec *s = &t->backends->spec[b];
         if (t->state[b] == SLB_BACKEND_REMOVED || v.port != s->port ||
             v.host.len != strlen(s->host) || memcmp(v.host.ptr, s->host, v.host.len))
             continue;

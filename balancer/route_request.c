@@ -10,11 +10,10 @@
 #include "balancer/worker-priv.h"
 
 /* The backend slot whose Record-Route token this is, among those still configured. */
-static int backend_by_token(const struct slb_config *cfg, const struct slb_route_table *t,
-                            uint32_t token)
+static int backend_by_token(const struct slb_route_table *t, uint32_t token)
 {
     for (unsigned i = 0; i < t->n_backends; i++)
-        if (t->state[i] != SLB_BACKEND_REMOVED && cfg->backends[i].token == token)
+        if (t->state[i] != SLB_BACKEND_REMOVED && t->backends->spec[i].token == token)
             return (int)i;
     return -1;
 }
@@ -72,7 +71,7 @@ static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
     const struct slb_sip_msg *m = im->m;
     *pkey = 0;
     if (im->route.has_backend) {
-        int idx = backend_by_token(w->cfg, t, im->route.backend);
+        int idx = backend_by_token(t, im->route.backend);
         if (idx >= 0 && t->state[idx] != SLB_BACKEND_DOWN) {
             w->c.sticky_routed++;
             if (t->state[idx] == SLB_BACKEND_DRAINING)
@@ -98,7 +97,7 @@ static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
 /* The request as it leaves for backend b: our Via, our Route gone, Record-Route for a
  * dialog, Path for a REGISTER. Returns 0 or a negative errno (too large). */
 static int edit_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im,
-                        uint16_t b)
+                        const struct slb_backend_spec *b)
 {
     const struct slb_sip_msg *m = im->m;
     struct slb_sip_edit *e = &w->edit;
@@ -109,7 +108,7 @@ static int edit_request(struct slb_worker *w, struct relay_conn *c, const struct
     if (rc == 0 && im->route.ours)
         rc = drop_our_route(e, im);
     if (rc == 0 && slb_proxy_dialog_forming(m))
-        rc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, c->s.id.v,
+        rc = slb_proxy_record_route(e, m, &w->sh->self, b->token, c->s.id.v,
                                     flow_flags, false);
     if (rc == 0 && m->method_id == SLB_METHOD_REGISTER && !w->cfg->no_path)
         rc = slb_proxy_path(e, m, &w->sh->self, c->s.id.v, flow_flags);
@@ -156,7 +155,7 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
     }
     if (l->state != LINK_READY)
         return wait_on(w, c, l);
-    if (edit_request(w, c, im, b) < 0) {
+    if (edit_request(w, c, im, &t->backends->spec[b]) < 0) {
         reply(w, c, im, 513, "Message Too Large", NULL);
         return STEP_NEXT;
     }

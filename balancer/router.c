@@ -7,12 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct slb_route_table *build(struct slb_router *r, const struct slb_config *cfg,
-                                     const uint8_t state[SLB_MAX_BACKENDS],
-                                     const struct slb_backend_attrs *attrs)
+static struct slb_route_table *build(struct slb_router *r, const struct slb_backends *backends,
+                                     const uint8_t state[SLB_MAX_BACKENDS])
 {
-    struct slb_route_table *t =
-        malloc(sizeof(*t) + (size_t)r->table_size * sizeof(t->slots[0]));
+    const struct slb_backend_attrs *attrs = &backends->attrs;
+    struct slb_route_table *t = malloc(sizeof(*t) + (size_t)r->table_size * sizeof(t->slots[0]));
     void *scratch = malloc(slb_maglev_scratch_bytes(SLB_MAX_BACKENDS));
     if (!t || !scratch) {
         free(t);
@@ -20,6 +19,7 @@ static struct slb_route_table *build(struct slb_router *r, const struct slb_conf
         return NULL;
     }
     t->gen = ++r->next_gen;
+    t->backends = slb_backends_ref(backends);
     t->n_backends = attrs->n;
     memcpy(t->state, state, SLB_MAX_BACKENDS);
     t->maglev.size = r->table_size;
@@ -27,24 +27,30 @@ static struct slb_route_table *build(struct slb_router *r, const struct slb_conf
     /* Only backends that are up take new dialogs: draining and down ones stay out. */
     struct slb_maglev_backend b[SLB_MAX_BACKENDS];
     for (unsigned i = 0; i < attrs->n; i++)
-        b[i] = (struct slb_maglev_backend){cfg->backends[i].name, state[i] == SLB_BACKEND_UP,
+        b[i] = (struct slb_maglev_backend){backends->spec[i].name, state[i] == SLB_BACKEND_UP,
                                            attrs->weight[i]};
     slb_maglev_build(&t->maglev, b, attrs->n, scratch);
     free(scratch);
     return t;
 }
 
-int slb_router_init(struct slb_router *r, const struct slb_config *cfg, unsigned n_workers)
+static void table_free(struct slb_route_table *t)
+{
+    if (t)
+        slb_backends_unref(t->backends);
+    free(t);
+}
+
+int slb_router_init(struct slb_router *r, const struct slb_config *cfg,
+                    const struct slb_backends *backends, unsigned n_workers)
 {
     memset(r, 0, sizeof(*r));
     r->n_workers = n_workers;
     r->table_size = (uint32_t)cfg->maglev_size;
     uint8_t state[SLB_MAX_BACKENDS];
-    struct slb_backend_attrs attrs;
-    slb_config_attrs(cfg, &attrs);
     for (unsigned i = 0; i < SLB_MAX_BACKENDS; i++)
-        state[i] = attrs.drain[i] ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
-    struct slb_route_table *t = build(r, cfg, state, &attrs);
+        state[i] = backends->attrs.drain[i] ? SLB_BACKEND_DRAINING : SLB_BACKEND_UP;
+    struct slb_route_table *t = build(r, backends, state);
     if (!t)
         return -ENOMEM;
     atomic_store(&r->cur, t);
@@ -62,21 +68,20 @@ void slb_router_reclaim(struct slb_router *r)
     for (unsigned i = 0; i < r->n_retired; i++) {
         /* Every worker has loaded a newer table since: none can still hold this one. */
         if (r->retired[i]->gen < oldest)
-            free(r->retired[i]);
+            table_free(r->retired[i]);
         else
             r->retired[keep++] = r->retired[i];
     }
     r->n_retired = keep;
 }
 
-int slb_router_publish(struct slb_router *r, const struct slb_config *cfg,
-                       const uint8_t state[SLB_MAX_BACKENDS],
-                       const struct slb_backend_attrs *attrs)
+int slb_router_publish(struct slb_router *r, const struct slb_backends *backends,
+                       const uint8_t state[SLB_MAX_BACKENDS])
 {
     slb_router_reclaim(r);
-    if (r->n_retired == sizeof(r->retired) / sizeof(r->retired[0]))
+    if (r->n_retired == SLB_ROUTER_RETIRED_MAX)
         return -EBUSY;
-    struct slb_route_table *t = build(r, cfg, state, attrs);
+    struct slb_route_table *t = build(r, backends, state);
     if (!t)
         return -ENOMEM;
     struct slb_route_table *old = atomic_exchange_explicit(&r->cur, t, memory_order_seq_cst);
@@ -88,8 +93,8 @@ int slb_router_publish(struct slb_router *r, const struct slb_config *cfg,
 void slb_router_deinit(struct slb_router *r)
 {
     for (unsigned i = 0; i < r->n_retired; i++)
-        free(r->retired[i]);
+        table_free(r->retired[i]);
     r->n_retired = 0;
-    free(atomic_load(&r->cur));
+    table_free(atomic_load(&r->cur));
     atomic_store(&r->cur, NULL);
 }

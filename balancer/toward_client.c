@@ -31,7 +31,7 @@ static int edit_toward(struct slb_worker *w, struct relay_conn *from, const stru
         rc = drop_our_route(e, im);
     int b = backend_of_conn(from);
     if (rc == 0 && slb_proxy_dialog_forming(m) && b >= 0)
-        rc = slb_proxy_record_route(e, m, &w->sh->self, w->cfg->backends[b].token, im->route.flow,
+        rc = slb_proxy_record_route(e, m, &w->sh->self, route_table(w)->backends->spec[b].token, im->route.flow,
                                     im->route.flow_flags, true);
     return rc;
 }

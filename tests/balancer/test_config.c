@@ -14,7 +14,8 @@
 #include "balancer/maglev.h"
 
 static struct slb_config cfg, before;
-static struct slb_backend_attrs cur, out;
+static struct slb_backend_attrs cur, out; /* in_force's attributes, before and after */
+static const struct slb_backends *in_force;
 static char cert_path[64], key_path[64], file_path[64];
 static char err[1024];
 
@@ -35,6 +36,8 @@ static void setup(void)
 
 static void teardown(void)
 {
+    slb_backends_unref(in_force);
+    in_force = NULL;
     unlink(cert_path);
     unlink(key_path);
     unlink(file_path);
@@ -63,7 +66,27 @@ static void load(bool with_file, const char *file_text)
         write_file(file_text);
     int argc = (int)(sizeof(argv) / sizeof(argv[0])) - (with_file ? 0 : 2);
     cr_assert_eq(slb_config_load(&cfg, argc, argv), 0);
-    slb_config_attrs(&cfg, &cur);
+    in_force = slb_backends_new(&cfg);
+    cr_assert_not_null(in_force);
+    cur = in_force->attrs;
+}
+
+/* One reload against in_force; a new backends object replaces it on success. */
+static int reload_now(void)
+{
+    struct slb_backends *fresh = NULL;
+    static struct slb_backends copy;
+    memcpy(&copy, in_force, sizeof(copy));
+    int rc = slb_config_reload_backends(&cfg, in_force, &fresh, err, sizeof(err));
+    /* Workers may be reading the object in force: a reload never writes it. */
+    cr_assert_eq(memcmp(&copy, in_force, sizeof(copy)), 0, "the backends in force changed");
+    if (rc == 0) {
+        cr_assert_neq(fresh, in_force, "a reload builds a new object");
+        out = fresh->attrs;
+        slb_backends_unref(in_force);
+        in_force = fresh;
+    }
+    return rc;
 }
 
 /* Re-reads the file against cur; on success the result becomes cur. */
@@ -71,16 +94,16 @@ static int reload(const char *file_text)
 {
     write_file(file_text);
     err[0] = 0;
-    int rc = slb_config_reload_attrs(&cfg, &cur, &out, err, sizeof(err));
+    int rc = reload_now();
     if (rc == 0)
         cur = out;
     return rc;
 }
 
-/* The backend in a slot. The one place these tests read cfg->backends. */
+/* The backend in a slot, as the backends in force name it. */
 static const struct slb_backend_spec *spec(unsigned slot)
 {
-    return &cfg.backends[slot];
+    return &in_force->spec[slot];
 }
 
 Test(config, the_file_backends_follow_the_flag_ones_at_start)
@@ -168,9 +191,14 @@ static void rejected(const char *file_text, const char *why)
 {
     memcpy(&before, &cfg, sizeof(cfg));
     struct slb_backend_attrs was = cur;
+    const struct slb_backends *was_in_force = in_force;
+    struct slb_backends copy;
+    memcpy(&copy, in_force, sizeof(copy));
     cr_assert_eq(reload(file_text), -EINVAL, "accepted: %s", file_text);
     cr_assert(strstr(err, why), "err '%s' does not say '%s'", err, why);
     cr_assert_eq(memcmp(&before, &cfg, sizeof(cfg)), 0, "the configuration changed");
+    cr_assert_eq(in_force, was_in_force);
+    cr_assert_eq(memcmp(&copy, in_force, sizeof(copy)), 0, "the backends in force changed");
     cr_assert_eq(memcmp(&was, &cur, sizeof(cur)), 0);
 }
 
@@ -193,7 +221,7 @@ Test(config, an_unreadable_file_is_rejected)
     load(true, "sips:127.0.0.1:5071\n");
     memcpy(&before, &cfg, sizeof(cfg));
     cr_assert_eq(unlink(file_path), 0);
-    cr_assert_eq(slb_config_reload_attrs(&cfg, &cur, &out, err, sizeof(err)), -EINVAL);
+    cr_assert_eq(reload_now(), -EINVAL);
     cr_assert(strstr(err, "--backends-file"), "%s", err);
     cr_assert(strstr(err, strerror(ENOENT)), "%s", err);
     cr_assert_eq(memcmp(&before, &cfg, sizeof(cfg)), 0);
@@ -202,7 +230,7 @@ Test(config, an_unreadable_file_is_rejected)
 Test(config, without_a_backends_file_there_is_nothing_to_reload)
 {
     load(false, NULL);
-    cr_assert_eq(slb_config_reload_attrs(&cfg, &cur, &out, err, sizeof(err)), -EINVAL);
+    cr_assert_eq(reload_now(), -EINVAL);
     cr_assert(strstr(err, "no --backends-file"), "%s", err);
 }
 

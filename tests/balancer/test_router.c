@@ -12,6 +12,7 @@
 
 static struct slb_config cfg;
 static struct slb_router router;
+static struct slb_backends *backends;
 static char cert_path[64], key_path[64];
 
 /* slb_config_load only checks that the certificate files are readable. */
@@ -43,7 +44,9 @@ static void load(const char *second)
                            "--maglev-size",
                            "251"};
     cr_assert_eq(slb_config_load(&cfg, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
-    cr_assert_eq(slb_router_init(&router, &cfg, 2), 0);
+    backends = slb_backends_new(&cfg);
+    cr_assert_not_null(backends);
+    cr_assert_eq(slb_router_init(&router, &cfg, backends, 2), 0);
 }
 
 static void setup(void)
@@ -55,6 +58,8 @@ static void setup(void)
 static void teardown(void)
 {
     slb_router_deinit(&router);
+    slb_backends_unref(backends);
+    backends = NULL;
     unlink(cert_path);
     unlink(key_path);
 }
@@ -64,9 +69,7 @@ TestSuite(router, .init = setup, .fini = teardown);
 static int publish(uint8_t s0, uint8_t s1)
 {
     uint8_t state[SLB_MAX_BACKENDS] = {s0, s1};
-    struct slb_backend_attrs attrs;
-    slb_config_attrs(&cfg, &attrs);
-    return slb_router_publish(&router, &cfg, state, &attrs);
+    return slb_router_publish(&router, backends, state);
 }
 
 static bool retired(const struct slb_route_table *t)
@@ -215,4 +218,30 @@ Test(router, weights_set_the_shares_of_slots)
     unsigned a = owned(t, 0), b = owned(t, 1);
     cr_assert_eq(a + b, t->maglev.size);
     cr_assert(b > 2 * a && b < 4 * a, "%u vs %u", a, b);
+}
+
+/* A table holds a reference to the backends it was built from: a reload's new backends
+ * object replaces the old one in new tables, and the old one lives while a table that
+ * names it may still be read. */
+Test(router, table_keeps_its_backends_alive)
+{
+    load("");
+    struct slb_backends *older = slb_backends_new(&cfg);
+    cr_assert_not_null(older);
+    uint8_t state[SLB_MAX_BACKENDS] = {SLB_BACKEND_UP, SLB_BACKEND_UP};
+    cr_assert_eq(slb_router_publish(&router, older, state), 0);
+    const struct slb_route_table *held = slb_router_acquire(&router, 1);
+    cr_assert_eq(held->backends, older);
+    slb_backends_unref(older); /* the table's reference is the last */
+    cr_assert_eq(atomic_load(&older->refs), 1u);
+    cr_assert_eq(slb_router_publish(&router, backends, state), 0);
+    (void)slb_router_acquire(&router, 0);
+    slb_router_reclaim(&router);
+    /* Worker 1 still holds the table: its backends are still readable. */
+    cr_assert_str_eq(held->backends->spec[1].name, "127.0.0.1:5062");
+    cr_assert_eq(atomic_load(&older->refs), 1u);
+    (void)slb_router_acquire(&router, 1);
+    slb_router_reclaim(&router);
+    cr_assert_eq(router.n_retired, 0u);
+    cr_assert_eq(slb_router_peek(&router)->backends, backends);
 }
