@@ -125,7 +125,7 @@ void link_dial(struct slb_worker *w, struct link *l)
                                 (uint32_t)w->cfg->handshake_timeout_ms, &id);
     if (rc == -EMFILE || rc == -ENFILE) {
         /* Our limit, not the backend's failure: said so, and no health signal. */
-        w->c.fd_exhausted++;
+        COUNT(w, fd_exhausted);
         slb_log_limited(&w->rl_fds, slb_loop_now_ms(&w->loop), SLB_LOG_ERROR,
                         "worker %u: out of file descriptors (%s) dialling backend %s; raise "
                         "RLIMIT_NOFILE or lower --max-conns",
@@ -146,7 +146,7 @@ void link_dial(struct slb_worker *w, struct link *l)
 int link_connected(struct slb_worker *w, struct link *l, struct slb_conn *conn, int res)
 {
     if (res < 0) {
-        w->c.backend_connect_failed++;
+        COUNT(w, backend_connect_failed);
         slb_log_limited(&w->rl_backend, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                         "worker %u: cannot connect to backend %s: %s", w->index,
                         backend_spec(w, l->backend)->name, strerror(-res));
@@ -166,7 +166,7 @@ int link_connected(struct slb_worker *w, struct link *l, struct slb_conn *conn, 
     c->backend_peer = -1;
     c->link = l;
     l->conn = c;
-    w->c.backend_connects++;
+    COUNT(w, backend_connects);
     slb_redial_offer_session(&l->redial, &c->s);
     int ev = slb_tls_start(&c->s.tls);
     if (ev < 0) {
@@ -178,7 +178,7 @@ int link_connected(struct slb_worker *w, struct link *l, struct slb_conn *conn, 
 
 void link_ready(struct slb_worker *w, struct relay_conn *c)
 {
-    w->c.backend_handshakes_ok++;
+    COUNT(w, backend_handshakes_ok);
     slb_conn_set_timeout(c->s.conn, 0);
     struct link *l = c->link;
     l->state = LINK_READY;

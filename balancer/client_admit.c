@@ -72,7 +72,7 @@ static void hs_link(struct slb_worker *w, struct relay_conn *c)
 {
     if (w->n_handshaking >= (uint32_t)w->cfg->max_handshakes && w->hs_head) {
         struct relay_conn *old = w->hs_head;
-        w->c.handshakes_evicted++;
+        COUNT(w, handshakes_evicted);
         hs_unlink(w, old);
         conn_close(old, false);
     }
@@ -93,7 +93,7 @@ void limit_log(struct slb_worker *w, const struct relay_conn *c, const char *wha
      * address so that fail2ban and the like can act on it. */
     uint64_t now = slb_loop_now_ms(&w->loop);
     if (banned_now) {
-        w->c.bans++;
+        COUNT(w, bans);
         slb_log_limited(&w->rl_limit, now, SLB_LOG_WARN, "limit: source %s banned for %llu ms (%s)",
                         c->ip, (unsigned long long)w->cfg->ban_time_ms, what);
         return;
@@ -107,16 +107,16 @@ static void count_refusal(struct slb_worker *w, enum slb_limit_verdict v)
 {
     switch (v) {
     case SLB_LIMIT_CONNS:
-        w->c.limit_conns_refused++;
+        COUNT(w, limit_conns_refused);
         break;
     case SLB_LIMIT_CONN_RATE:
-        w->c.limit_conn_rate_refused++;
+        COUNT(w, limit_conn_rate_refused);
         break;
     case SLB_LIMIT_HANDSHAKE_RATE:
-        w->c.limit_handshake_rate_refused++;
+        COUNT(w, limit_handshake_rate_refused);
         break;
     case SLB_LIMIT_BANNED:
-        w->c.banned_refused++;
+        COUNT(w, banned_refused);
         break;
     case SLB_LIMIT_OK:
         break;
@@ -128,7 +128,7 @@ static void count_refusal(struct slb_worker *w, enum slb_limit_verdict v)
 static int admit(struct slb_worker *w, struct relay_conn *c, const struct slb_conn *conn)
 {
     if (w->n_clients >= (uint32_t)w->cfg->max_conns) {
-        w->c.refused_max_conns++;
+        COUNT(w, refused_max_conns);
         return -ECONNREFUSED;
     }
     c->backend_peer = backend_by_address(w, &conn->peer);
@@ -146,7 +146,7 @@ static int admit(struct slb_worker *w, struct relay_conn *c, const struct slb_co
         c->src_counted = true;
     }
     w->n_clients++;
-    w->c.client_accepted++;
+    COUNT(w, client_accepted);
     return 0;
 }
 
@@ -165,7 +165,7 @@ int client_accept(struct slb_worker *w, struct slb_conn *conn)
         if (c->src_counted)
             slb_limit_release(w->sh->limits, c->src);
         w->n_clients--;
-        w->c.client_accepted--;
+        UNCOUNT(w, client_accepted);
         return -ENOMEM;
     }
     c->kind = CONN_CLIENT;
@@ -201,14 +201,14 @@ bool handshake_allowed(struct slb_worker *w, struct relay_conn *c)
 
 void client_handshake_done(struct slb_worker *w, struct relay_conn *c)
 {
-    w->c.handshakes_ok++;
+    COUNT(w, handshakes_ok);
     hs_unlink(w, c);
     /* Requests toward clients are taken only from authenticated backends: our own links,
      * or a connection from a backend's address whose certificate verified. */
     if (c->backend_peer >= 0 && !slb_tls_peer_verified(&c->s.tls)) {
         c->backend_peer = -1;
         c->unauth_backend = true;
-        w->c.backend_unauthenticated++;
+        COUNT(w, backend_unauthenticated);
         slb_log_limited(&w->rl_auth, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                         "worker %u: %s:%u comes from a backend's address without a verified "
                         "client certificate: treated as a client",
@@ -227,5 +227,5 @@ void client_gone(struct slb_worker *w, struct relay_conn *c)
     if (c->ctx)
         release_sctx(w, c->ctx);
     c->ctx = NULL;
-    w->c.client_closed++;
+    COUNT(w, client_closed);
 }

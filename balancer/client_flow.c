@@ -37,7 +37,7 @@ void client_timer(struct slb_worker *w, struct relay_conn *c)
 void client_block(struct slb_worker *w, struct relay_conn *c)
 {
     c->out_blocked = true;
-    w->c.client_out_blocked++;
+    COUNT(w, client_out_blocked);
     client_recv_update(c);
     client_timer(w, c);
 }
@@ -65,7 +65,7 @@ void park(struct slb_worker *w, struct relay_conn *client, struct link *l)
     client->partial_since_ms = 0; /* waiting on us: no deadline of its own */
     client_recv_update(client);
     client_timer(w, client);
-    w->c.backpressure_parks++;
+    COUNT(w, backpressure_parks);
 }
 
 void unpark(struct relay_conn *client)
@@ -154,7 +154,7 @@ static void held_input(struct slb_worker *w, struct relay_conn *c, const void *d
 {
     slb_stream_input_held(&c->s, data, len);
     if (conn_open(c) && !c->s.plain && stash_account(w, c) > WORKER_STASH_BUDGET) {
-        w->c.closed_input_flood++;
+        COUNT(w, closed_input_flood);
         conn_close(c, false);
     }
 }
@@ -185,7 +185,7 @@ void client_eof(struct slb_worker *w, struct relay_conn *c)
         return;
     }
     c->eof = true;
-    w->c.closed_half_closed++;
+    COUNT(w, closed_half_closed);
     if (!c->out_blocked)
         client_timer(w, c);
 }
@@ -201,11 +201,11 @@ void client_drained(struct slb_worker *w, struct relay_conn *c)
 void count_timeout(struct slb_worker *w, const struct relay_conn *c)
 {
     if (c->s.state == SLB_STREAM_HANDSHAKE)
-        w->c.handshake_timeouts++;
+        COUNT(w, handshake_timeouts);
     else if (c->out_blocked)
-        w->c.closed_stalled++;
+        COUNT(w, closed_stalled);
     else if (c->partial_since_ms && !c->parked && !c->eof)
-        w->c.closed_message_timeout++;
+        COUNT(w, closed_message_timeout);
     else if (!c->eof)
-        w->c.closed_idle++;
+        COUNT(w, closed_idle);
 }

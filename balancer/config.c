@@ -22,8 +22,10 @@ static const char *const backend_verify_names[] = {"require", "none", NULL};
 static const char *const tls_min_names[] = {"1.2", "1.3", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 
-#define F(name, type, field, def, min, max, choices, arg, help)                            \
-    {name, type, offsetof(struct slb_config, field), def, min, max, choices, arg, help}
+#define F(name, type, field, def, min, max, choices, arg, help)                                    \
+    {                                                                                              \
+        name, type, offsetof(struct slb_config, field), def, min, max, choices, arg, help          \
+    }
 
 static const struct slb_flag table[] = {
     F("listen", SLB_FLAG_LIST, listen, "0.0.0.0:5061", 0, SLB_MAX_LISTEN, NULL, "[tcp://]ADDR:PORT",
@@ -72,8 +74,8 @@ static const struct slb_flag table[] = {
       "wildcard)"),
     F("max-conns", SLB_FLAG_INT, max_conns, "10000", 16, 16000000, NULL, "N",
       "client connections per worker; more are closed on accept"),
-    F("handshake-timeout", SLB_FLAG_MS, handshake_timeout_ms, "10s", 100, 600000, NULL,
-      "DURATION", "close a TLS connection whose handshake takes longer"),
+    F("handshake-timeout", SLB_FLAG_MS, handshake_timeout_ms, "10s", 100, 600000, NULL, "DURATION",
+      "close a TLS connection whose handshake takes longer"),
     F("idle-timeout", SLB_FLAG_MS, idle_timeout_ms, "15m", 1000, 86400000, NULL, "DURATION",
       "close a client connection silent for this long"),
     F("max-message-size", SLB_FLAG_INT, max_message_size, "65535", 1024, 262144, NULL, "BYTES",
@@ -149,8 +151,8 @@ static const char usage[] =
     "--key, --ca and --crl files when they changed, and --backends-file (weights and\n"
     "drain flags).";
 
-int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host,
-                              size_t host_cap, uint16_t *port)
+int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host, size_t host_cap,
+                              uint16_t *port)
 {
     const char *colon;
     size_t hlen;
@@ -282,8 +284,10 @@ static int read_backends_file(const char *path, struct slb_backend_spec *out, un
         if (!*p)
             continue;
         if ((unsigned)n == cap || parse_backend(p, &out[n]) < 0) {
-            snprintf(err, errlen, "--backends-file %s line %d: '%s' is not "
-                     "sips:HOST:PORT[;weight=N][;drain] (or too many backends)", path, lineno, p);
+            snprintf(err, errlen,
+                     "--backends-file %s line %d: '%s' is not "
+                     "sips:HOST:PORT[;weight=N][;drain] (or too many backends)",
+                     path, lineno, p);
             fclose(f);
             return -1;
         }
@@ -330,8 +334,8 @@ const struct slb_backends *slb_backends_ref(const struct slb_backends *b)
 
 void slb_backends_unref(const struct slb_backends *b)
 {
-    if (b && atomic_fetch_sub_explicit(&((struct slb_backends *)b)->refs, 1,
-                                       memory_order_acq_rel) == 1)
+    if (b &&
+        atomic_fetch_sub_explicit(&((struct slb_backends *)b)->refs, 1, memory_order_acq_rel) == 1)
         free((void *)b);
 }
 
@@ -367,8 +371,10 @@ int slb_config_reload_backends(const struct slb_config *cfg, const struct slb_ba
         }
         if (slot_of[k] < 0) {
             if (next == SLB_MAX_BACKENDS) {
-                snprintf(err, errlen, "--backends-file: more than %u backends over this "
-                         "process's life", SLB_MAX_BACKENDS);
+                snprintf(err, errlen,
+                         "--backends-file: more than %u backends over this "
+                         "process's life",
+                         SLB_MAX_BACKENDS);
                 return -EINVAL;
             }
             slot_of[k] = (int)next++;
@@ -498,7 +504,8 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         return usage_error("--cert and --key are required");
     if (cfg->cert.n != cfg->key.n)
         return usage_error("--cert given %u times but --key %u times: one key per certificate, "
-                           "in the same order", cfg->cert.n, cfg->key.n);
+                           "in the same order",
+                           cfg->cert.n, cfg->key.n);
     for (unsigned i = 0; i < cfg->cert.n; i++) {
         if (!readable(cfg->cert.v[i]))
             return usage_error("--cert %s: cannot read the file", cfg->cert.v[i]);
@@ -547,7 +554,8 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
     for (unsigned i = 0; i < cfg->backend.n; i++) {
         if (parse_backend(cfg->backend.v[i], &cfg->backends[i]) < 0)
             return usage_error("--backend %s: not sips:HOST:PORT[;weight=N][;drain], or HOST "
-                               "does not resolve", cfg->backend.v[i]);
+                               "does not resolve",
+                               cfg->backend.v[i]);
         for (unsigned j = 0; j < i; j++)
             if (!strcmp(cfg->backends[j].name, cfg->backends[i].name))
                 return usage_error("--backend %s given twice", cfg->backend.v[i]);
@@ -579,8 +587,7 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         if (strlen(cfg->advertise) >= sizeof(cfg->advertise_hostport) - 8 ||
             strpbrk(cfg->advertise, " ;,\"<>"))
             return usage_error("--advertise %s: not HOST[:PORT]", cfg->advertise);
-        snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "%s",
-                 cfg->advertise);
+        snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "%s", cfg->advertise);
     } else {
         /* The first TLS listener (sips: URIs lead to TLS). */
         const char *l = cfg->listen.v[0];

@@ -26,7 +26,7 @@ static bool bad_frame(struct slb_worker *w, struct relay_conn *c, const struct i
                     slb_sip_err_reason(m->err), close ? " (closing)" : "");
     if (!close)
         return true;
-    w->c.closed_bad_input++;
+    COUNT(w, closed_bad_input);
     conn_close(c, true);
     return false;
 }
@@ -44,13 +44,13 @@ static enum step request(struct slb_worker *w, struct relay_conn *c, struct in_m
     if (c->unauth_backend && toward) {
         /* A backend's address without a verified certificate, sending toward a phone:
          * told plainly (a registrar missing its client certificate), never relayed. */
-        w->c.drop_backend_request++;
+        COUNT(w, drop_backend_request);
         reply(w, c, im, 403, "Forbidden - Backend Not Authenticated", NULL);
         return STEP_NEXT;
     }
     if (c->kind == CONN_CLIENT)
         return route_client_request(w, c, im);
-    w->c.drop_backend_request++;
+    COUNT(w, drop_backend_request);
     reply(w, c, im, 403, "Forbidden - No Flow Token", NULL);
     return STEP_NEXT;
 }
@@ -63,7 +63,7 @@ static bool on_frame(struct slb_stream *s, const char *base, const struct slb_si
     struct in_msg im = {.base = base, .m = m};
     switch (fr->kind) {
     case SLB_FRAME_PING:
-        w->c.keepalives++;
+        COUNT(w, keepalives);
         pong(w, c); /* RFC 5626 3.5.1 */
         return true;
     case SLB_FRAME_SKIP:
@@ -109,22 +109,22 @@ static void on_tls_failed(struct slb_stream *s, int rc)
     enum slb_tls_fail why = slb_tls_fail_reason(&s->tls);
     (void)rc;
     if (s->state == SLB_STREAM_HANDSHAKE && c->kind == CONN_CLIENT) {
-        w->c.handshakes_failed++;
+        COUNT(w, handshakes_failed);
         switch (why) {
         case SLB_TLS_FAIL_PROTOCOL:
-            w->c.handshake_fail_protocol++;
+            COUNT(w, handshake_fail_protocol);
             break;
         case SLB_TLS_FAIL_BAD_CERT:
-            w->c.handshake_fail_bad_cert++;
+            COUNT(w, handshake_fail_bad_cert);
             break;
         case SLB_TLS_FAIL_NO_SHARED_CIPHER:
-            w->c.handshake_fail_no_shared_cipher++;
+            COUNT(w, handshake_fail_no_shared_cipher);
             break;
         case SLB_TLS_FAIL_PEER_CLOSED:
-            w->c.handshake_fail_peer_closed++;
+            COUNT(w, handshake_fail_peer_closed);
             break;
         default:
-            w->c.handshake_fail_other++;
+            COUNT(w, handshake_fail_other);
         }
     }
     char err[128];

@@ -50,13 +50,13 @@ struct slb_health {
     struct probe probe[SLB_MAX_BACKENDS];
     struct slb_timer tick;
     atomic_int stop, running;
-    atomic_int failed; /* slb_health_failed */
+    atomic_int failed;                          /* slb_health_failed */
     _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: REPORT_* */
-    atomic_uint n_reported;                      /* slots in use, for slb_health_report */
+    atomic_uint n_reported;                     /* slots in use, for slb_health_report */
     struct slb_health_signals signals;
-    struct slb_drain_clock *drain; /* one per worker */
-    const struct slb_backends *backends; /* in force (a reference) */
-    struct slb_backend_attrs attrs;      /* theirs: presence, weights and drain flags */
+    struct slb_drain_clock *drain;                /* one per worker */
+    const struct slb_backends *backends;          /* in force (a reference) */
+    struct slb_backend_attrs attrs;               /* theirs: presence, weights and drain flags */
     _Atomic(const struct slb_backends *) pending; /* from a reload, not yet applied */
     /* The probes' input: a whole response of the largest size the framer accepts, so a
      * probe answered with a long response (many Allow, Supported, Via lines) is read. */
@@ -150,9 +150,8 @@ static void send_probe(struct probe *p)
                      "CSeq: %u OPTIONS\r\n"
                      "User-Agent: sipslb health check\r\n"
                      "Content-Length: 0\r\n\r\n",
-                     b->name, cfg->advertise_hostport, p->backend, p->cseq,
-                     cfg->advertise_hostport, p->backend, b->name, p->backend, b->token,
-                     cfg->advertise_hostport, p->cseq);
+                     b->name, cfg->advertise_hostport, p->backend, p->cseq, cfg->advertise_hostport,
+                     p->backend, b->name, p->backend, b->token, cfg->advertise_hostport, p->cseq);
     if (n < 0 || (size_t)n >= sizeof(msg)) {
         /* Names too long for a probe (a configuration matter): say so, count it failed. */
         disconnect(p);
@@ -355,8 +354,7 @@ static void apply_backends(struct slb_health *h, const struct slb_backends *nb, 
             continue;
         }
         if (a->weight[b] != old.weight[b])
-            slb_log(SLB_LOG_INFO, "backend %s: weight %u -> %u", name, old.weight[b],
-                    a->weight[b]);
+            slb_log(SLB_LOG_INFO, "backend %s: weight %u -> %u", name, old.weight[b], a->weight[b]);
         if (a->drain[b] != old.drain[b]) {
             slb_health_state_drain_changed(&p->st);
             /* Idle time counts from now: dialogs placed just before may still be live. */
@@ -440,8 +438,8 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
         slb_health_state_init(&p->st); /* alive until probes say otherwise: routes at once */
         slb_timer_init(&p->next, on_next);
         slb_timer_init(&p->timeout, on_timeout);
-        h->reported[b] = b < backends->attrs.n && backends->attrs.drain[b] ? REPORT_DRAINING
-                                                                       : REPORT_UP;
+        h->reported[b] =
+            b < backends->attrs.n && backends->attrs.drain[b] ? REPORT_DRAINING : REPORT_UP;
         for (unsigned w = 0; w < n_workers; w++)
             atomic_store(&h->drain[w].last_ms[b], now);
     }
@@ -466,9 +464,12 @@ void slb_health_free(struct slb_health *h)
 void *slb_health_main(void *arg)
 {
     struct slb_health *h = arg;
-    struct slb_loop_opts opts = {.max_conns = 2 * SLB_MAX_BACKENDS + 8, .loop_id = SLB_HEALTH_LOOP_ID};
-    struct slb_loop_cbs cbs = {.on_connect = on_connect, .on_data = on_data,
-                               .on_drained = on_drained, .on_close = on_close};
+    struct slb_loop_opts opts = {.max_conns = 2 * SLB_MAX_BACKENDS + 8,
+                                 .loop_id = SLB_HEALTH_LOOP_ID};
+    struct slb_loop_cbs cbs = {.on_connect = on_connect,
+                               .on_data = on_data,
+                               .on_drained = on_drained,
+                               .on_close = on_close};
     int rc = slb_loop_init(&h->loop, &opts, &cbs, h);
     if (rc < 0) {
         slb_log(SLB_LOG_ERROR, "health checker: io_uring set-up failed: %s", strerror(-rc));

@@ -175,7 +175,7 @@ static int make_contexts(const struct slb_config *cfg, unsigned n, struct slb_tl
     struct slb_tls_client_opts co = {
         .ca_file = cfg->backend_ca,
         .verify_server = cfg->backend_verify == SLB_BACKEND_VERIFY_NONE ? SLB_TLS_VERIFY_NONE
-                                                                         : SLB_TLS_VERIFY_REQUIRE,
+                                                                        : SLB_TLS_VERIFY_REQUIRE,
         .cert_file = cfg->backend_cert,
         .key_file = cfg->backend_key,
         .min_version = tls_min(cfg),
@@ -308,7 +308,8 @@ static int make_limits(const struct slb_config *cfg, struct slb_limit_table *t)
         return -EIO;
     /* Room for every client of every worker to come from its own address. */
     uint64_t entries = 2 * (uint64_t)cfg->max_conns * cfg->n_workers;
-    return slb_limit_table_init(t, &lc, &key, entries > (1u << 22) ? (1u << 22) : (uint32_t)entries);
+    return slb_limit_table_init(t, &lc, &key,
+                                entries > (1u << 22) ? (1u << 22) : (uint32_t)entries);
 }
 
 int main(int argc, char **argv)
@@ -398,8 +399,9 @@ int main(int argc, char **argv)
     void **args = calloc(n, sizeof(void *));
     for (unsigned i = 0; i < n; i++)
         args[i] = w[i];
-    slb_log(SLB_LOG_INFO, "sipslb starting: %u workers, %u listen addresses, %u backends, "
-                          "wolfSSL %s%s",
+    slb_log(SLB_LOG_INFO,
+            "sipslb starting: %u workers, %u listen addresses, %u backends, "
+            "wolfSSL %s%s",
             n, cfg.n_listen, cfg.n_backends, slb_tls_library_version(),
             slb_tls_library_has_asm() ? " (assembly)" : " (no assembly: slow)");
     struct slb_workers control;

@@ -13,22 +13,22 @@ static void count_response(struct slb_worker *w, unsigned status)
 {
     switch (status / 100) {
     case 1:
-        w->c.responses_1xx++;
+        COUNT(w, responses_1xx);
         break;
     case 2:
-        w->c.responses_2xx++;
+        COUNT(w, responses_2xx);
         break;
     case 3:
-        w->c.responses_3xx++;
+        COUNT(w, responses_3xx);
         break;
     case 4:
-        w->c.responses_4xx++;
+        COUNT(w, responses_4xx);
         break;
     case 5:
-        w->c.responses_5xx++;
+        COUNT(w, responses_5xx);
         break;
     default:
-        w->c.responses_6xx++;
+        COUNT(w, responses_6xx);
     }
 }
 
@@ -66,11 +66,11 @@ static void invite_answered(struct slb_worker *w, const struct slb_sip_msg *m)
 void relay_response(struct slb_worker *w, struct relay_conn *from, const struct in_msg *im)
 {
     const struct slb_sip_msg *m = im->m;
-    w->c.responses_in++;
+    COUNT(w, responses_in);
     uint64_t id;
     bool to_backend_side;
     if (!slb_proxy_response_target(m, &w->sh->self, &id, &to_backend_side)) {
-        w->c.drop_response_not_ours++;
+        COUNT(w, drop_response_not_ours);
         return;
     }
     /* A response crosses from one side to the other: a client answers a backend's request,
@@ -78,7 +78,7 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
      * backend's naming a backend's) is forged, whatever its MAC. */
     bool from_client = from->kind == CONN_CLIENT && from->backend_peer < 0;
     if (from_client == !to_backend_side) {
-        w->c.drop_response_forged++;
+        COUNT(w, drop_response_forged);
         return;
     }
     struct slb_sip_edit *e = &w->edit;
@@ -94,7 +94,7 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
         invite_answered(w, m);
     if (dst_worker != w->index && dst_worker < w->cfg->n_workers &&
         hand_over(w, dst_worker, id, iov, n, len) == 0) {
-        w->c.responses_forwarded++;
+        COUNT(w, responses_forwarded);
         count_response(w, m->status);
         return;
     }
@@ -104,18 +104,18 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
     if (!to || !conn_open(to))
         to = from_client ? backend_for_via(w, m) : NULL;
     if (!to) {
-        w->c.drop_response_stale_client++;
+        COUNT(w, drop_response_stale_client);
         return;
     }
     /* A client that does not read its responses loses them rather than stalling the
      * connection that others share. */
     if (send_to(w, to, iov, n, len) < 0) {
-        w->c.drop_response_client_full++;
+        COUNT(w, drop_response_client_full);
         return;
     }
-    w->c.responses_forwarded++;
+    COUNT(w, responses_forwarded);
     if (from_client)
-        w->c.responses_to_backends++;
+        COUNT(w, responses_to_backends);
     else if (m->status >= 200)
         final_delivered(to);
     count_response(w, m->status);

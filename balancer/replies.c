@@ -12,22 +12,22 @@ static void count_reply(struct slb_worker *w, int status)
 {
     switch (status) {
     case 400:
-        w->c.replied_400++;
+        COUNT(w, replied_400);
         break;
     case 483:
-        w->c.replied_483++;
+        COUNT(w, replied_483);
         break;
     case 503:
-        w->c.replied_503++;
+        COUNT(w, replied_503);
         break;
     case 505:
-        w->c.replied_505++;
+        COUNT(w, replied_505);
         break;
     case 513:
-        w->c.replied_513++;
+        COUNT(w, replied_513);
         break;
     default:
-        w->c.replied_other++;
+        COUNT(w, replied_other);
     }
 }
 
@@ -61,7 +61,7 @@ void pong(struct slb_worker *w, struct relay_conn *c)
     static const char crlf[2] = {'\r', '\n'};
     struct iovec iov = {(void *)crlf, 2};
     if (send_to(w, c, &iov, 1, 2) < 0)
-        w->c.pongs_dropped++; /* backed up: the stall bound tells it, not a pong */
+        COUNT(w, pongs_dropped); /* backed up: the stall bound tells it, not a pong */
 }
 
 bool reject_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im)
@@ -80,7 +80,7 @@ bool reject_request(struct slb_worker *w, struct relay_conn *c, const struct in_
     if (status == 0)
         return false;
     if (status == 482)
-        w->c.loops++;
+        COUNT(w, loops);
     reply(w, c, im, status, reason, extra[0] ? extra : NULL);
     return true;
 }

@@ -32,7 +32,7 @@ static bool over_request_rate(struct slb_worker *w, struct relay_conn *c, const 
         return true;
     }
     if (!ack) {
-        w->c.limit_request_rate_503++;
+        COUNT(w, limit_request_rate_503);
         reply_busy(w, c, im, "Service Unavailable - Rate Limited", (unsigned)w->cfg->retry_after_s);
     }
     return true;
@@ -56,7 +56,7 @@ static bool admissible(struct slb_worker *w, struct relay_conn *c, const struct 
         if (!ack)
             reply(w, c, im, 483, "Too Many Hops", NULL);
         else
-            w->c.drop_ack_unroutable++;
+            COUNT(w, drop_ack_unroutable);
         return false;
     }
     return ack || !reject_request(w, c, im);
@@ -73,12 +73,12 @@ static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
     if (im->route.has_backend) {
         int idx = backend_by_token(t, im->route.backend);
         if (idx >= 0 && t->state[idx] != SLB_BACKEND_DOWN) {
-            w->c.sticky_routed++;
+            COUNT(w, sticky_routed);
             if (t->state[idx] == SLB_BACKEND_DRAINING)
                 atomic_store_explicit(&w->drain_clock->last_ms[idx], now, memory_order_relaxed);
             return (uint16_t)idx;
         }
-        w->c.sticky_fallback++;
+        COUNT(w, sticky_fallback);
     }
     bool invite = m->method_id == SLB_METHOD_INVITE;
     if (invite || m->method_id == SLB_METHOD_ACK || m->method_id == SLB_METHOD_CANCEL)
@@ -87,7 +87,7 @@ static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
         int pb = slb_pending_invite_find(&w->pending, *pkey, now);
         if (pb >= 0 && (unsigned)pb < t->n_backends && t->state[pb] != SLB_BACKEND_DOWN &&
             t->state[pb] != SLB_BACKEND_REMOVED) {
-            w->c.pending_routed++;
+            COUNT(w, pending_routed);
             return (uint16_t)pb;
         }
     }
@@ -108,8 +108,7 @@ static int edit_request(struct slb_worker *w, struct relay_conn *c, const struct
     if (rc == 0 && im->route.ours)
         rc = drop_our_route(e, im);
     if (rc == 0 && slb_proxy_dialog_forming(m))
-        rc = slb_proxy_record_route(e, m, &w->sh->self, b->token, c->s.id.v,
-                                    flow_flags, false);
+        rc = slb_proxy_record_route(e, m, &w->sh->self, b->token, c->s.id.v, flow_flags, false);
     if (rc == 0 && m->method_id == SLB_METHOD_REGISTER && !w->cfg->no_path)
         rc = slb_proxy_path(e, m, &w->sh->self, c->s.id.v, flow_flags);
     return rc;
@@ -119,7 +118,7 @@ static int edit_request(struct slb_worker *w, struct relay_conn *c, const struct
 static enum step wait_on(struct slb_worker *w, struct relay_conn *c, struct link *l)
 {
     park(w, c, l);
-    w->c.requests_in--; /* counted again when it is retried */
+    UNCOUNT(w, requests_in); /* counted again when it is retried */
     return STEP_STOP;
 }
 
@@ -137,7 +136,7 @@ int drop_our_route(struct slb_sip_edit *e, const struct in_msg *im)
 enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im)
 {
     const struct slb_sip_msg *m = im->m;
-    w->c.requests_in++;
+    COUNT(w, requests_in);
     enum step step;
     if (!admissible(w, c, im, &step))
         return step;
@@ -148,7 +147,7 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
     struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, slb_route_hash(m->call_id));
     if (!l) {
         if (ack)
-            w->c.drop_ack_unroutable++;
+            COUNT(w, drop_ack_unroutable);
         else
             reply_busy(w, c, im, "Service Unavailable", (unsigned)w->cfg->retry_after_s);
         return STEP_NEXT;
@@ -170,6 +169,6 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
         slb_pending_invite_put(&w->pending, pkey, b, now);
     if (!ack)
         c->awaiting++;
-    w->c.requests_forwarded++;
+    COUNT(w, requests_forwarded);
     return STEP_NEXT;
 }

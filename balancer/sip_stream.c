@@ -97,9 +97,10 @@ static void tls_failed(struct slb_stream *s, int rc)
     }
 }
 
-static void close_for(struct slb_stream *s, uint64_t *counter)
+static void close_for(struct slb_stream *s, _Atomic uint64_t *counter)
 {
-    (*counter)++;
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     s->state = SLB_STREAM_CLOSING;
     slb_conn_close(s->conn, false);
 }

@@ -14,6 +14,7 @@
 #ifndef SLB_BALANCER_SIP_STREAM_H
 #define SLB_BALANCER_SIP_STREAM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,12 +56,13 @@ struct slb_stream_ops {
     void (*tls_failed)(struct slb_stream *s, int rc);
 };
 
-/* Counters of a stream environment (summed into the owner's). */
+/* Counters of a stream environment (summed into the owner's). Written by the loop's thread
+ * only, with relaxed atomic stores: another thread may read them while it runs. */
 struct slb_stream_counters {
-    uint64_t pending_pool_empty; /* no pending buffer free: the stream was closed */
-    uint64_t closed_bad_input;   /* a frame its owner refused, or a rest that cannot fit */
-    uint64_t closed_input_flood; /* more than a whole message pending while held */
-    uint64_t closed_cut_write;   /* part of a message written and not the rest */
+    _Atomic uint64_t pending_pool_empty; /* no pending buffer free: the stream was closed */
+    _Atomic uint64_t closed_bad_input;   /* a frame its owner refused, or a rest that cannot fit */
+    _Atomic uint64_t closed_input_flood; /* more than a whole message pending while held */
+    _Atomic uint64_t closed_cut_write;   /* part of a message written and not the rest */
 };
 
 /* What the streams of one loop share: the input pool and the scanner's workspace. Owned by

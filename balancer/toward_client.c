@@ -31,8 +31,8 @@ static int edit_toward(struct slb_worker *w, struct relay_conn *from, const stru
         rc = drop_our_route(e, im);
     int b = backend_of_conn(from);
     if (rc == 0 && slb_proxy_dialog_forming(m) && b >= 0)
-        rc = slb_proxy_record_route(e, m, &w->sh->self, route_table(w)->backends->spec[b].token, im->route.flow,
-                                    im->route.flow_flags, true);
+        rc = slb_proxy_record_route(e, m, &w->sh->self, route_table(w)->backends->spec[b].token,
+                                    im->route.flow, im->route.flow_flags, true);
     return rc;
 }
 
@@ -40,9 +40,9 @@ enum step toward_client(struct slb_worker *w, struct relay_conn *from, const str
 {
     const struct slb_sip_msg *m = im->m;
     const struct slb_route_info *ri = &im->route;
-    w->c.requests_to_clients++;
+    COUNT(w, requests_to_clients);
     if (!ri->flow_ok) {
-        w->c.flow_bad_mac++;
+        COUNT(w, flow_bad_mac);
         reply(w, from, im, 403, "Forbidden - Bad Flow Token", NULL);
         return STEP_NEXT;
     }
@@ -56,7 +56,7 @@ enum step toward_client(struct slb_worker *w, struct relay_conn *from, const str
     struct relay_conn *c = dst_worker == w->index ? local_client(w, ri->flow) : NULL;
     if ((dst_worker == w->index && !c) || dst_worker >= w->cfg->n_workers) {
         /* RFC 5626 5.3: the flow is gone. */
-        w->c.flow_failed++;
+        COUNT(w, flow_failed);
         reply(w, from, im, 430, "Flow Failed", NULL);
         return STEP_NEXT;
     }
@@ -69,10 +69,10 @@ enum step toward_client(struct slb_worker *w, struct relay_conn *from, const str
     size_t len = slb_sip_edit_len(&w->edit);
     int rc = c ? send_to(w, c, iov, n, len) : hand_over(w, dst_worker, ri->flow, iov, n, len);
     if (rc < 0) {
-        w->c.to_client_busy++;
+        COUNT(w, to_client_busy);
         reply_busy(w, from, im, "Service Unavailable - Flow Busy", 1);
         return STEP_NEXT;
     }
-    w->c.requests_to_clients_forwarded++;
+    COUNT(w, requests_to_clients_forwarded);
     return STEP_NEXT;
 }

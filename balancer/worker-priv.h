@@ -130,6 +130,13 @@ struct in_msg {
     bool strict;                 /* our route found in its Request-URI (a strict router) */
 };
 
+/* The worker's counters as it keeps them (worker.h lists them). */
+struct relay_counters {
+#define SLB_X_LIVE(name) _Atomic uint64_t name;
+    SLB_WORKER_COUNTERS(SLB_X_LIVE)
+#undef SLB_X_LIVE
+};
+
 /* A returned hand-over slot whose post failed: retried by the refresh timer. */
 struct slot_return {
     uint8_t worker;
@@ -174,8 +181,18 @@ struct slb_worker {
     struct slot_return *returns; /* other workers' slots whose return post failed */
     unsigned n_returns, returns_cap;
     struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds, rl_auth;
-    struct slb_worker_counters c;
+    struct relay_counters c;
 };
+
+/* Counting: each counter is written by its worker only, read by the main thread while the
+ * worker runs (approximate sums). Relaxed atomic loads and stores, no read-modify-write:
+ * plain moves on x86, and no data race for the reader. */
+#define COUNT_N(w, name, n)                                                                        \
+    atomic_store_explicit(&(w)->c.name,                                                            \
+                          atomic_load_explicit(&(w)->c.name, memory_order_relaxed) + (n),          \
+                          memory_order_relaxed)
+#define COUNT(w, name)   COUNT_N(w, name, 1u)
+#define UNCOUNT(w, name) COUNT_N(w, name, (uint64_t)-1) /* a count taken back */
 
 /* frame_dispatch.c */
 extern const struct slb_stream_ops relay_stream_ops;

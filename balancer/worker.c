@@ -28,7 +28,7 @@ static void report_no_fds(struct slb_worker *w)
     uint64_t n = slb_loop_counters(&w->loop)->accept_no_fds;
     if (n == w->seen_no_fds)
         return;
-    w->c.fd_exhausted += n - w->seen_no_fds;
+    COUNT_N(w, fd_exhausted, n - w->seen_no_fds);
     w->seen_no_fds = n;
     slb_log_limited(&w->rl_fds, slb_loop_now_ms(&w->loop), SLB_LOG_ERROR,
                     "worker %u: out of file descriptors (EMFILE): clients cannot be accepted; "
@@ -131,7 +131,7 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
     struct link *l = c->link;
     c->link = NULL;
     if (!atomic_load(&w->stop_requested))
-        w->c.backend_lost++; /* not the links we close ourselves on the way out */
+        COUNT(w, backend_lost); /* not the links we close ourselves on the way out */
     if (l && l->conn == c)
         link_lost(w, l, reason);
 }
@@ -287,14 +287,15 @@ bool slb_worker_failed(const struct slb_worker *w)
 
 void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_counters *sum)
 {
-#define SLB_X_ADD(name) sum->name += w->c.name;
+#define SLB_X_ADD(name) sum->name += atomic_load_explicit(&w->c.name, memory_order_relaxed);
     SLB_WORKER_COUNTERS(SLB_X_ADD)
 #undef SLB_X_ADD
     /* What the streams counted, under the names the stats file has always used. */
-    sum->pending_pool_empty += w->env.c.pending_pool_empty;
-    sum->closed_bad_input += w->env.c.closed_bad_input;
-    sum->closed_input_flood += w->env.c.closed_input_flood;
-    sum->closed_cut_write += w->env.c.closed_cut_write;
+    const struct slb_stream_counters *sc = &w->env.c;
+    sum->pending_pool_empty += atomic_load_explicit(&sc->pending_pool_empty, memory_order_relaxed);
+    sum->closed_bad_input += atomic_load_explicit(&sc->closed_bad_input, memory_order_relaxed);
+    sum->closed_input_flood += atomic_load_explicit(&sc->closed_input_flood, memory_order_relaxed);
+    sum->closed_cut_write += atomic_load_explicit(&sc->closed_cut_write, memory_order_relaxed);
 }
 
 struct slb_loop *slb_worker_loop(struct slb_worker *w)

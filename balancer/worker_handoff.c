@@ -42,7 +42,7 @@ int hand_over(struct slb_worker *w, unsigned dst_worker, uint64_t dst, const str
         slb_outbox_release(&w->outbox, (uint16_t)slot);
         return rc;
     }
-    w->c.handoffs_sent++;
+    COUNT(w, handoffs_sent);
     return 0;
 }
 
@@ -54,7 +54,7 @@ static void flow_failed(struct slb_worker *w, const char *msg, size_t len)
     if (slb_sip_scan(msg, len, &env->lim, &env->msg, env->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT) < 0 ||
         !slb_proxy_can_reply(&env->msg))
         return;
-    w->c.flow_failed++;
+    COUNT(w, flow_failed);
     int n = slb_proxy_reply(w->reply, w->reply_cap, &env->msg, msg, 430, "Flow Failed", NULL,
                             "slbflow");
     /* We answer for the client that is gone: the 430 travels as its response. */
@@ -79,11 +79,11 @@ static void deliver(struct slb_worker *w, const struct slb_handoff *h)
     /* A half-closed client still gets responses, but no more requests (toward_client). */
     bool response = h->len >= 8 && !memcmp(msg, "SIP/2.0 ", 8);
     if (c && (response || !c->eof) && send_to(w, c, &iov, 1, h->len) == 0) {
-        w->c.handoffs_delivered++;
+        COUNT(w, handoffs_delivered);
         if (response && h->len >= 9 && msg[8] >= '2')
             final_delivered(c);
     } else {
-        w->c.handoffs_lost++;
+        COUNT(w, handoffs_lost);
         flow_failed(w, msg, h->len);
     }
     return_slot(w, h->worker, h->slot);
@@ -110,9 +110,9 @@ void on_handoff_failed(struct slb_loop *loop, uint64_t a, int res)
     (void)res;
     if (slb_handoff_decode(a, 0, &h) < 0)
         return;
-    w->c.handoff_slots_reclaimed++;
+    COUNT(w, handoff_slots_reclaimed);
     if (h.kind == SLB_HANDOFF_MESSAGE && h.worker == w->index) {
-        w->c.handoffs_lost++;
+        COUNT(w, handoffs_lost);
         slb_outbox_release(&w->outbox, h.slot);
     } else if (h.kind == SLB_HANDOFF_RETURN && h.worker < w->cfg->n_workers &&
                w->n_returns < w->returns_cap) {

@@ -26,6 +26,9 @@ struct slb_msg_queue; /* fallback message queues, private to io/msg.c */
 struct slb_msg_ent;
 struct slb_loop;
 
+/* Loop ids are 8 bits (they go into every connection id): at most this many loops. */
+#define SLB_LOOPS_MAX 256u
+
 /* Boot-time options. Zero means "default" for every field. */
 struct slb_loop_opts {
     uint32_t max_conns;           /* connection slots (1024; at most 2^24) */
