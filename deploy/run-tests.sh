@@ -20,6 +20,9 @@ if [[ "${SLB_SKIP_DEPS:-0}" != 1 ]]; then
     bash deploy/setup-deps.sh
 fi
 
+step "format (deploy/check-format.sh: .clang-format, legacy files listed apart)"
+bash deploy/check-format.sh
+
 step "build ($build, gcc, -Werror)"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLB_WERROR=ON -DSLB_TESTS=ON \
       -DSLB_BENCH=ON >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }

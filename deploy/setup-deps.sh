@@ -25,7 +25,7 @@ SRC_LIST=/etc/apt/sources.list.d/sipslb-src.sources
 PACKAGES=(
     build-essential cmake pkg-config
     liburing-dev libjemalloc-dev libcriterion-dev
-    clang libclang-rt-14-dev
+    clang clang-format libclang-rt-14-dev
     dpkg-dev autoconf automake libtool   # apt-get source + ./autogen.sh
     openssl                              # tests generate throwaway certificates
     libwolfssl-dev                       # fallback, and the speed comparison baseline
