@@ -72,6 +72,32 @@ if [[ $rc -ne 0 ]]; then
     exit "$rc"
 fi
 
+step "under TSan ($build-tsan, clang): the routing (reloads, failover) and relay end-to-end suites"
+# Workers, the health checker and the main thread share the routing tables, the backends a
+# reload builds, the counters and the hand-over slots: any data race among them stops the
+# run. Suppressions (tests/tsan.supp) cover the mock backend only.
+CC=clang cmake -S . -B "$build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLB_WERROR=ON \
+      -DSLB_TESTS=ON -DSLB_BENCH=ON -DSLB_SANITIZE=thread >"$build-tsan.configure.log" 2>&1 \
+    || { cat "$build-tsan.configure.log"; exit 1; }
+cmake --build "$build-tsan" -j2 --target sipslb sipslb-uas sipslb-load
+tsan_logs=$(mktemp -d /tmp/sipslb-tsan.XXXXXX)
+set +e
+SLB_E2E_SANITIZED=1 \
+TSAN_OPTIONS="halt_on_error=0:log_path=$tsan_logs/tsan:suppressions=$top/tests/tsan.supp" \
+    ctest --test-dir "$build-tsan" -V --timeout 900 -R '^(e2e_routing|e2e_relay)$' \
+          >"$build-tsan/ctest.log" 2>&1
+rc=$?
+set -e
+grep -E "Test +#|tests passed|tests failed|Total Test time|[0-9]+ passed, [0-9]+ failed" \
+    "$build-tsan/ctest.log" | sed -E 's/^[0-9]+: //'
+if compgen -G "$tsan_logs/*" >/dev/null; then
+    echo "ThreadSanitizer reports:"
+    grep -h "SUMMARY" "$tsan_logs"/* | sort | uniq -c
+    head -n 80 "$tsan_logs"/*
+    rc=1
+fi
+[[ $rc -eq 0 ]] || exit "$rc"
+
 step "fuzz (clang, ASan+UBSan, ${fuzz_seconds}s)"
 CC=clang cmake -S . -B "$build-fuzz" -DSLB_FUZZ=ON -DSLB_TESTS=OFF -DSLB_BENCH=OFF \
       -DSLB_SANITIZE="address;undefined" -DSLB_FUZZ_SECONDS="$fuzz_seconds" \
