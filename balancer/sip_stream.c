@@ -91,7 +91,9 @@ static void tls_failed(struct slb_stream *s, int rc)
 {
     if (s->env->ops->tls_failed)
         s->env->ops->tls_failed(s, rc);
-    if (s->state != SLB_STREAM_CLOSING) {
+    /* The owner may have closed it already (io/ may even have released it: an abortive
+     * close can run on_close at once). */
+    if (s->state == SLB_STREAM_HANDSHAKE || s->state == SLB_STREAM_OPEN) {
         s->state = SLB_STREAM_CLOSING;
         slb_conn_close(s->conn, true); /* lets the alert out */
     }

@@ -24,10 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 
+#include "balancer/sip_stream.h"
 #include "core/log.h"
 #include "core/sip.h"
 #include "io/conn.h"
@@ -35,10 +35,7 @@
 #include "io/timer.h"
 #include "tls/tls.h"
 
-#define PEND_CAP           (SLB_SIP_MAX_MSG_BYTES_DEFAULT + 1u + 2u * SLB_TLS_RECORD_PLAIN_MAX)
-#define PLAIN_CAP          PEND_CAP
 #define OUT_MSG_MAX        8192u
-#define TLS_SLACK          256u /* room for record overhead beyond the plaintext */
 #define TICK_OPEN_MS       1u
 #define TICK_CLOSED_MS     10u
 #define REDIAL_MS_MIN      100u
@@ -48,27 +45,26 @@
 #define HANDSHAKE_POOL_MAX 16384u /* open loop with --handshake: connections per worker */
 
 enum lc_state { LC_DOWN = 0, LC_CONNECTING, LC_HANDSHAKE, LC_OPEN };
+enum lc_lost { LOST_NONE = 0, LOST_TLS, LOST_PEER }; /* why a stream closed itself */
 enum call_state { CALL_IDLE = 0, CALL_DIALING, CALL_INVITE, CALL_BYE, CALL_OPTIONS, CALL_REGISTER };
 enum phase { PH_CONNECT = 0, PH_LOAD, PH_DRAIN, PH_DONE };
 
 /* One TLS connection. Owned by the worker, in its conns array; attached to an io/
- * connection (conn->owner) from dial until lconn_close or on_close. */
+ * connection (conn->owner) from dial until lconn_close or on_close. Its stream is open from
+ * on_connect until lconn_close releases it, or, when that runs inside the stream's own
+ * callbacks, until the io/ callback that ran them returns (settle). */
 struct lconn {
+    struct slb_stream s; /* first: the stream's callbacks find their lconn from it */
     struct load_worker *w;
-    struct slb_conn *conn;
-    struct slb_conn_id id;
-    struct slb_tls_conn tls;
+    struct slb_conn_id id; /* the io/ connection, from dial until lconn_close */
     uint32_t index;
-    uint8_t state;     /* enum lc_state */
-    bool initial;      /* persistent: first dial not resolved yet */
-    bool tls_live;     /* tls initialised */
-    uint32_t inflight; /* persistent: units on this connection */
-    uint32_t backoff_ms;
-    struct slb_timer redial;
+    uint8_t state;            /* enum lc_state */
+    uint8_t lost;             /* enum lc_lost */
+    bool initial;             /* persistent: first dial not resolved yet */
+    bool release_owed;        /* let go of inside its stream's callbacks: settle releases it */
+    uint32_t inflight;        /* persistent: units on this connection */
+    struct slb_redial redial; /* persistent: the backoff (sessions: the worker keeps one) */
     uint64_t t_connect_ns;
-    char *pend; /* unframed plaintext, PEND_CAP bytes of the worker's reserve */
-    uint32_t pend_len;
-    struct slb_sip_frame fr;
     uint8_t local_len;
     char local[64]; /* "ip:port" of our end */
 };
@@ -101,8 +97,6 @@ struct load_worker {
     uint32_t per_conn; /* persistent closed loop: slots per connection */
     uint32_t *stack;   /* open loop: free slots; closed loop: idle slots to restart */
     uint32_t stack_n;
-    char *pend_mem;
-    size_t pend_mem_bytes;
     double rate;
     uint64_t count_limit;
     uint8_t phase;
@@ -122,11 +116,9 @@ struct load_worker {
     struct slb_ratelimit rl; /* connection and TLS failure lines */
     void (*done)(void *);
     void *done_arg;
-    struct slb_sip_limits lim;
-    struct slb_sip_msg msg;
-    struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
+    struct slb_stream_env env;
+    struct lconn *in_stream; /* whose stream is running its callbacks */
     char out[OUT_MSG_MAX];
-    char plain[PLAIN_CAP];
     struct load_stats st;
     /* Read by the main thread: a cache line apart from what the worker writes per message. */
     _Alignas(64) atomic_int drain_req;
@@ -325,19 +317,9 @@ static bool can_start(struct load_worker *w)
 
 /* ---- connections --------------------------------------------------------------------------- */
 
-static bool alive(const struct lconn *lc, struct slb_conn_id id)
-{
-    return lc->id.v == id.v && lc->state != LC_DOWN;
-}
-
-static int tls_out(void *arg, const void *data, size_t len)
-{
-    struct lconn *lc = arg;
-    return slb_conn_write(lc->conn, data, len);
-}
-
 /* Detaches lc from its io/ connection and closes that (after flushing, with TLS
- * close_notify, when graceful). Callbacks for it are ignored from here on. */
+ * close_notify, when graceful). Callbacks for it are ignored from here on. Its stream is
+ * released now, or, inside that stream's own callbacks, once they have returned (settle). */
 static void lconn_close(struct load_worker *w, struct lconn *lc, bool graceful)
 {
     if (lc->state == LC_DOWN)
@@ -348,20 +330,23 @@ static void lconn_close(struct load_worker *w, struct lconn *lc, bool graceful)
         prog_add(&w->prog.conns_open, (uint64_t)-1);
     }
     struct slb_conn *conn = slb_conn_get(&w->loop, lc->id);
-    if (conn) {
+    if (conn)
         conn->owner = NULL;
+    if (lc->state == LC_CONNECTING) {
+        if (conn)
+            slb_conn_close(conn, false); /* no stream yet */
+    } else {
         if (graceful && lc->state == LC_OPEN)
-            slb_tls_close(&lc->tls);
-        slb_conn_close(conn, graceful && lc->state == LC_OPEN);
+            slb_stream_shutdown(&lc->s);
+        else
+            slb_stream_close(&lc->s, false);
+        if (w->in_stream == lc)
+            lc->release_owed = true;
+        else
+            slb_stream_release(&lc->s);
     }
-    if (lc->tls_live)
-        slb_tls_conn_deinit(&lc->tls);
-    lc->tls_live = false;
     lc->state = LC_DOWN;
-    lc->conn = NULL;
     lc->id.v = 0;
-    lc->pend_len = 0;
-    lc->fr = (struct slb_sip_frame){0};
 }
 
 static int dial(struct load_worker *w, struct lconn *lc)
@@ -370,18 +355,14 @@ static int dial(struct load_worker *w, struct lconn *lc)
     struct slb_conn_id id;
     w->st.conn_attempts++;
     lc->t_connect_ns = w->now_ns;
-    int rc = slb_loop_connect(&w->loop, (const struct sockaddr *)&cfg->addr, cfg->addr_len, 1, &id);
+    /* The timeout bounds the TCP connect and the TLS handshake; cleared once it is done. */
+    int rc = slb_redial_connect(&w->loop, (const struct sockaddr *)&cfg->addr, cfg->addr_len, 1,
+                                (uint32_t)cfg->timeout_ms, &id);
     if (rc < 0)
         return rc;
-    struct slb_conn *conn = slb_conn_get(&w->loop, id);
-    conn->owner = lc;
-    lc->conn = conn;
+    slb_conn_get(&w->loop, id)->owner = lc;
     lc->id = id;
     lc->state = LC_CONNECTING;
-    lc->pend_len = 0;
-    lc->fr = (struct slb_sip_frame){0};
-    /* Bounds the TCP connect and the TLS handshake; cleared once the handshake is done. */
-    slb_conn_set_timeout(conn, (uint32_t)cfg->timeout_ms);
     return 0;
 }
 
@@ -392,10 +373,7 @@ static void schedule_redial(struct load_worker *w, struct lconn *lc)
 {
     if (w->handshake || w->phase >= PH_DRAIN)
         return;
-    lc->backoff_ms = lc->backoff_ms ? lc->backoff_ms * 2 : REDIAL_MS_MIN;
-    if (lc->backoff_ms > REDIAL_MS_MAX)
-        lc->backoff_ms = REDIAL_MS_MAX;
-    slb_timer_arm(slb_loop_wheel(&w->loop), &lc->redial, lc->backoff_ms);
+    slb_redial_backoff(&lc->redial, &w->loop);
 }
 
 /* lc is gone (or going): close it, fail the units on it with `fail`, and redial
@@ -426,7 +404,7 @@ static void conn_down(struct load_worker *w, struct lconn *lc, int fail)
 
 static void on_redial(struct slb_timer *t)
 {
-    struct lconn *lc = slb_timer_entry(t, struct lconn, redial);
+    struct lconn *lc = slb_timer_entry(t, struct lconn, redial.timer);
     struct load_worker *w = lc->w;
     w->now_ns = mono_ns();
     if (w->phase >= PH_DRAIN || lc->state != LC_DOWN)
@@ -444,10 +422,8 @@ static int send_msg(struct load_worker *w, struct lconn *lc, int len)
         return -ENOSPC;
     if (lc->state != LC_OPEN)
         return -ENOTCONN;
-    if (slb_conn_out_space(lc->conn) < (size_t)len + TLS_SLACK)
-        return -ENOBUFS;
     struct iovec iov = {w->out, (size_t)len};
-    int rc = slb_tls_write(&lc->tls, &iov, 1);
+    int rc = slb_stream_send(&lc->s, &iov, 1, (size_t)len);
     if (rc < 0)
         return rc;
     w->st.msgs_sent++;
@@ -648,21 +624,21 @@ static bool branch_is(const struct call *c, const struct slb_sip_msg *m)
 /* ACK for a 2xx (RFC 3261 13.2.2.4): its own branch, the INVITE's CSeq number. Returns
  * 0 or the send error. */
 static int send_ack(struct load_worker *w, struct lconn *lc, const struct call *c,
-                    uint32_t invite_cseq)
+                    const struct slb_sip_msg *m, uint32_t invite_cseq)
 {
     char branch[40];
     struct load_ids ids = ids_of(c, lc);
     ids.branch = branch;
     ids.branch_len = make_branch(w, branch);
     ids.cseq = invite_cseq;
-    return send_msg(w, lc,
-                    load_sip_in_dialog(w->out, sizeof(w->out), w->cfg, &ids, "ACK", &w->msg));
+    return send_msg(w, lc, load_sip_in_dialog(w->out, sizeof(w->out), w->cfg, &ids, "ACK", m));
 }
 
 /* The 2xx to our INVITE: ACK it, then hang up at once (BYE, CSeq + 1, new branch). */
-static void invite_answered(struct load_worker *w, struct lconn *lc, struct call *c)
+static void invite_answered(struct load_worker *w, struct lconn *lc, struct call *c,
+                            const struct slb_sip_msg *m)
 {
-    int rc = send_ack(w, lc, c, c->cseq);
+    int rc = send_ack(w, lc, c, m, c->cseq);
     if (rc < 0) {
         send_failed(w, lc, c, rc);
         return;
@@ -673,7 +649,7 @@ static void invite_answered(struct load_worker *w, struct lconn *lc, struct call
     c->state = CALL_BYE;
     c->t_txn_ns = w->now_ns;
     w->st.txn_sent++;
-    rc = send_msg(w, lc, load_sip_in_dialog(w->out, sizeof(w->out), w->cfg, &ids, "BYE", &w->msg));
+    rc = send_msg(w, lc, load_sip_in_dialog(w->out, sizeof(w->out), w->cfg, &ids, "BYE", m));
     if (rc < 0) {
         send_failed(w, lc, c, rc);
         return;
@@ -681,9 +657,8 @@ static void invite_answered(struct load_worker *w, struct lconn *lc, struct call
     slb_timer_arm(slb_loop_wheel(&w->loop), &c->timer, w->cfg->timeout_ms);
 }
 
-static void on_response(struct load_worker *w, struct lconn *lc)
+static void on_response(struct load_worker *w, struct lconn *lc, const struct slb_sip_msg *m)
 {
-    const struct slb_sip_msg *m = &w->msg;
     struct call *c = call_of(w, m->call_id);
     if (!c || c->state < CALL_INVITE || c->conn != lc->index) {
         w->st.unmatched++;
@@ -694,7 +669,7 @@ static void on_response(struct load_worker *w, struct lconn *lc)
         if (c->state == CALL_BYE && m->status / 100 == 2 && m->cseq + 1 == c->cseq &&
             m->cseq_method_id == SLB_METHOD_INVITE) {
             w->st.retrans_2xx++;
-            int rc = send_ack(w, lc, c, m->cseq);
+            int rc = send_ack(w, lc, c, m, m->cseq);
             if (rc < 0)
                 send_failed(w, lc, c, rc);
             return;
@@ -724,12 +699,12 @@ static void on_response(struct load_worker *w, struct lconn *lc)
         return;
     }
     w->st.txn_ok++;
-    lc->backoff_ms = 0; /* it answers: the next loss redials at once */
+    slb_redial_ok(&lc->redial); /* it answers: the next loss starts the backoff afresh */
     switch (c->state) {
     case CALL_INVITE:
         slb_hist_record(&w->st.lat[LOAD_LAT_INVITE], us);
         slb_timer_cancel(&c->timer);
-        invite_answered(w, lc, c);
+        invite_answered(w, lc, c, m);
         return;
     case CALL_BYE:
         slb_hist_record(&w->st.lat[LOAD_LAT_BYE], us);
@@ -742,53 +717,6 @@ static void on_response(struct load_worker *w, struct lconn *lc)
         break;
     }
     unit_end(w, c, -1);
-}
-
-/* Frames and handles the plaintext in buf[0, total). Returns false when lc went away. */
-static bool input(struct load_worker *w, struct lconn *lc, char *buf, size_t total)
-{
-    struct slb_conn_id id = lc->id;
-    size_t at = 0;
-    while (at < total) {
-        slb_sip_frame(buf + at, total - at, &w->lim, &w->msg, w->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT,
-                      &lc->fr);
-        switch (lc->fr.kind) {
-        case SLB_FRAME_NEED_MORE:
-            goto keep;
-        case SLB_FRAME_FATAL:
-            w->st.bad_msgs++;
-            w->st.conn_lost++;
-            conn_down(w, lc, LOAD_FAIL_CONNECTION);
-            return false;
-        case SLB_FRAME_BAD:
-            w->st.bad_msgs++;
-            break;
-        case SLB_FRAME_MESSAGE:
-            w->st.msgs_recv++;
-            if (w->msg.is_request)
-                w->st.requests_in++;
-            else
-                on_response(w, lc);
-            break;
-        default: /* keepalive CRLFs */
-            break;
-        }
-        at += lc->fr.frame_len;
-        lc->fr = (struct slb_sip_frame){0};
-        if (!alive(lc, id))
-            return false;
-    }
-keep:;
-    /* Keep the start of a message split across records (rare) for the next round. */
-    size_t rest = total - at;
-    if (buf == lc->pend) {
-        if (at && rest)
-            memmove(lc->pend, lc->pend + at, rest);
-    } else if (rest) {
-        memcpy(lc->pend, buf + at, rest);
-    }
-    lc->pend_len = (uint32_t)rest;
-    return true;
 }
 
 /* ---- io/ callbacks -------------------------------------------------------------------------- */
@@ -821,8 +749,8 @@ static void tls_broken(struct load_worker *w, struct lconn *lc)
     w->st.tls_failed++;
     slb_log_limited(&w->rl, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
                     "sipslb-load: worker %u: TLS with %s failed (%s): %s", w->index, w->cfg->target,
-                    slb_tls_fail_name(slb_tls_fail_reason(&lc->tls)),
-                    slb_tls_error_string(&lc->tls, err, sizeof(err)));
+                    slb_tls_fail_name(slb_tls_fail_reason(&lc->s.tls)),
+                    slb_tls_error_string(&lc->s.tls, err, sizeof(err)));
     conn_down(w, lc, LOAD_FAIL_TLS);
 }
 
@@ -844,7 +772,7 @@ static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
         return 0;
     }
     local_address(lc, conn);
-    if (slb_tls_conn_init(&lc->tls, w->ctx, w->cfg->sni, tls_out, lc) < 0) {
+    if (slb_stream_open(&w->env, &lc->s, conn, w->ctx, w->cfg->sni, lc) < 0) {
         conn->owner = NULL;
         lc->state = LC_DOWN;
         lc->id.v = 0;
@@ -852,11 +780,11 @@ static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
         conn_down(w, lc, LOAD_FAIL_LOCAL);
         return -ENOMEM;
     }
-    lc->tls_live = true;
     lc->state = LC_HANDSHAKE;
+    lc->lost = LOST_NONE;
     if (w->cfg->resume && w->session)
-        slb_tls_conn_set_session(&lc->tls, w->session);
-    if (slb_tls_start(&lc->tls) < 0)
+        slb_tls_conn_set_session(&lc->s.tls, w->session);
+    if (slb_tls_start(&lc->s.tls) < 0)
         tls_broken(w, lc);
     return 0;
 }
@@ -864,15 +792,15 @@ static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
 static void on_handshake(struct load_worker *w, struct lconn *lc)
 {
     lc->state = LC_OPEN;
-    slb_conn_set_timeout(lc->conn, 0);
+    slb_conn_set_timeout(lc->s.conn, 0);
     w->st.handshakes++;
-    if (slb_tls_resumed(&lc->tls))
+    if (slb_tls_resumed(&lc->s.tls))
         w->st.resumed++;
     slb_hist_record(&w->st.lat[LOAD_LAT_HANDSHAKE], (w->now_ns - lc->t_connect_ns) / 1000u);
     if (!w->st.tls_version) {
-        w->st.tls_version = slb_tls_version_name(&lc->tls);
-        w->st.tls_cipher = slb_tls_cipher_name(&lc->tls);
-        w->st.tls_group = slb_tls_group_name(&lc->tls);
+        w->st.tls_version = slb_tls_version_name(&lc->s.tls);
+        w->st.tls_cipher = slb_tls_cipher_name(&lc->s.tls);
+        w->st.tls_group = slb_tls_group_name(&lc->s.tls);
     }
     if (w->handshake) {
         struct call *c = &w->calls[lc->index];
@@ -892,9 +820,10 @@ static void on_handshake(struct load_worker *w, struct lconn *lc)
     }
 }
 
+/* --resume: one session for the whole worker, the one its connections resume. */
 static void keep_session(struct load_worker *w, struct lconn *lc)
 {
-    struct slb_tls_session *s = slb_tls_session_get(&lc->tls);
+    struct slb_tls_session *s = slb_tls_session_get(&lc->s.tls);
     if (!s)
         return;
     if (w->session)
@@ -902,56 +831,112 @@ static void keep_session(struct load_worker *w, struct lconn *lc)
     w->session = s;
 }
 
+/* ---- the stream's callbacks (inside on_data and on_drained) --------------------------------- */
+
+static bool lc_frame(struct slb_stream *s, const char *base, const struct slb_sip_frame *fr,
+                     const struct slb_sip_msg *m)
+{
+    struct lconn *lc = (struct lconn *)(void *)s;
+    struct load_worker *w = lc->w;
+    (void)base;
+    switch (fr->kind) {
+    case SLB_FRAME_FATAL:
+        w->st.bad_msgs++;
+        w->st.conn_lost++;
+        conn_down(w, lc, LOAD_FAIL_CONNECTION);
+        return false;
+    case SLB_FRAME_BAD:
+        w->st.bad_msgs++;
+        break;
+    case SLB_FRAME_MESSAGE:
+        w->st.msgs_recv++;
+        if (m->is_request)
+            w->st.requests_in++;
+        else
+            on_response(w, lc, m);
+        break;
+    default: /* keepalive CRLFs */
+        break;
+    }
+    return true;
+}
+
+static void lc_tls_events(struct slb_stream *s, int ev)
+{
+    struct lconn *lc = (struct lconn *)(void *)s;
+    struct load_worker *w = lc->w;
+    if (ev & SLB_TLS_EV_PEER_CLOSED)
+        lc->lost = LOST_PEER; /* the stream closes after the plaintext before it */
+    if (ev & SLB_TLS_EV_HANDSHAKE_DONE) {
+        on_handshake(w, lc);
+        if (s->state != SLB_STREAM_OPEN)
+            return; /* its first request could not be sent: lc is down */
+    }
+    if ((ev & SLB_TLS_EV_NEW_SESSION) && w->cfg->resume)
+        keep_session(w, lc);
+}
+
+static void lc_tls_failed(struct slb_stream *s, int rc)
+{
+    (void)rc;
+    ((struct lconn *)(void *)s)->lost = LOST_TLS; /* settle says so and takes lc down */
+}
+
+static const struct slb_stream_ops lc_ops = {
+    .frame = lc_frame,
+    .tls_events = lc_tls_events,
+    .tls_failed = lc_tls_failed,
+};
+
+/* After a stream call on lc's connection conn: a stream let go of inside its callbacks is
+ * released now; one that closed itself (the peer's close_notify, a TLS failure, input it
+ * refused) takes lc down. */
+static void settle(struct load_worker *w, struct lconn *lc, struct slb_conn *conn)
+{
+    w->in_stream = NULL;
+    if (lc->release_owed) {
+        lc->release_owed = false;
+        slb_stream_release(&lc->s);
+        return;
+    }
+    if (conn->owner != lc || lc->s.state != SLB_STREAM_CLOSING)
+        return;
+    if (lc->lost == LOST_TLS) {
+        tls_broken(w, lc);
+        return;
+    }
+    if (lc->lost == LOST_PEER)
+        slb_log_limited(&w->rl, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
+                        "sipslb-load: worker %u: %s sent close_notify", w->index, w->cfg->target);
+    w->st.conn_lost++;
+    conn_down(w, lc, LOAD_FAIL_CONNECTION);
+}
+
 static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *data, size_t len)
 {
     struct load_worker *w = slb_loop_user(loop);
     struct lconn *lc = conn->owner;
-    if (!lc || !lc->tls_live)
+    if (!lc)
         return 0;
     w->now_ns = mono_ns();
-    struct slb_conn_id id = lc->id;
-    for (int round = 0; round < 64; round++) {
-        bool pend = lc->pend_len > 0;
-        char *buf = pend ? lc->pend : w->plain;
-        size_t have = pend ? lc->pend_len : 0;
-        size_t cap = pend ? PEND_CAP - have : PLAIN_CAP;
-        size_t got = 0;
-        int ev = slb_tls_feed(&lc->tls, data, len, buf + have, cap, &got);
-        data = NULL;
-        len = 0;
-        if (ev < 0) {
-            tls_broken(w, lc);
-            return 0;
-        }
-        if (ev & SLB_TLS_EV_HANDSHAKE_DONE) {
-            on_handshake(w, lc);
-            if (!alive(lc, id))
-                return 0;
-        }
-        if ((ev & SLB_TLS_EV_NEW_SESSION) && w->cfg->resume)
-            keep_session(w, lc);
-        if (got && !input(w, lc, buf, have + got))
-            return 0;
-        if (ev & SLB_TLS_EV_PEER_CLOSED) {
-            slb_log_limited(&w->rl, slb_loop_now_ms(loop), SLB_LOG_WARN,
-                            "sipslb-load: worker %u: %s sent close_notify", w->index,
-                            w->cfg->target);
-            w->st.conn_lost++;
-            conn_down(w, lc, LOAD_FAIL_CONNECTION);
-            return 0;
-        }
-        if (!(ev & SLB_TLS_EV_MORE))
-            break;
-    }
+    w->in_stream = lc;
+    slb_stream_input(&lc->s, data, len);
+    settle(w, lc, conn);
     return 0;
 }
 
 static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
 {
-    (void)loop;
+    struct load_worker *w = slb_loop_user(loop);
     struct lconn *lc = conn->owner;
-    if (lc && lc->tls_live)
-        slb_tls_flush(&lc->tls);
+    if (!lc)
+        return;
+    w->now_ns = mono_ns();
+    w->in_stream = lc;
+    int ev = slb_stream_flush(&lc->s);
+    if (ev > 0 && (ev & SLB_TLS_EV_MORE) && !(ev & SLB_TLS_EV_WANT_WRITE))
+        slb_stream_input(&lc->s, NULL, 0); /* what TLS kept while the output was blocked */
+    settle(w, lc, conn);
 }
 
 static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
@@ -961,6 +946,8 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
     if (!lc)
         return;
     conn->owner = NULL;
+    lc->s.state = SLB_STREAM_CLOSING; /* the connection is gone: nothing more to close */
+    lc->s.conn = NULL;
     w->now_ns = mono_ns();
     bool handshaking = lc->state != LC_OPEN;
     if (!w->handshake || handshaking)
@@ -991,7 +978,7 @@ static struct lconn *pick_conn(struct load_worker *w)
 {
     for (uint32_t k = 0; k < w->n_conns; k++) {
         struct lconn *lc = &w->conns[(w->rr + k) % w->n_conns];
-        if (lc->state == LC_OPEN && slb_conn_out_space(lc->conn) >= OUT_MSG_MAX) {
+        if (lc->state == LC_OPEN && slb_conn_out_space(lc->s.conn) >= OUT_MSG_MAX) {
             w->rr = (lc->index + 1) % w->n_conns;
             return lc;
         }
@@ -1076,7 +1063,7 @@ static void finish(struct load_worker *w)
     w->phase = PH_DONE;
     w->st.cpu_load_ns = thread_cpu_ns() - w->cpu_load0_ns;
     for (uint32_t i = 0; i < w->n_conns; i++) {
-        slb_timer_cancel(&w->conns[i].redial);
+        slb_timer_cancel(&w->conns[i].redial.timer);
         lconn_close(w, &w->conns[i], true);
     }
     slb_loop_stop(&w->loop);
@@ -1130,7 +1117,6 @@ struct load_worker *load_worker_new(const struct load_cfg *cfg, unsigned index,
     w->count_limit = count;
     w->open_loop = cfg->open_loop;
     w->handshake = cfg->handshake;
-    slb_sip_limits_default(&w->lim);
     for (int i = 0; i < LOAD_LAT__COUNT; i++)
         slb_hist_init(&w->st.lat[i]);
     uint64_t pool = 0;
@@ -1156,13 +1142,10 @@ struct load_worker *load_worker_new(const struct load_cfg *cfg, unsigned index,
     w->conns = calloc(w->n_conns, sizeof(*w->conns));
     w->calls = calloc(w->n_calls, sizeof(*w->calls));
     w->stack = calloc(w->n_calls, sizeof(*w->stack));
-    /* Split-message buffers: reserved, touched only when a message straddles records. */
-    w->pend_mem_bytes = (size_t)w->n_conns * PEND_CAP;
-    w->pend_mem = mmap(NULL, w->pend_mem_bytes, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (w->pend_mem == MAP_FAILED)
-        w->pend_mem = NULL;
-    if (!w->conns || !w->calls || !w->stack || !w->pend_mem) {
+    /* The streams' input: a scratch, and split-message buffers reserved and touched only
+     * when a message straddles records. */
+    int erc = slb_stream_env_init(&w->env, &lc_ops, w->n_conns, SLB_SIP_MAX_MSG_BYTES_DEFAULT);
+    if (!w->conns || !w->calls || !w->stack || erc < 0) {
         load_worker_free(w);
         return NULL;
     }
@@ -1170,8 +1153,7 @@ struct load_worker *load_worker_new(const struct load_cfg *cfg, unsigned index,
         struct lconn *lc = &w->conns[i];
         lc->w = w;
         lc->index = i;
-        lc->pend = w->pend_mem + (size_t)i * PEND_CAP;
-        slb_timer_init(&lc->redial, on_redial);
+        slb_redial_init(&lc->redial, REDIAL_MS_MIN, REDIAL_MS_MAX, on_redial);
     }
     for (uint32_t i = 0; i < w->n_calls; i++) {
         w->calls[i].w = w;
@@ -1197,8 +1179,7 @@ void load_worker_free(struct load_worker *w)
         return;
     if (w->session)
         slb_tls_session_free(w->session);
-    if (w->pend_mem)
-        munmap(w->pend_mem, w->pend_mem_bytes);
+    slb_stream_env_deinit(&w->env);
     free(w->conns);
     free(w->calls);
     free(w->stack);
@@ -1303,7 +1284,7 @@ void *load_worker_main(void *arg)
     count_aborted(w);
     slb_timer_cancel(&w->tick);
     for (uint32_t i = 0; i < w->n_conns; i++) {
-        slb_timer_cancel(&w->conns[i].redial);
+        slb_redial_deinit(&w->conns[i].redial);
         lconn_close(w, &w->conns[i], false);
     }
     slb_loop_deinit(&w->loop);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "balancer/config.h"
+#include "balancer/sip_stream.h"
 #include "core/flags.h"
 #include "core/log.h"
 #include "core/siphash.h"
@@ -35,7 +36,10 @@ struct uas_cfg {
 
 static const char *const verify_names[] = {"none", "optional", "require", NULL};
 
-#define F(n, t, f, d, lo, hi, ch, a, h) {n, t, offsetof(struct uas_cfg, f), d, lo, hi, ch, a, h}
+#define F(n, t, f, d, lo, hi, ch, a, h)                                                            \
+    {                                                                                              \
+        n, t, offsetof(struct uas_cfg, f), d, lo, hi, ch, a, h                                     \
+    }
 static const struct slb_flag flags[] = {
     F("listen", SLB_FLAG_LIST, listen, "127.0.0.1:5071", 0, 8, NULL, "ADDR:PORT", "listen here"),
     F("cert", SLB_FLAG_STR, cert, NULL, 0, 0, NULL, "FILE", "certificate chain (required)"),
@@ -66,13 +70,8 @@ struct uas {
     struct slb_tls_ctx *ctx;
     unsigned index;
     atomic_int running, stop;
-    struct slb_tls_conn *tls; /* per io slot */
-    struct slb_sip_frame *fr;
-    char **pending;
-    uint32_t *pending_len;
-    char plain[65536 + 32768];
-    struct slb_sip_msg msg;
-    struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
+    struct slb_stream *streams; /* per io slot */
+    struct slb_stream_env env;
     char out[8192];
     struct call *calls;
     uint32_t calls_cap, calls_n;
@@ -104,8 +103,8 @@ static void tally(struct uas *u, const struct slb_sip_msg *m)
         return;
     }
     memcpy(u->arena + u->arena_len, m->call_id.ptr, m->call_id.len);
-    u->calls[i] = (struct call){h, (uint32_t)u->arena_len, (uint32_t)m->call_id.len, 1,
-                                1u << m->method_id};
+    u->calls[i] =
+        (struct call){h, (uint32_t)u->arena_len, (uint32_t)m->call_id.len, 1, 1u << m->method_id};
     u->arena_len += m->call_id.len;
     u->calls_n++;
 }
@@ -140,11 +139,11 @@ static const char sdp[] = "v=0\r\n"
                           "a=ptime:20\r\n"
                           "a=sendrecv\r\n";
 
-/* A response to the request in u->msg (RFC 3261 8.2.6), with Record-Route copied for a
+/* A response to the request m (RFC 3261 8.2.6), with Record-Route copied for a
  * dialog-forming request (12.1.1), a To tag, and Contact and SDP on a 200 to INVITE. */
-static size_t build(struct uas *u, const char *base, int status, const char *reason)
+static size_t build(struct uas *u, const char *base, const struct slb_sip_msg *m, int status,
+                    const char *reason)
 {
-    const struct slb_sip_msg *m = &u->msg;
     struct buf b = {u->out, 0, sizeof(u->out)};
     char line[128];
     snprintf(line, sizeof(line), "SIP/2.0 %d %s\r\n", status, reason);
@@ -183,143 +182,96 @@ static size_t build(struct uas *u, const char *base, int status, const char *rea
     return b.len;
 }
 
-static int tls_out(void *arg, const void *data, size_t len)
+static void send_resp(struct uas *u, struct slb_stream *s, const char *base,
+                      const struct slb_sip_msg *m, int status, const char *reason)
 {
-    return slb_conn_write(arg, data, len);
-}
-
-static void send_resp(struct uas *u, struct slb_conn *conn, const char *base, int status,
-                      const char *reason)
-{
-    size_t n = build(u, base, status, reason);
+    size_t n = build(u, base, m, status, reason);
     struct iovec iov = {u->out, n};
-    if (slb_tls_write(&u->tls[slb_conn_id_slot(conn->id)], &iov, 1) >= 0) {
+    if (slb_stream_send(s, &iov, 1, n) == 0) {
         u->responses_sent++;
     } else {
         /* Never silently: a peer that does not read gets its connection closed. */
         u->dropped_responses++;
-        slb_conn_close(conn, false);
+        slb_stream_close(s, false);
     }
 }
 
-static void handle(struct uas *u, struct slb_conn *conn, const char *base,
-                   const struct slb_sip_frame *fr)
+static struct uas *uas_of(struct slb_stream *s)
 {
-    struct slb_tls_conn *t = &u->tls[slb_conn_id_slot(conn->id)];
+    return (struct uas *)(void *)((char *)s->env - offsetof(struct uas, env));
+}
+
+/* The stream's frames: requests answered, keepalive pings ponged, the rest ignored; a
+ * frame that cannot be read closes the connection after what is queued. */
+static bool uas_frame(struct slb_stream *s, const char *base, const struct slb_sip_frame *fr,
+                      const struct slb_sip_msg *m)
+{
+    struct uas *u = uas_of(s);
+    if (fr->kind == SLB_FRAME_FATAL) {
+        slb_stream_close(s, true);
+        return false;
+    }
     if (fr->kind == SLB_FRAME_PING) {
         struct iovec iov = {"\r\n", 2};
-        slb_tls_write(t, &iov, 1);
-        return;
+        (void)slb_stream_send(s, &iov, 1, 2);
+        return true;
     }
-    const struct slb_sip_msg *m = &u->msg;
     if (fr->kind != SLB_FRAME_MESSAGE || !m->is_request)
-        return;
+        return true;
     u->requests++;
     tally(u, m);
     switch (m->method_id) {
     case SLB_METHOD_ACK:
-        return;
+        break;
     case SLB_METHOD_INVITE:
-        send_resp(u, conn, base, 100, "Trying");
-        send_resp(u, conn, base, 180, "Ringing");
-        send_resp(u, conn, base, 200, "OK");
-        return;
+        send_resp(u, s, base, m, 100, "Trying");
+        send_resp(u, s, base, m, 180, "Ringing");
+        send_resp(u, s, base, m, 200, "OK");
+        break;
     default:
-        send_resp(u, conn, base, 200, "OK");
+        send_resp(u, s, base, m, 200, "OK");
     }
+    return true;
 }
 
-static void process(struct uas *u, struct slb_conn *conn, const char *buf, size_t len)
-{
-    uint32_t slot = slb_conn_id_slot(conn->id);
-    struct slb_sip_limits lim;
-    slb_sip_limits_default(&lim);
-    size_t at = 0;
-    while (at < len) {
-        slb_sip_frame(buf + at, len - at, &lim, &u->msg, u->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT,
-                      &u->fr[slot]);
-        if (u->fr[slot].kind == SLB_FRAME_NEED_MORE)
-            break;
-        if (u->fr[slot].kind == SLB_FRAME_FATAL) {
-            slb_conn_close(conn, true);
-            return;
-        }
-        handle(u, conn, buf + at, &u->fr[slot]);
-        at += u->fr[slot].frame_len;
-        u->fr[slot] = (struct slb_sip_frame){0};
-    }
-    /* Keep the unframed rest (rare: a message split across records). */
-    size_t rest = len - at;
-    if (!rest) {
-        free(u->pending[slot]);
-        u->pending[slot] = NULL;
-        u->pending_len[slot] = 0;
-        return;
-    }
-    if (buf == u->pending[slot]) {
-        memmove(u->pending[slot], buf + at, rest);
-    } else {
-        if (!u->pending[slot])
-            u->pending[slot] = malloc(65536 + 32768);
-        memcpy(u->pending[slot], buf + at, rest);
-    }
-    u->pending_len[slot] = (uint32_t)rest;
-}
+static const struct slb_stream_ops uas_ops = {.frame = uas_frame};
 
 static int on_accept(struct slb_loop *loop, struct slb_conn *conn)
 {
     struct uas *u = slb_loop_user(loop);
-    uint32_t slot = slb_conn_id_slot(conn->id);
-    u->fr[slot] = (struct slb_sip_frame){0};
-    return slb_tls_conn_init(&u->tls[slot], u->ctx, NULL, tls_out, conn);
+    struct slb_stream *s = &u->streams[slb_conn_id_slot(conn->id)];
+    return slb_stream_open(&u->env, s, conn, u->ctx, NULL, s);
 }
 
 static int on_data(struct slb_loop *loop, struct slb_conn *conn, const void *data, size_t len)
 {
-    struct uas *u = slb_loop_user(loop);
-    uint32_t slot = slb_conn_id_slot(conn->id);
-    for (int i = 0; i < 64; i++) {
-        char *dst = u->plain;
-        size_t have = 0;
-        if (u->pending[slot]) {
-            /* Continue the split message right behind its first part. */
-            memcpy(u->plain, u->pending[slot], u->pending_len[slot]);
-            have = u->pending_len[slot];
-        }
-        size_t got = 0;
-        int ev = slb_tls_feed(&u->tls[slot], data, len, dst + have, sizeof(u->plain) - have, &got);
-        data = NULL;
-        len = 0;
-        if (ev < 0)
-            return ev;
-        if (got)
-            process(u, conn, u->plain, have + got);
-        if (ev & SLB_TLS_EV_PEER_CLOSED) {
-            slb_tls_close(&u->tls[slot]);
-            slb_conn_close(conn, true);
-            return 0;
-        }
-        if (!(ev & SLB_TLS_EV_MORE))
-            break;
-    }
+    struct slb_stream *s = conn->owner;
+    (void)loop;
+    if (s)
+        slb_stream_input(s, data, len);
     return 0;
 }
 
 static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
 {
-    struct uas *u = slb_loop_user(loop);
-    slb_tls_flush(&u->tls[slb_conn_id_slot(conn->id)]);
+    struct slb_stream *s = conn->owner;
+    (void)loop;
+    if (!s)
+        return;
+    int ev = slb_stream_flush(s);
+    if (ev > 0 && (ev & SLB_TLS_EV_MORE) && !(ev & SLB_TLS_EV_WANT_WRITE))
+        slb_stream_input(s, NULL, 0); /* what TLS kept while the output was blocked */
 }
 
 static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
 {
-    struct uas *u = slb_loop_user(loop);
-    uint32_t slot = slb_conn_id_slot(conn->id);
+    struct slb_stream *s = conn->owner;
+    (void)loop;
     (void)reason;
-    slb_tls_conn_deinit(&u->tls[slot]);
-    free(u->pending[slot]);
-    u->pending[slot] = NULL;
-    u->pending_len[slot] = 0;
+    if (!s)
+        return;
+    conn->owner = NULL;
+    slb_stream_release(s);
 }
 
 #define MAX_CONNS 4096u
@@ -333,8 +285,8 @@ static void *run(void *arg)
                                  .loop_id = (uint8_t)u->index,
                                  .out_cap_bytes = 4u << 20,
                                  .out_chunks = 8192};
-    struct slb_loop_cbs cbs = {.on_accept = on_accept, .on_data = on_data,
-                               .on_drained = on_drained, .on_close = on_close};
+    struct slb_loop_cbs cbs = {
+        .on_accept = on_accept, .on_data = on_data, .on_drained = on_drained, .on_close = on_close};
     if (slb_loop_init(&u->loop, &opts, &cbs, u) < 0) {
         kill(getpid(), SIGTERM);
         return (void *)1;
@@ -383,8 +335,8 @@ static void write_report(struct uas **u, unsigned n, const char *path)
         for (uint32_t i = 0; i < u[k]->calls_cap; i++) {
             const struct call *c = &u[k]->calls[i];
             if (c->requests)
-                fprintf(f, "%.*s %u %x\n", (int)c->key_len, u[k]->arena + c->key_off,
-                        c->requests, c->methods);
+                fprintf(f, "%.*s %u %x\n", (int)c->key_len, u[k]->arena + c->key_off, c->requests,
+                        c->methods);
         }
     if (fclose(f) != 0 || rename(tmp, path) != 0)
         slb_log(SLB_LOG_WARN, "sipslb-uas: --report %s: %s", path, strerror(errno));
@@ -407,7 +359,9 @@ int main(int argc, char **argv)
     slb_tls_init();
     static const enum slb_tls_verify vmap[] = {SLB_TLS_VERIFY_NONE, SLB_TLS_VERIFY_OPTIONAL,
                                                SLB_TLS_VERIFY_REQUIRE};
-    struct slb_tls_server_opts so = {.cert_file = cfg.cert, .key_file = cfg.key, .ca_file = cfg.ca,
+    struct slb_tls_server_opts so = {.cert_file = cfg.cert,
+                                     .key_file = cfg.key,
+                                     .ca_file = cfg.ca,
                                      .verify_client = vmap[cfg.verify_client]};
     unsigned n = (unsigned)cfg.workers;
     struct uas **u = calloc(n, sizeof(*u));
@@ -421,17 +375,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "sipslb-uas: %s\n", err);
             return 2;
         }
-        u[i]->tls = calloc(MAX_CONNS, sizeof(*u[i]->tls));
-        u[i]->fr = calloc(MAX_CONNS, sizeof(*u[i]->fr));
-        u[i]->pending = calloc(MAX_CONNS, sizeof(char *));
-        u[i]->pending_len = calloc(MAX_CONNS, sizeof(uint32_t));
+        u[i]->streams = calloc(MAX_CONNS, sizeof(*u[i]->streams));
+        if (slb_stream_env_init(&u[i]->env, &uas_ops, MAX_CONNS, SLB_SIP_MAX_MSG_BYTES_DEFAULT) < 0)
+            return 1;
         u[i]->calls_cap = 1;
         while (u[i]->calls_cap < 2 * (uint64_t)cfg.max_calls)
             u[i]->calls_cap <<= 1;
         u[i]->calls = calloc(u[i]->calls_cap, sizeof(struct call));
         u[i]->arena_cap = (size_t)cfg.max_calls * 64;
         u[i]->arena = malloc(u[i]->arena_cap);
-        if (!u[i]->calls || !u[i]->arena || !u[i]->tls)
+        if (!u[i]->calls || !u[i]->arena || !u[i]->streams)
             return 1;
         args[i] = u[i];
     }
@@ -470,13 +423,9 @@ int main(int argc, char **argv)
         status |= results[i] != NULL;
     /* Everything goes back, so a sanitizer build's leak check at exit speaks of real leaks. */
     for (unsigned i = 0; i < n; i++) {
-        for (unsigned k = 0; k < MAX_CONNS; k++)
-            free(u[i]->pending[k]);
+        slb_stream_env_deinit(&u[i]->env);
         slb_tls_ctx_free(u[i]->ctx);
-        free(u[i]->tls);
-        free(u[i]->fr);
-        free(u[i]->pending);
-        free(u[i]->pending_len);
+        free(u[i]->streams);
         free(u[i]->calls);
         free(u[i]->arena);
         free(u[i]);
