@@ -19,7 +19,7 @@
 #include "core/limit.h"
 #include "core/log.h"
 #include "core/siphash.h"
-#include "io/worker.h"
+#include "io/threads.h"
 #include "tls/tls.h"
 
 static const char *const counter_names[] = {
@@ -395,7 +395,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct slb_workers workers;
+    struct slb_threads workers;
     void **args = calloc(n, sizeof(void *));
     for (unsigned i = 0; i < n; i++)
         args[i] = w[i];
@@ -404,20 +404,20 @@ int main(int argc, char **argv)
             "wolfSSL %s%s",
             n, cfg.n_listen, cfg.n_backends, slb_tls_library_version(),
             slb_tls_library_has_asm() ? " (assembly)" : " (no assembly: slow)");
-    struct slb_workers control;
+    struct slb_threads control;
     void *harg[1] = {health};
-    if (slb_workers_start(&control, 1, false, slb_health_main, harg) != 0) {
+    if (slb_threads_start(&control, 1, false, slb_health_main, harg) != 0) {
         slb_log(SLB_LOG_ERROR, "cannot start the health checker");
         return 1;
     }
-    rc = slb_workers_start(&workers, n, cfg.pin, slb_worker_main, args);
+    rc = slb_threads_start(&workers, n, cfg.pin, slb_worker_main, args);
     if (rc != 0) {
         slb_log(SLB_LOG_ERROR, "cannot start workers: %s", strerror(rc < 0 ? -rc : rc));
         for (unsigned i = 0; i < n; i++)
             slb_worker_stop(w[i]);
-        slb_workers_join(&workers, NULL);
+        slb_threads_join(&workers, NULL);
         slb_health_stop(health);
-        slb_workers_join(&control, NULL);
+        slb_threads_join(&control, NULL);
         return 1;
     }
     for (;;) {
@@ -446,10 +446,10 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < n; i++)
         slb_worker_stop(w[i]);
     void **results = calloc(n, sizeof(void *));
-    slb_workers_join(&workers, results);
+    slb_threads_join(&workers, results);
     slb_health_stop(health);
     void *hres = NULL;
-    slb_workers_join(&control, &hres);
+    slb_threads_join(&control, &hres);
     int status = 0;
     for (unsigned i = 0; i < n; i++)
         if (results[i])

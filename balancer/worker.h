@@ -124,7 +124,7 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
                                   struct slb_tls_ctx *server_ctx, struct slb_tls_ctx *client_ctx);
 void slb_worker_free(struct slb_worker *w);
 
-/* The thread body for slb_workers_start: sets up the loop, listeners and backend
+/* The thread body for slb_threads_start: sets up the loop, listeners and backend
  * connections, runs until slb_worker_stop, tears down. Returns NULL, or (void *)1 when the
  * set-up or the loop failed (the reason is logged, slb_worker_failed turns true). */
 void *slb_worker_main(void *worker);

@@ -68,7 +68,7 @@
 #include "balancer/config.h"
 #include "core/flags.h"
 #include "core/log.h"
-#include "io/worker.h"
+#include "io/threads.h"
 #include "tls/tls.h"
 
 static const char *const verify_names[] = {"require", "none", NULL};
@@ -689,20 +689,20 @@ int main(int argc, char **argv)
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
     uint64_t t0 = mono_ns();
-    struct slb_workers workers;
+    struct slb_threads workers;
     void **args = calloc(r.n, sizeof(void *));
     if (!args)
         return 1;
     for (unsigned i = 0; i < r.n; i++)
         args[i] = r.w[i];
-    bool start_failed = slb_workers_start(&workers, r.n, false, load_worker_main, args) != 0;
+    bool start_failed = slb_threads_start(&workers, r.n, false, load_worker_main, args) != 0;
     if (start_failed)
         for (unsigned i = 0; i < r.n; i++)
             load_worker_abort(r.w[i]);
     else
         supervise(&r, cfg.progress || isatty(STDERR_FILENO), t0);
     void **results = calloc(r.n, sizeof(void *));
-    slb_workers_join(&workers, results);
+    slb_threads_join(&workers, results);
     getrusage(RUSAGE_SELF, &ru1);
 
     static struct totals t;

@@ -142,7 +142,7 @@ struct load_worker *load_worker_new(const struct load_cfg *cfg, unsigned index,
                                     uint64_t count);
 void load_worker_free(struct load_worker *w);
 
-/* The thread body (slb_workers_start): runs the load, returns NULL or (void *)1 if the
+/* The thread body (slb_threads_start): runs the load, returns NULL or (void *)1 if the
  * loop could not be set up. Calls done(done_arg) last, from the worker's thread. */
 void *load_worker_main(void *arg);
 void load_worker_set_done(struct load_worker *w, void (*done)(void *), void *done_arg);

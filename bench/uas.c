@@ -20,7 +20,7 @@
 #include "core/sip.h"
 #include "io/conn.h"
 #include "io/loop.h"
-#include "io/worker.h"
+#include "io/threads.h"
 #include "tls/tls.h"
 
 struct uas_cfg {
@@ -395,8 +395,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct slb_workers workers;
-    if (slb_workers_start(&workers, n, false, run, args) != 0)
+    struct slb_threads workers;
+    if (slb_threads_start(&workers, n, false, run, args) != 0)
         return 1;
     for (;;) {
         int sig;
@@ -415,7 +415,7 @@ int main(int argc, char **argv)
             slb_loop_stop(&u[i]->loop);
     }
     void **results = calloc(n, sizeof(void *));
-    slb_workers_join(&workers, results);
+    slb_threads_join(&workers, results);
     if (cfg.report)
         write_report(u, n, cfg.report);
     int status = 0;

@@ -1,16 +1,16 @@
 /*
- * Worker threads: one per core, each running one loop (the consumer's fn). Pinning keeps
+ * Loop threads: one per core, each running one loop (the consumer's fn). Pinning keeps
  * a worker's ring, connections and caches on one core (shared-nothing shards).
  *
  * Thread: start and join run on the caller's thread (main); fn runs on each worker.
  */
-#include "io/worker.h"
+#include "io/threads.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
 
-int slb_worker_cpu(unsigned i)
+int slb_thread_cpu(unsigned i)
 {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
@@ -29,11 +29,11 @@ int slb_worker_cpu(unsigned i)
     return -EINVAL;
 }
 
-int slb_workers_start(struct slb_workers *w, unsigned n, bool pin, void *(*fn)(void *),
+int slb_threads_start(struct slb_threads *w, unsigned n, bool pin, void *(*fn)(void *),
                       void *args[])
 {
     w->n = 0;
-    if (n == 0 || n > SLB_WORKERS_MAX || !fn)
+    if (n == 0 || n > SLB_THREADS_MAX || !fn)
         return -EINVAL;
     for (unsigned i = 0; i < n; i++) {
         pthread_attr_t attr;
@@ -41,7 +41,7 @@ int slb_workers_start(struct slb_workers *w, unsigned n, bool pin, void *(*fn)(v
         if (rc)
             return -rc;
         if (pin) {
-            int cpu = slb_worker_cpu(i);
+            int cpu = slb_thread_cpu(i);
             if (cpu < 0) {
                 pthread_attr_destroy(&attr);
                 return cpu;
@@ -65,7 +65,7 @@ int slb_workers_start(struct slb_workers *w, unsigned n, bool pin, void *(*fn)(v
     return 0;
 }
 
-int slb_workers_join(struct slb_workers *w, void *results[])
+int slb_threads_join(struct slb_threads *w, void *results[])
 {
     int ret = 0;
     for (unsigned i = 0; i < w->n; i++) {
