@@ -25,6 +25,10 @@
 #include "tls/tls.h"
 
 #define TICK_MS 50u
+/* io/ slots: a probe connection per backend, one more while a failed one closes, spares. */
+#define HEALTH_CONNS (2u * SLB_MAX_BACKENDS + 8u)
+/* A probe: two names of up to 320 bytes and three advertised addresses of up to 127. */
+#define PROBE_BYTES 1536u
 
 /* One backend's probing: its SIP stream, the probe in flight, the verdict. Owned by the
  * health checker. */
@@ -139,7 +143,7 @@ static void send_probe(struct probe *p)
 {
     const struct slb_config *cfg = p->h->cfg;
     const struct slb_backend_spec *b = &p->h->backends->spec[p->backend];
-    char msg[1536]; /* two names of up to 320 and three advertised addresses of up to 127 */
+    char msg[PROBE_BYTES];
     int n = snprintf(msg, sizeof(msg),
                      "OPTIONS sips:%s SIP/2.0\r\n"
                      "Via: SIP/2.0/TLS %s;branch=z9hG4bKslbprobe%u.%u\r\n"
@@ -464,8 +468,7 @@ void slb_health_free(struct slb_health *h)
 void *slb_health_main(void *arg)
 {
     struct slb_health *h = arg;
-    struct slb_loop_opts opts = {.max_conns = 2 * SLB_MAX_BACKENDS + 8,
-                                 .loop_id = SLB_HEALTH_LOOP_ID};
+    struct slb_loop_opts opts = {.max_conns = HEALTH_CONNS, .loop_id = SLB_HEALTH_LOOP_ID};
     struct slb_loop_cbs cbs = {.on_connect = on_connect,
                                .on_data = on_data,
                                .on_drained = on_drained,

@@ -62,6 +62,9 @@ enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
 #define RATE_SLOTS          4096u  /* per-worker request-rate buckets */
 #define REPLY_ROOM          4096u  /* our replies: the request's Vias and more, beyond its size */
 #define RETRY_AFTER_LINE    48u    /* "Retry-After: N\r\n" */
+#define CONN_SPARES         16u    /* io/ slots beyond clients and links (listeners, closing) */
+#define LISTEN_BACKLOG      4096u  /* listen(2) backlog of each listener */
+#define OUT_CHUNK_BYTES     4096u  /* io/'s output chunk (its default), for the links' reserve */
 
 struct link;
 

@@ -152,7 +152,7 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->cctx = client_ctx;
     w->n_links = SLB_MAX_BACKENDS * (uint32_t)cfg->backend_conns;
     w->n_known = cfg->n_backends;
-    w->n_conns = (uint32_t)cfg->max_conns + w->n_links + 16;
+    w->n_conns = (uint32_t)cfg->max_conns + w->n_links + CONN_SPARES;
     w->conns = calloc(w->n_conns, sizeof(*w->conns));
     w->links = calloc(w->n_links, sizeof(*w->links));
     w->router = sh->router;
@@ -223,7 +223,7 @@ void *slb_worker_main(void *arg)
         /* Enough for every link slot to queue two of the largest messages, whatever the
          * clients that stopped reading hold: backends are never starved of output. */
         .out_reserve_chunks =
-            w->n_links * (uint32_t)((2 * (cfg->max_message_size + REPLY_ROOM)) / 4096),
+            w->n_links * (uint32_t)((2 * (cfg->max_message_size + REPLY_ROOM)) / OUT_CHUNK_BYTES),
         .accept_rcvbuf_bytes = CLIENT_RCVBUF,
         .keepalive_idle_s = (uint32_t)(cfg->tcp_keepalive_ms / 1000),
     };
@@ -245,7 +245,7 @@ void *slb_worker_main(void *arg)
     void *result = NULL;
     for (unsigned i = 0; i < cfg->n_listen; i++) {
         const struct slb_addr *a = &cfg->listen_addrs[i];
-        rc = slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, 4096,
+        rc = slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, LISTEN_BACKLOG,
                              a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT);
         if (rc < 0) {
             slb_log(SLB_LOG_ERROR, "worker %u: cannot listen on %s: %s", w->index, a->text,
