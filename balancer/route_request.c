@@ -66,7 +66,8 @@ static bool admissible(struct slb_worker *w, struct relay_conn *c, const struct 
  * dialog stays there), else where its INVITE went (CANCEL, non-2xx ACK), else Maglev.
  * Returns the backend or SLB_MAGLEV_NONE; *pkey is the pending-INVITE key (0: none). */
 static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
-                               const struct slb_route_table *t, uint64_t now, uint64_t *pkey)
+                               const struct slb_route_table *t, uint64_t h, uint64_t now,
+                               uint64_t *pkey)
 {
     const struct slb_sip_msg *m = im->m;
     *pkey = 0;
@@ -91,7 +92,7 @@ static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
             return (uint16_t)pb;
         }
     }
-    return slb_maglev_lookup(&t->maglev, slb_route_hash(m->call_id));
+    return slb_maglev_lookup(&t->maglev, h);
 }
 
 /* The request as it leaves for backend b: our Via, our Route gone, Record-Route for a
@@ -143,8 +144,9 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
     bool ack = m->method_id == SLB_METHOD_ACK;
     const struct slb_route_table *t = route_table(w);
     uint64_t now = slb_loop_now_ms(&w->loop), pkey;
-    uint16_t b = choose_backend(w, im, t, now, &pkey);
-    struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, slb_route_hash(m->call_id));
+    uint64_t h = slb_route_hash(m->call_id);
+    uint16_t b = choose_backend(w, im, t, h, now, &pkey);
+    struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
     if (!l) {
         if (ack)
             COUNT(w, drop_ack_unroutable);
