@@ -120,7 +120,14 @@ static size_t consume(struct slb_stream *s, const char *buf, size_t len, bool *s
         if (s->fr.kind == SLB_FRAME_NEED_MORE)
             break;
         s->frames++;
-        if (!env->ops->frame(s, buf + at, &s->fr, &env->msg)) {
+        bool go_on = env->ops->frame(s, buf + at, &s->fr, &env->msg);
+        if (go_on && s->fr.kind == SLB_FRAME_FATAL) {
+            /* Nothing after a fatal frame can be framed (its length is 0): the stream
+             * ends whatever its owner said. */
+            close_for(s, &env->c.closed_bad_input);
+            go_on = false;
+        }
+        if (!go_on) {
             *stop = true;
             /* A stopped message stays unconsumed; after a close nothing more is read. */
             if (s->state == SLB_STREAM_CLOSING)
@@ -213,7 +220,12 @@ void slb_stream_input(struct slb_stream *s, const void *data, size_t len)
                 return;
         }
         if (ev & SLB_TLS_EV_PEER_CLOSED) {
-            slb_stream_shutdown(s);
+            /* What the peer sent before its close_notify is still handled: a stream stopped
+             * with bytes pending shuts down once they are (slb_stream_resume). */
+            if (stop && s->in.pending)
+                s->peer_closed = true;
+            else
+                slb_stream_shutdown(s);
             return;
         }
         if (stop || s->held || (ev & SLB_TLS_EV_WANT_WRITE) || !(ev & SLB_TLS_EV_MORE))
@@ -239,6 +251,9 @@ void slb_stream_input_held(struct slb_stream *s, const void *data, size_t len)
         return;
     }
     s->tls_more = (ev & SLB_TLS_EV_MORE) != 0;
+    /* TLS reports the peer's close_notify once: kept for after the held bytes. */
+    if (ev & SLB_TLS_EV_PEER_CLOSED)
+        s->peer_closed = true;
     if (slb_inbuf_append(&env->inbufs, &s->in, env->inbufs.scratch, got) < 0)
         close_for(s, &env->c.pending_pool_empty);
 }
@@ -254,6 +269,10 @@ void slb_stream_resume(struct slb_stream *s)
         size_t used = consume(s, buf, len, &stop);
         if (s->state != SLB_STREAM_OPEN || !keep_rest(s, buf, used, len) || stop)
             return;
+    }
+    if (s->peer_closed) {
+        slb_stream_shutdown(s); /* a close_notify that came while the stream was held */
+        return;
     }
     if (!s->plain)
         slb_stream_input(s, NULL, 0);
@@ -276,6 +295,12 @@ int slb_stream_send(struct slb_stream *s, const struct iovec *iov, int n, size_t
         return 0;
     }
     int r = slb_tls_write(&s->tls, iov, n);
+    if (r == -EAGAIN) {
+        /* TLS output itself is blocked (an alert or a KeyUpdate answer io/ refused): the
+         * same wait as no room, and io/ calls on_drained. */
+        slb_conn_notify_space(s->conn);
+        return -ENOBUFS;
+    }
     if (r < 0)
         return r;
     if ((size_t)r < total) {

@@ -47,7 +47,8 @@ struct slb_stream_ops {
     /* One frame in base[0, fr->frame_len): a message (m is its scan), a keepalive, or a
      * bad or fatal frame (m->err says why). Returns true to go on with the next, false to
      * stop: the frame and what follows stay pending for slb_stream_resume (unless the
-     * stream is closing). m is valid until return. */
+     * stream is closing). After a fatal frame the stream closes whatever the owner returns.
+     * m is valid until return. */
     bool (*frame)(struct slb_stream *s, const char *base, const struct slb_sip_frame *fr,
                   const struct slb_sip_msg *m);
     /* The events of one TLS feed (SLB_TLS_EV_*), before its plaintext is framed. Optional. */
@@ -82,10 +83,11 @@ struct slb_stream {
     struct slb_conn *conn;
     struct slb_conn_id id;
     struct slb_tls_conn tls;
-    uint8_t state; /* enum slb_stream_state */
-    bool plain;    /* no TLS: SIP over TCP */
-    bool held;     /* the owner stopped its input (backpressure): nothing is framed */
-    bool tls_more; /* TLS holds input not yet decrypted */
+    uint8_t state;    /* enum slb_stream_state */
+    bool plain;       /* no TLS: SIP over TCP */
+    bool held;        /* the owner stopped its input (backpressure): nothing is framed */
+    bool tls_more;    /* TLS holds input not yet decrypted */
+    bool peer_closed; /* its close_notify came while held: shut down once resumed */
     struct slb_inbuf in;
     struct slb_sip_frame fr;
     uint64_t frames; /* frames handed to the owner */
