@@ -596,8 +596,8 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
                 l = cfg->listen.v[i];
                 break;
             }
-        if (!strncmp(l, "tls://", 6))
-            l += 6;
+        if (!strncmp(l, "tls://", 6) || !strncmp(l, "tcp://", 6))
+            l += 6; /* only tcp:// listeners: the first of them (our Via names an address) */
         if (!strncmp(l, "0.0.0.0:", 8))
             snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "127.0.0.1:%s",
                      l + 8);

@@ -269,3 +269,22 @@ Test(config, more_than_max_slots_over_the_process_life_is_rejected)
     cr_assert(out.present[1] && out.present[2] && out.present[3]);
     cr_assert_not(out.present[SLB_MAX_BACKENDS - 1]);
 }
+
+/* With only tcp:// listeners, our Via and Record-Route name the first of them as
+ * HOST:PORT (once "tcp://127.0.0.1:5070" itself, a Via the scanner rejects). */
+Test(config, only_tcp_listeners_advertise_the_first_as_host_port)
+{
+    static char *argv[] = {"sipslb",
+                           "--listen",
+                           "tcp://127.0.0.1:5070",
+                           "--backend",
+                           "sips:127.0.0.1:5061",
+                           "--cert",
+                           cert_path,
+                           "--key",
+                           key_path,
+                           "--backend-verify",
+                           "none"};
+    cr_assert_eq(slb_config_load(&cfg, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
+    cr_assert_str_eq(cfg.advertise_hostport, "127.0.0.1:5070");
+}
