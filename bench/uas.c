@@ -70,6 +70,7 @@ struct uas {
     struct slb_tls_ctx *ctx;
     unsigned index;
     atomic_int running, stop;
+    atomic_int failed;          /* its set-up failed (logged): main stops everything */
     struct slb_stream *streams; /* per io slot */
     struct slb_stream_env env;
     char out[8192];
@@ -288,7 +289,8 @@ static void *run(void *arg)
     struct slb_loop_cbs cbs = {
         .on_accept = on_accept, .on_data = on_data, .on_drained = on_drained, .on_close = on_close};
     if (slb_loop_init(&u->loop, &opts, &cbs, u) < 0) {
-        kill(getpid(), SIGTERM);
+        slb_log(SLB_LOG_ERROR, "sipslb-uas: io_uring set-up failed");
+        atomic_store(&u->failed, 1);
         return (void *)1;
     }
     for (unsigned i = 0; i < u->cfg->listen.n; i++) {
@@ -298,7 +300,7 @@ static void *run(void *arg)
         if (slb_config_parse_hostport(u->cfg->listen.v[i], &a, host, sizeof(host), &port) < 0 ||
             slb_loop_listen(&u->loop, (struct sockaddr *)&a.sa, a.len, 1024, 1) < 0) {
             slb_log(SLB_LOG_ERROR, "sipslb-uas: cannot listen on %s", u->cfg->listen.v[i]);
-            kill(getpid(), SIGTERM);
+            atomic_store(&u->failed, 1);
             slb_loop_deinit(&u->loop);
             return (void *)1;
         }
@@ -312,6 +314,14 @@ static void *run(void *arg)
 }
 
 /* Written to PATH.tmp then renamed, so a reader never sees half a report. */
+static bool any_failed(struct uas **u, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (atomic_load(&u[i]->failed))
+            return true;
+    return false;
+}
+
 static void write_report(struct uas **u, unsigned n, const char *path)
 {
     char tmp[4096];
@@ -399,9 +409,14 @@ int main(int argc, char **argv)
     if (slb_threads_start(&workers, n, false, run, args) != 0)
         return 1;
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0)
+        /* Signals, and a look every 200 ms at whether a loop failed (it logged why). */
+        const struct timespec poll = {0, 200 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &poll);
+        if (sig < 0) {
+            if (errno == EAGAIN && any_failed(u, n))
+                break;
             continue;
+        }
         if (sig == SIGUSR1) {
             if (cfg.report)
                 write_report(u, n, cfg.report);
