@@ -22,7 +22,7 @@ static const struct slb_backend_spec *backend_spec(struct slb_worker *w, unsigne
 /* A new table: links for backends a reload added, closed links for those it removed, and a
  * backend that came back up gets its links dialled now rather than at the end of their
  * backoff. */
-static void reconcile(struct slb_worker *w, const struct slb_route_table *t)
+void links_reconcile(struct slb_worker *w, const struct slb_route_table *t)
 {
     unsigned k = (unsigned)w->cfg->backend_conns;
     for (unsigned b = 0; b < t->n_backends; b++) {
@@ -47,14 +47,6 @@ static void reconcile(struct slb_worker *w, const struct slb_route_table *t)
     if (t->n_backends > w->n_known)
         w->n_known = t->n_backends;
     w->seen_gen = t->gen;
-}
-
-const struct slb_route_table *route_table(struct slb_worker *w)
-{
-    const struct slb_route_table *t = slb_router_acquire(w->router, w->index);
-    if (t->gen != w->seen_gen)
-        reconcile(w, t);
-    return t;
 }
 
 /* Clients parked on links that will not drain: the backend was marked down (it may hang

@@ -227,7 +227,7 @@ void on_handoff_failed(struct slb_loop *loop, uint64_t a, int res);
 void retry_returns(struct slb_worker *w);
 
 /* backend_links.c */
-const struct slb_route_table *route_table(struct slb_worker *w);
+void links_reconcile(struct slb_worker *w, const struct slb_route_table *t);
 struct link *pick_link(struct slb_worker *w, unsigned backend, uint64_t hash);
 int backend_of_conn(const struct relay_conn *c);
 void link_dial(struct slb_worker *w, struct link *l);
@@ -277,6 +277,16 @@ static inline struct slb_worker *worker_of(struct slb_stream *s)
 static inline struct relay_conn *conn_at(struct slb_worker *w, const struct slb_conn *conn)
 {
     return &w->conns[slb_conn_id_slot(conn->id)];
+}
+
+/* The routing table for this worker now (valid until its next call); a new one is first
+ * reconciled with the links (backends added, removed, back up). Per request: inline. */
+static inline const struct slb_route_table *route_table(struct slb_worker *w)
+{
+    const struct slb_route_table *t = slb_router_acquire(w->router, w->index);
+    if (t->gen != w->seen_gen)
+        links_reconcile(w, t);
+    return t;
 }
 
 /* Closes c's connection now (counted by the caller). */

@@ -31,23 +31,11 @@ void slb_pool_deinit(struct slb_pool *p)
     memset(p, 0, sizeof(*p));
 }
 
-int64_t slb_pool_get(struct slb_pool *p)
-{
-    if (p->top == 0)
-        return -ENOBUFS;
-    return p->free[--p->top];
-}
-
-void slb_pool_put(struct slb_pool *p, uint32_t idx)
+void slb_pool_bad_put(const struct slb_pool *p, uint32_t idx)
 {
     /* A put past cap would write beyond free[]; one of an index out of range would hand
      * out memory that is not the pool's. Either is a caller's bug, so stop here rather
-     * than corrupt a neighbour. (A double put while other indexes are out goes unseen:
-     * catching it would cost a bitmap.) */
-    if (idx >= p->cap || p->top >= p->cap) {
-        fprintf(stderr, "slb_pool_put: index %u into a pool of %u with %u free\n", idx, p->cap,
-                p->top);
-        abort();
-    }
-    p->free[p->top++] = idx;
+     * than corrupt a neighbour. */
+    fprintf(stderr, "slb_pool_put: index %u into a pool of %u with %u free\n", idx, p->cap, p->top);
+    abort();
 }

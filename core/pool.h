@@ -7,6 +7,7 @@
 #ifndef SLB_CORE_POOL_H
 #define SLB_CORE_POOL_H
 
+#include <errno.h>
 #include <stdint.h>
 
 #include "core/pool-t.h"
@@ -20,15 +21,29 @@ int slb_pool_init(struct slb_pool *p, uint32_t n);
  * initialised again afterwards. */
 void slb_pool_deinit(struct slb_pool *p);
 
+/* Reports a bad put and aborts (slb_pool_put's programmer-error path). */
+_Noreturn void slb_pool_bad_put(const struct slb_pool *p, uint32_t idx);
+
 /* Takes a free index: the one put back last, or the lowest never taken. Returns the index
  * (0 <= index < capacity), which the caller owns until slb_pool_put, or -ENOBUFS when
- * none is free. */
-int64_t slb_pool_get(struct slb_pool *p);
+ * none is free. Inline: io/ takes an output chunk per write. */
+static inline int64_t slb_pool_get(struct slb_pool *p)
+{
+    if (p->top == 0)
+        return -ENOBUFS;
+    return p->free[--p->top];
+}
 
 /* Gives idx back; the caller must own it (from slb_pool_get). An index out of range, or a
  * put into a pool with every index already free (a double put), is a programmer error:
- * the process aborts. */
-void slb_pool_put(struct slb_pool *p, uint32_t idx);
+ * the process aborts. (A double put while other indexes are out goes unseen: catching it
+ * would cost a bitmap.) */
+static inline void slb_pool_put(struct slb_pool *p, uint32_t idx)
+{
+    if (idx >= p->cap || p->top >= p->cap)
+        slb_pool_bad_put(p, idx);
+    p->free[p->top++] = idx;
+}
 
 /* Indexes free now. */
 static inline uint32_t slb_pool_free_count(const struct slb_pool *p)
