@@ -89,8 +89,20 @@ int backend_of_conn(const struct relay_conn *c)
  * its parked clients retry now. link_dial passes wake = false: it runs inside the routing
  * of a message (route_table -> reconcile), which must not be re-entered; those clients are
  * woken when the link comes up, or by the refresh timer once the backend is down. */
+/* Keeps w->links_up (read by the admin thread) in step with the link. */
+static void count_link(struct slb_worker *w, struct link *l, bool up)
+{
+    if (l->counted_up == up)
+        return;
+    l->counted_up = up;
+    _Atomic uint32_t *n = &w->links_up[l->backend];
+    atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + (up ? 1u : -1u),
+                          memory_order_relaxed);
+}
+
 static void schedule_redial(struct slb_worker *w, struct link *l, bool wake)
 {
+    count_link(w, l, false);
     l->conn = NULL;
     if (l->state == LINK_REMOVED) {
         if (wake)
@@ -174,6 +186,7 @@ void link_ready(struct slb_worker *w, struct relay_conn *c)
     slb_conn_set_timeout(c->s.conn, 0);
     struct link *l = c->link;
     l->state = LINK_READY;
+    count_link(w, l, true);
     slb_redial_ok(&l->redial);
     wake_parked(w, l);
 }

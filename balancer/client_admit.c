@@ -146,6 +146,7 @@ static int admit(struct slb_worker *w, struct relay_conn *c, const struct slb_co
         c->src_counted = true;
     }
     w->n_clients++;
+    atomic_store_explicit(&w->clients_open, w->n_clients, memory_order_relaxed);
     COUNT(w, client_accepted);
     return 0;
 }
@@ -165,6 +166,7 @@ int client_accept(struct slb_worker *w, struct slb_conn *conn)
         if (c->src_counted)
             slb_limit_release(w->sh->limits, c->src);
         w->n_clients--;
+        atomic_store_explicit(&w->clients_open, w->n_clients, memory_order_relaxed);
         UNCOUNT(w, client_accepted);
         return -ENOMEM;
     }
@@ -224,6 +226,7 @@ void client_gone(struct slb_worker *w, struct relay_conn *c)
         slb_limit_release(w->sh->limits, c->src);
     c->src_counted = false;
     w->n_clients--;
+    atomic_store_explicit(&w->clients_open, w->n_clients, memory_order_relaxed);
     if (c->ctx)
         release_sctx(w, c->ctx);
     c->ctx = NULL;

@@ -38,6 +38,7 @@ struct probe {
     unsigned backend;
     bool ready, waiting, connecting;
     bool verdict_given; /* a failure already judged; the coming on_close adds none */
+    uint64_t sent_ns;   /* when the probe in flight left */
     uint32_t cseq;
     struct slb_timer next, timeout;
     struct slb_health_state st; /* the verdict */
@@ -56,7 +57,11 @@ struct slb_health {
     atomic_int stop, running;
     atomic_int failed;                          /* slb_health_failed */
     _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: REPORT_* */
-    atomic_uint n_reported;                     /* slots in use, for slb_health_report */
+    /* For the metrics (written here, read by the admin thread). */
+    _Atomic uint64_t rtt_ns[SLB_MAX_BACKENDS];
+    _Atomic uint64_t probes_ok[SLB_MAX_BACKENDS];
+    _Atomic uint64_t fails[SLB_MAX_BACKENDS][SLB_PROBE_FAIL_KINDS];
+    atomic_uint n_reported; /* slots in use, for slb_health_report */
     struct slb_health_signals signals;
     struct slb_drain_clock *drain;                /* one per worker */
     const struct slb_backends *backends;          /* in force (a reference) */
@@ -87,12 +92,35 @@ static void set_report(struct slb_health *h, unsigned b, uint8_t r)
         slb_log(SLB_LOG_INFO, "backend %s is %s", h->backends->spec[b].name, report_name[r]);
 }
 
+const char *const slb_probe_fail_names[SLB_PROBE_FAIL_KINDS] = {"connect", "handshake", "reset",
+                                                                "timeout", "status",    "other"};
+
+/* The kind of a failure, from the reason verdict() is given (never on the message path). */
+static enum slb_probe_fail fail_kind(const char *why)
+{
+    if (strstr(why, "connect"))
+        return strstr(why, "connections failed") ? SLB_PROBE_FAIL_RESET : SLB_PROBE_FAIL_CONNECT;
+    if (strstr(why, "TLS") || strstr(why, "handshake"))
+        return SLB_PROBE_FAIL_HANDSHAKE;
+    if (strstr(why, "lost"))
+        return SLB_PROBE_FAIL_RESET;
+    if (strstr(why, "probe timed out"))
+        return SLB_PROBE_FAIL_TIMEOUT;
+    if (strstr(why, "unwanted status"))
+        return SLB_PROBE_FAIL_STATUS;
+    return SLB_PROBE_FAIL_OTHER;
+}
+
 static void verdict(struct probe *p, bool ok, const char *why)
 {
     struct slb_health *h = p->h;
     const struct slb_config *cfg = h->cfg;
     if (!h->attrs.present[p->backend])
         return;
+    if (ok)
+        atomic_fetch_add_explicit(&h->probes_ok[p->backend], 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&h->fails[p->backend][fail_kind(why)], 1, memory_order_relaxed);
     if (!ok)
         p->last_reason = why;
     switch (slb_health_state_result(&p->st, ok, (unsigned)cfg->fall, (unsigned)cfg->rise)) {
@@ -169,6 +197,7 @@ static void send_probe(struct probe *p)
         return;
     }
     p->waiting = true;
+    p->sent_ns = slb_clock_ns();
     slb_timer_arm(slb_loop_wheel(&p->h->loop), &p->timeout, p->h->cfg->probe_timeout_ms);
 }
 
@@ -243,6 +272,8 @@ static void on_response(struct probe *p, const struct slb_sip_msg *m)
         return; /* a provisional response or a stray message: keep waiting */
     p->waiting = false;
     slb_timer_cancel(&p->timeout);
+    atomic_store_explicit(&p->h->rtt_ns[p->backend], slb_clock_ns() - p->sent_ns,
+                          memory_order_relaxed);
     const struct slb_config *cfg = p->h->cfg;
     unsigned cls = m->status / 100;
     bool ok = cls <= 6 && cfg->alive_class[cls] && !(cfg->alive_not_503 && m->status == 503);
@@ -502,6 +533,18 @@ void slb_health_stop(struct slb_health *h)
     atomic_store(&h->stop, 1);
     if (atomic_load(&h->running))
         slb_loop_stop(&h->loop);
+}
+
+void slb_health_backend(struct slb_health *h, unsigned b, struct slb_health_backend *out)
+{
+    *out = (struct slb_health_backend){0};
+    if (b >= SLB_MAX_BACKENDS)
+        return;
+    out->state = report_name[atomic_load(&h->reported[b])];
+    out->probe_rtt_s = (double)atomic_load_explicit(&h->rtt_ns[b], memory_order_relaxed) / 1e9;
+    out->probes_ok = atomic_load_explicit(&h->probes_ok[b], memory_order_relaxed);
+    for (unsigned k = 0; k < SLB_PROBE_FAIL_KINDS; k++)
+        out->fails[k] = atomic_load_explicit(&h->fails[b][k], memory_order_relaxed);
 }
 
 bool slb_health_failed(struct slb_health *h)

@@ -23,6 +23,27 @@ struct slb_health_signals {
     _Alignas(64) atomic_uint_fast64_t failures[SLB_MAX_BACKENDS]; /* passive failures */
 };
 
+/* Why a probe failed, for the metrics. */
+enum slb_probe_fail {
+    SLB_PROBE_FAIL_CONNECT,   /* the TCP connect failed or timed out */
+    SLB_PROBE_FAIL_HANDSHAKE, /* TLS failed or timed out */
+    SLB_PROBE_FAIL_RESET,     /* the connection was lost (or the workers' were) */
+    SLB_PROBE_FAIL_TIMEOUT,   /* no final response within --probe-timeout */
+    SLB_PROBE_FAIL_STATUS,    /* answered with a status --probe-alive does not accept */
+    SLB_PROBE_FAIL_OTHER,
+    SLB_PROBE_FAIL_KINDS
+};
+
+/* One backend as the health checker sees it, for /metrics and /backends. Any thread. */
+struct slb_health_backend {
+    const char *state;  /* "up", "down", "draining", "drained", "removed" */
+    double probe_rtt_s; /* the last answered probe's round trip (0: none yet) */
+    uint64_t probes_ok; /* probes answered as alive */
+    uint64_t fails[SLB_PROBE_FAIL_KINDS];
+};
+extern const char *const slb_probe_fail_names[SLB_PROBE_FAIL_KINDS];
+void slb_health_backend(struct slb_health *h, unsigned b, struct slb_health_backend *out);
+
 /* Per-worker, per-backend time of the last message routed to a draining backend; written
  * by its worker only, read by the control thread. */
 struct slb_drain_clock {

@@ -9,8 +9,11 @@
 
 #include "balancer/worker-priv.h"
 
-static void count_response(struct slb_worker *w, unsigned status)
+/* A response relayed: by class, and per backend when one of our links brought it. */
+static void count_response(struct slb_worker *w, const struct relay_conn *from, unsigned status)
 {
+    if (from->kind == CONN_LINK)
+        COUNT(w, per_backend[from->link->backend].responses);
     switch (status / 100) {
     case 1:
         COUNT(w, responses_1xx);
@@ -95,7 +98,7 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
     if (dst_worker != w->index && dst_worker < w->cfg->n_workers &&
         hand_over(w, dst_worker, id, iov, n, len) == 0) {
         COUNT(w, responses_forwarded);
-        count_response(w, m->status);
+        count_response(w, from, m->status);
         return;
     }
     struct slb_conn *conn =
@@ -118,5 +121,5 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
         COUNT(w, responses_to_backends);
     else if (m->status >= 200)
         final_delivered(to);
-    count_response(w, m->status);
+    count_response(w, from, m->status);
 }

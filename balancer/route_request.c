@@ -172,5 +172,6 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
     if (!ack)
         c->awaiting++;
     COUNT(w, requests_forwarded);
+    COUNT(w, per_backend[b].requests);
     return STEP_NEXT;
 }

@@ -115,6 +115,7 @@ struct link {
     struct relay_conn *conn;        /* when connected */
     struct slb_redial redial;       /* backoff and the session to resume */
     struct relay_conn *parked_head; /* clients waiting for room on this link */
+    bool counted_up;                /* counted in w->links_up */
 };
 
 /* A server context replaced by a reload while sessions made from it still live; freed
@@ -138,6 +139,10 @@ struct relay_counters {
 #define SLB_X_LIVE(name) _Atomic uint64_t name;
     SLB_WORKER_COUNTERS(SLB_X_LIVE)
 #undef SLB_X_LIVE
+    struct {
+        _Atomic uint64_t requests;  /* forwarded to the backend */
+        _Atomic uint64_t responses; /* relayed from it */
+    } per_backend[SLB_MAX_BACKENDS];
 };
 
 /* A returned hand-over slot whose post failed: retried by the refresh timer. */
@@ -185,6 +190,8 @@ struct slb_worker {
     unsigned n_returns, returns_cap;
     struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds, rl_auth;
     struct relay_counters c;
+    _Atomic uint32_t clients_open;               /* n_clients, for the admin thread */
+    _Atomic uint32_t links_up[SLB_MAX_BACKENDS]; /* links ready, per backend */
 };
 
 /* Counting: each counter is written by its worker only, read by the main thread while the

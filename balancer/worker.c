@@ -298,6 +298,21 @@ void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_count
     sum->closed_cut_write += atomic_load_explicit(&sc->closed_cut_write, memory_order_relaxed);
 }
 
+void slb_worker_add_backend_stats(const struct slb_worker *w, unsigned b,
+                                  struct slb_worker_backend_stats *sum)
+{
+    if (b >= SLB_MAX_BACKENDS)
+        return;
+    sum->requests += atomic_load_explicit(&w->c.per_backend[b].requests, memory_order_relaxed);
+    sum->responses += atomic_load_explicit(&w->c.per_backend[b].responses, memory_order_relaxed);
+    sum->links_up += atomic_load_explicit(&w->links_up[b], memory_order_relaxed);
+}
+
+uint32_t slb_worker_clients_open(const struct slb_worker *w)
+{
+    return atomic_load_explicit(&w->clients_open, memory_order_relaxed);
+}
+
 struct slb_loop *slb_worker_loop(struct slb_worker *w)
 {
     return &w->loop;

@@ -145,6 +145,18 @@ void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
 struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w);
 struct slb_tls_ctx *slb_worker_server_ctx(const struct slb_worker *w);
 
+/* This worker's view of backend slot b, added into *sum: requests forwarded to it,
+ * responses relayed from it, its links that are ready. Any thread (approximate). */
+struct slb_worker_backend_stats {
+    uint64_t requests, responses;
+    uint32_t links_up;
+};
+void slb_worker_add_backend_stats(const struct slb_worker *w, unsigned b,
+                                  struct slb_worker_backend_stats *sum);
+
+/* Client connections open on this worker now. Any thread. */
+uint32_t slb_worker_clients_open(const struct slb_worker *w);
+
 /* Adds this worker's counters into sum. */
 void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_counters *sum);
 

@@ -12,6 +12,13 @@ enum slb_log_level slb_log_level_max = SLB_LOG_INFO;
 
 static const char *const level_name[] = {"error", "warn", "info", "debug"};
 
+uint64_t slb_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t slb_clock_ms(void)
 {
     struct timespec ts;

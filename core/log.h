@@ -39,5 +39,7 @@ void slb_log_limited(struct slb_ratelimit *rl, uint64_t now_ms, enum slb_log_lev
 
 /* Monotonic milliseconds, for callers without a loop clock. */
 uint64_t slb_clock_ms(void);
+/* The same clock in nanoseconds. */
+uint64_t slb_clock_ns(void);
 
 #endif
