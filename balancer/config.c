@@ -100,6 +100,11 @@ static const struct slb_flag table[] = {
       "lowest level logged"),
     F("stats-file", SLB_FLAG_STR, stats_file, NULL, 0, 0, NULL, "FILE",
       "write the counters here (key value lines) at exit and on SIGUSR1"),
+    F("admin", SLB_FLAG_STR, admin, NULL, 0, 0, NULL, "ADDR:PORT",
+      "serve /metrics (Prometheus), /backends, /status, /ready, /live and the admin calls "
+      "here (HTTP; loopback or a private address)"),
+    F("admin-token-file", SLB_FLAG_STR, admin_token_file, NULL, 0, 0, NULL, "FILE",
+      "bearer token for the admin calls that change state (POST); without it they get 403"),
     F("backends-file", SLB_FLAG_STR, backends_file, NULL, 0, 0, NULL, "FILE",
       "more backends, one sips:HOST:PORT[;weight=N][;drain] per line (# comments); "
       "re-read on SIGHUP for weight and drain changes"),
@@ -221,7 +226,7 @@ static int parse_backend(const char *text, struct slb_backend_spec *b)
         if (!strncmp(param, "weight=", 7)) {
             char *end;
             long w = strtol(param + 7, &end, 10);
-            if (*end || end == param + 7 || w < 1 || w > 1000)
+            if (*end || end == param + 7 || w < 1 || w > SLB_MAX_WEIGHT)
                 return -EINVAL;
             b->weight = (uint32_t)w;
         } else if (!strcmp(param, "drain")) {
@@ -617,6 +622,12 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         cfg->backends[i].token = name_token(cfg->backends[i].name);
     if (parse_allow(cfg) < 0)
         return 2;
+    if (cfg->admin) {
+        char host[256];
+        uint16_t port;
+        if (slb_config_parse_hostport(cfg->admin, &cfg->admin_addr, host, sizeof(host), &port) < 0)
+            return usage_error("--admin %s: not ADDR:PORT (IPv6 as [ADDR]:PORT)", cfg->admin);
+    }
     /* A response to a request of the largest size must fit a client's queue. */
     if (cfg->client_out_max < 2 * cfg->max_message_size)
         return usage_error("--client-out-max %lld is below twice --max-message-size (%lld)",

@@ -14,7 +14,8 @@
 
 #define SLB_MAX_LISTEN   8u
 #define SLB_MAX_BACKENDS 64u
-#define SLB_MAX_CERTS    16u /* --cert/--key pairs (chosen by SNI) */
+#define SLB_MAX_CERTS    16u  /* --cert/--key pairs (chosen by SNI) */
+#define SLB_MAX_WEIGHT   1000 /* a backend's ;weight=N (and the admin call's) */
 /* Workers take loop ids 0..SLB_MAX_WORKERS-1; the last id is the health checker's. */
 #define SLB_MAX_WORKERS    (SLB_LOOPS_MAX - 1u)
 #define SLB_HEALTH_LOOP_ID (SLB_LOOPS_MAX - 1u)
@@ -111,6 +112,8 @@ struct slb_config {
     int log_level;
     bool print_config;
     const char *stats_file;
+    const char *admin;            /* --admin ADDR:PORT, or NULL */
+    const char *admin_token_file; /* --admin-token-file */
     const char *backends_file;
     bool no_path;
     bool sips_only;
@@ -135,6 +138,7 @@ struct slb_config {
     bool from_file[SLB_MAX_BACKENDS]; /* listed in --backends-file (not a --backend flag) */
     unsigned n_workers;
     char advertise_hostport[128]; /* what goes into our Via and Record-Route */
+    struct slb_addr admin_addr;   /* from --admin */
     char advertise_tcp[128];      /* the tcp:// side, for the second Record-Route; "" if none */
     uint8_t alive_class[7];       /* from --probe-alive: response classes 1..6 that count */
     bool alive_not_503;

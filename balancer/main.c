@@ -4,13 +4,16 @@
  * accepting and flush), SIGUSR1 writes the counters. Exit: 0 after a clean stop, 1 on a
  * runtime failure, 2 on bad usage. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <time.h>
 
+#include "balancer/admin.h"
 #include "balancer/config.h"
 #include "balancer/health.h"
 #include "balancer/maglev.h"
@@ -30,6 +33,9 @@ static const char *const counter_names[] = {
 
 static struct slb_health *health;
 static const struct slb_backends *in_force; /* the backends as last handed to the health checker */
+/* Changes of the backends (SIGHUP on this thread, admin calls on the admin thread) and
+ * reads of in_force from another thread go one at a time. Control plane only. */
+static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void write_stats(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
 {
@@ -38,15 +44,22 @@ static void write_stats(const struct slb_config *cfg, struct slb_worker **w, uns
         slb_worker_add_counters(w[i], &sum);
     const uint64_t *v = (const uint64_t *)&sum;
     size_t count = sizeof(sum) / sizeof(uint64_t);
-    FILE *f = cfg->stats_file ? fopen(cfg->stats_file, "w") : NULL;
+    /* Written beside and renamed over: a reader never sees half a file. */
+    char tmp[4096];
+    FILE *f = NULL;
+    if (cfg->stats_file && snprintf(tmp, sizeof(tmp), "%s.tmp", cfg->stats_file) < (int)sizeof(tmp))
+        f = fopen(tmp, "w");
     if (cfg->stats_file && !f)
         slb_log(SLB_LOG_WARN, "--stats-file %s: %s", cfg->stats_file, strerror(errno));
     for (size_t i = 0; i < count; i++)
         if (f)
             fprintf(f, "%s %llu\n", counter_names[i], (unsigned long long)v[i]);
     if (f) {
+        pthread_mutex_lock(&control_lock);
         slb_health_report(health, in_force, f);
-        fclose(f);
+        pthread_mutex_unlock(&control_lock);
+        if (fclose(f) != 0 || rename(tmp, cfg->stats_file) != 0)
+            slb_log(SLB_LOG_WARN, "--stats-file %s: %s", cfg->stats_file, strerror(errno));
     }
     slb_log(SLB_LOG_INFO,
             "clients accepted %llu, handshakes ok %llu failed %llu; requests in %llu forwarded "
@@ -243,23 +256,126 @@ static bool any_thread_failed(struct slb_worker **w, unsigned n, struct slb_heal
     return slb_health_failed(h);
 }
 
-static void reload(const struct slb_config *cfg, struct slb_worker **w, unsigned n)
+/* Hands new backends to the health checker (which publishes them) and makes them the
+ * ones in force. Under control_lock. */
+static void put_in_force(struct slb_backends *fresh)
 {
-    reload_tls(cfg, w, n);
-    char err[512];
-    if (!cfg->backends_file)
-        return;
-    /* A new backends object, never an edit of the one the workers read. */
-    struct slb_backends *fresh;
-    if (slb_config_reload_backends(cfg, in_force, &fresh, err, sizeof(err)) < 0) {
-        slb_log(SLB_LOG_ERROR, "SIGHUP: backends reload rejected, running configuration kept: %s",
-                err);
-        return;
-    }
-    slb_log(SLB_LOG_INFO, "SIGHUP: re-read %s", cfg->backends_file);
     slb_health_reload(health, slb_backends_ref(fresh));
     slb_backends_unref(in_force);
     in_force = fresh;
+}
+
+/* SIGHUP, or POST /reload (who names the caller). Returns 0, or -EINVAL with err set. */
+static int reload(const struct slb_config *cfg, struct slb_worker **w, unsigned n, const char *who,
+                  char *err, size_t errlen)
+{
+    pthread_mutex_lock(&control_lock);
+    reload_tls(cfg, w, n);
+    int rc = 0;
+    /* A new backends object, never an edit of the one the workers read. */
+    struct slb_backends *fresh;
+    if (!cfg->backends_file) {
+        snprintf(err, errlen, "no --backends-file: certificates only");
+    } else if (slb_config_reload_backends(cfg, in_force, &fresh, err, errlen) < 0) {
+        slb_log(SLB_LOG_ERROR, "%s: backends reload rejected, running configuration kept: %s", who,
+                err);
+        rc = -EINVAL;
+    } else {
+        slb_log(SLB_LOG_INFO, "%s: re-read %s", who, cfg->backends_file);
+        put_in_force(fresh);
+    }
+    pthread_mutex_unlock(&control_lock);
+    return rc;
+}
+
+/* ---- the admin listener's calls (admin.h), on its thread ----------------------------------- */
+
+struct admin_ctx {
+    const struct slb_config *cfg;
+    struct slb_worker **w;
+    unsigned n;
+};
+
+static const struct slb_backends *admin_backends(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&control_lock);
+    const struct slb_backends *b = slb_backends_ref(in_force);
+    pthread_mutex_unlock(&control_lock);
+    return b;
+}
+
+/* Drain or weight of one backend, by name: a new backends object like a reload's (new
+ * table, no dialog moved). A later backends-file reload sets what the file says. */
+static int admin_change(const char *name, int drain, long weight, const char *who)
+{
+    if (weight != -1 && (weight < 1 || weight > SLB_MAX_WEIGHT))
+        return -EINVAL;
+    pthread_mutex_lock(&control_lock);
+    int slot = -1;
+    for (unsigned i = 0; i < in_force->attrs.n; i++)
+        if (in_force->attrs.present[i] && !strcmp(in_force->spec[i].name, name))
+            slot = (int)i;
+    struct slb_backends *fresh = slot < 0 ? NULL : malloc(sizeof(*fresh));
+    if (fresh) {
+        memcpy(fresh, in_force, sizeof(*fresh));
+        atomic_init(&fresh->refs, 1);
+        if (drain >= 0)
+            fresh->attrs.drain[slot] = drain;
+        if (weight != -1)
+            fresh->attrs.weight[slot] = (uint32_t)weight;
+        put_in_force(fresh);
+        if (drain >= 0)
+            slb_log(SLB_LOG_INFO, "admin: %s %s backend %s", who, drain ? "drains" : "undrains",
+                    name);
+        else
+            slb_log(SLB_LOG_INFO, "admin: %s sets the weight of backend %s to %ld", who, name,
+                    weight);
+    }
+    pthread_mutex_unlock(&control_lock);
+    return slot < 0 ? -ENOENT : fresh ? 0 : -ENOMEM;
+}
+
+static int admin_set_drain(void *ctx, const char *name, bool drain, const char *who)
+{
+    (void)ctx;
+    return admin_change(name, drain, -1, who);
+}
+
+static int admin_set_weight(void *ctx, const char *name, long weight, const char *who)
+{
+    (void)ctx;
+    return admin_change(name, -1, weight, who);
+}
+
+static int admin_reload(void *ctx, const char *who, char *err, size_t errlen)
+{
+    struct admin_ctx *a = ctx;
+    char by[96];
+    snprintf(by, sizeof(by), "admin %s", who);
+    return reload(a->cfg, a->w, a->n, by, err, errlen);
+}
+
+/* The token of --admin-token-file: its first line. Returns 0, or -1 with the reason logged. */
+static int read_token(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "sipslb: --admin-token-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (!fgets(out, (int)cap, f))
+        out[0] = 0;
+    fclose(f);
+    out[strcspn(out, "\r\n")] = 0;
+    if (strlen(out) < 16) {
+        fprintf(stderr,
+                "sipslb: --admin-token-file %s: the token must be at least 16 "
+                "characters on the first line\n",
+                path);
+        return -1;
+    }
+    return 0;
 }
 
 /* Every worker may hold --max-conns clients plus its backend links and a few spares, and
@@ -367,6 +483,11 @@ int main(int argc, char **argv)
     snprintf(sh.self.tcp_sent_by, sizeof(sh.self.tcp_sent_by), "%s", cfg.advertise_tcp);
     sh.self.tcp_sent_by_len = strlen(sh.self.tcp_sent_by);
     static struct slb_limit_table limits;
+    static char admin_token[256];
+    if (cfg.admin_token_file &&
+        read_token(cfg.admin_token_file, admin_token, sizeof(admin_token)) < 0)
+        return 2;
+    int status_early = 0;
     if (make_limits(&cfg, &limits) < 0) {
         fprintf(stderr, "sipslb: cannot set up the per-source limits table\n");
         return 1;
@@ -420,7 +541,31 @@ int main(int argc, char **argv)
         slb_threads_join(&control, NULL);
         return 1;
     }
-    for (;;) {
+    struct slb_admin *admin = NULL;
+    static struct admin_ctx actx;
+    actx = (struct admin_ctx){&cfg, w, n};
+    if (cfg.admin) {
+        char aerr[256];
+        struct slb_admin_cfg ac = {
+            .cfg = &cfg,
+            .addr = &cfg.admin_addr,
+            .token = admin_token[0] ? admin_token : NULL,
+            .workers = w,
+            .n_workers = n,
+            .health = health,
+            .start_time_s = (uint64_t)time(NULL),
+            .ops = {&actx, admin_backends, admin_set_drain, admin_set_weight, admin_reload},
+        };
+        admin = slb_admin_start(&ac, aerr, sizeof(aerr));
+        if (!admin) {
+            slb_log(SLB_LOG_ERROR, "--admin %s: %s", cfg.admin, aerr);
+            status_early = 1;
+        } else {
+            slb_log(SLB_LOG_INFO, "admin listener on %s%s", cfg.admin,
+                    admin_token[0] ? "" : " (read-only: no --admin-token-file)");
+        }
+    }
+    for (; !status_early;) {
         /* Signals, and every FAILURE_POLL_MS a look at whether a thread stopped on an error
          * of its own (it logged why): then everything stops and the exit code is 1. */
         const struct timespec poll = {0, FAILURE_POLL_MS * 1000000L};
@@ -437,12 +582,14 @@ int main(int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            reload(&cfg, w, n);
+            char err[512];
+            reload(&cfg, w, n, "SIGHUP", err, sizeof(err));
             continue;
         }
         slb_log(SLB_LOG_INFO, "signal %d: stopping", sig);
         break;
     }
+    slb_admin_stop(admin);
     for (unsigned i = 0; i < n; i++)
         slb_worker_stop(w[i]);
     void **results = calloc(n, sizeof(void *));
@@ -450,7 +597,7 @@ int main(int argc, char **argv)
     slb_health_stop(health);
     void *hres = NULL;
     slb_threads_join(&control, &hres);
-    int status = 0;
+    int status = status_early;
     for (unsigned i = 0; i < n; i++)
         if (results[i])
             status = 1;

@@ -34,6 +34,8 @@ PACKAGES=(
     sip-tester                           # interop: SIPp, the SIP load client (tests/sipp)
     gnuplot-nox                          # bench/run: PNG plots of the results
     iproute2 util-linux                  # e2e_hostile: ss (keepalive timers), prlimit
+    libmicrohttpd-dev                    # the --admin listener's HTTP server
+    prometheus                           # e2e_operations: a real Prometheus (and promtool)
 )
 
 # The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.
