@@ -56,7 +56,7 @@ SLB_E2E_SANITIZED=1 \
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$san_logs/asan" \
 UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$san_logs/ubsan" \
     ctest --test-dir "$build-asan" -V --timeout 900 \
-          -R '^(core|balancer|test_tls|test_sip_stream|test_relay|e2e_hostile|e2e_relay|e2e_faults|e2e_tls_policy)$' \
+          -R '^(core|balancer|test_tls|test_sip_stream|test_relay|e2e_hostile|e2e_relay|e2e_faults|e2e_tls_policy|e2e_operations)$' \
           >"$build-asan/ctest.log" 2>&1
 rc=$?
 set -e

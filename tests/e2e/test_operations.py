@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""End to end, operating sipslb: the --admin listener watched by a real Prometheus server
+(Debian's prometheus, scraping every second) during load, promtool's check of a scrape,
+drain / undrain / weight through the admin API under load (no failed call, no dialog
+moved, 403 without the token), a slow admin client that cannot slow relaying, /ready and
+/live, and the stats file. Loopback only; processes stopped by PID; every wait bounded.
+
+usage: test_operations.py BUILD_DIR SOURCE_DIR"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sipharness import (Harness, SipClient, Skip, request, run_tests_skipping,  # noqa: E402
+                        status_of)
+
+PROBE = ["--probe-interval", "500ms", "--probe-timeout", "400ms", "--fall", "2", "--rise", "2"]
+TOKEN = "e2e-admin-token-" + uuid.uuid4().hex
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.h = Harness(sys.argv[1], sys.argv[2])
+    c.ca = c.h.cert("ca.pem")
+    c.token_file = os.path.join(c.h.tmp, "admin.token")
+    with open(c.token_file, "w") as f:
+        f.write(TOKEN + "\n")
+    os.chmod(c.token_file, 0o600)
+    return c
+
+
+def teardown(c):
+    c.h.close()
+
+
+def http(port, path, method="GET", token=None, timeout=5):
+    """(status, body) of one admin call."""
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method,
+                                 data=b"" if method == "POST" else None)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def start_lb(c, backends, extra=()):
+    admin = c.h.free_port()
+    lb = c.h.start_sipslb(c.h.free_port(), backends,
+                          ["--workers", "2", "--admin", "127.0.0.1:%d" % admin,
+                           "--admin-token-file", c.token_file] + PROBE + list(extra))
+    lb.admin = admin
+    c.h.wait_port(admin, lb)
+    return lb
+
+
+def backends_of(lb):
+    st, body = http(lb.admin, "/backends")
+    assert st == 200, (st, body)
+    return {b["name"]: b for b in json.loads(body)["backends"]}
+
+
+def run_load(c, lb, rate, count, extra=()):
+    """sipslb-load through lb; returns its --json summary."""
+    out = subprocess.run([c.h.bin("bench/sipslb-load"), "--target", "127.0.0.1:%d" % lb.port,
+                          "--ca", c.ca, "--scenario", "call", "--rate", str(rate), "--count",
+                          str(count), "--json"] + list(extra),
+                         capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+class Prometheus:
+    """A real Prometheus server scraping sipslb's /metrics every second."""
+
+    def __init__(self, c, target_port):
+        exe = shutil.which("prometheus")
+        if not exe:
+            raise Skip("prometheus not installed")
+        d = os.path.join(c.h.tmp, "prometheus-%d" % target_port)
+        os.makedirs(d)
+        cfg = os.path.join(d, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: sipslb\n    static_configs:\n"
+                    "      - targets: ['127.0.0.1:%d']\n" % target_port)
+        self.port = c.h.free_port()
+        self.p = c.h.start("prometheus-%d" % target_port,
+                           [exe, "--config.file", cfg, "--storage.tsdb.path", os.path.join(d, "db"),
+                            "--web.listen-address", "127.0.0.1:%d" % self.port],
+                           wait_port=self.port)
+
+    def query(self, q):
+        url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (self.port, urllib.parse.quote(q))
+        with urllib.request.urlopen(url, timeout=5) as r:
+            d = json.loads(r.read().decode())
+        assert d["status"] == "success", d
+        return d["data"]["result"]
+
+    def value(self, q):
+        """The single value of q, or None when it has none yet."""
+        r = self.query(q)
+        return float(r[0]["value"][1]) if r else None
+
+    def wait(self, q, pred, timeout):
+        end = time.time() + timeout
+        v = None
+        while time.time() < end:
+            v = self.value(q)
+            if v is not None and pred(v):
+                return v
+            time.sleep(0.2)
+        raise AssertionError("%s: last value %s after %.0fs" % (q, v, timeout))
+
+
+def test_prometheus_watches_load_failover_and_probes(c):
+    uas = [c.h.start_uas("pm%d" % i, c.h.free_port()) for i in range(2)]
+    lb = start_lb(c, [u.port for u in uas])
+    prom = Prometheus(c, lb.admin)
+    prom.wait('up{job="sipslb"}', lambda v: v == 1, 20)
+    before = prom.wait("sipslb_requests_forwarded_total", lambda v: True, 10)
+    load = run_load(c, lb, 400, 2000)
+    assert load["calls"]["failed"] == 0, load["failures"]
+    sent = load["messages"]["sent"]
+    # Every request the load generator sent was relayed, and Prometheus saw all of them:
+    # the counter's increase over the run is exactly what was sent.
+    prom.wait("sipslb_requests_forwarded_total", lambda v: v - before == sent, 10)
+    inc = prom.value("increase(sipslb_requests_forwarded_total[2m])")
+    assert inc is not None and inc >= sent * 0.9, (inc, sent)  # increase() extrapolates
+    per_backend = prom.query("sipslb_backend_requests_total")
+    assert len(per_backend) == 2 and all(float(r["value"][1]) > 0 for r in per_backend), \
+        per_backend
+    rtt = prom.value('max(sipslb_backend_probe_rtt_seconds)')
+    assert rtt is not None and 0 < rtt < 0.4, rtt
+    # promtool accepts a scrape as it is.
+    promtool = shutil.which("promtool")
+    if promtool:
+        st, body = http(lb.admin, "/metrics")
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+    # A killed backend shows down within two probe intervals (and a scrape).
+    victim = uas[1]
+    t0 = time.time()
+    c.h.stop(victim, sig=9)
+    q = 'sipslb_backend_state{backend="127.0.0.1:%d",state="down"}' % victim.port
+    prom.wait(q, lambda v: v == 1, 1.0 + 2 * 0.5 + 1.5)
+    print("down in Prometheus %.2fs after the kill" % (time.time() - t0))
+    assert prom.value('sipslb_backend_state{backend="127.0.0.1:%d",state="up"}' % uas[0].port) == 1
+    c.h.stop(prom.p)
+    assert c.h.stop(lb) == 0
+    c.h.stop(uas[0])
+
+
+def test_admin_drain_undrain_weight_under_load(c):
+    uas = [c.h.start_uas("ad%d" % i, c.h.free_port()) for i in range(3)]
+    lb = start_lb(c, [u.port for u in uas], ["--drain-idle", "700ms"])
+    name = "127.0.0.1:%d" % uas[2].port
+    # Without the token, or with a wrong one: 403, nothing changes.
+    assert http(lb.admin, "/backends/%s/drain" % name, "POST")[0] == 403
+    assert http(lb.admin, "/backends/%s/drain" % name, "POST", token=TOKEN + "x")[0] == 403
+    assert backends_of(lb)[name]["state"] == "up"
+    assert http(lb.admin, "/backends/nosuch:1/drain", "POST", token=TOKEN)[0] == 404
+    assert http(lb.admin, "/backends/%s/weight?value=0" % name, "POST", token=TOKEN)[0] == 400
+    # Dialogs established before the drain keep their backend after it.
+    cl = SipClient(lb.port, c.ca)
+    dialogs = []
+    for i in range(30):
+        cid = "ad-%d-%s" % (i, uuid.uuid4().hex)
+        cl.send(request("INVITE", cid, 1, "z9hG4bKad%d" % i, cl.local_port))
+        resp = [cl.recv_message() for _ in range(3)]
+        assert status_of(resp[2]) == 200
+        dialogs.append(cid)
+    result = {}
+    loader = threading.Thread(target=lambda: result.update(run_load(c, lb, 300, 1800)))
+    loader.start()
+    time.sleep(1.0)
+    assert http(lb.admin, "/backends/%s/drain" % name, "POST", token=TOKEN) == (200, "ok\n")
+    end = time.time() + 5
+    while backends_of(lb)[name]["state"] != "draining" and time.time() < end:
+        time.sleep(0.05)
+    assert backends_of(lb)[name]["state"] == "draining"
+    seen = backends_of(lb)[name]["requests"]
+    time.sleep(1.5)
+    # New dialogs avoid it (what still reaches it are in-dialog requests: ACK and BYE of
+    # calls placed before the drain, a few per call at most).
+    assert backends_of(lb)[name]["requests"] - seen < 100
+    assert http(lb.admin, "/backends/%s/weight?value=5" % name, "POST", token=TOKEN)[0] == 200
+    assert backends_of(lb)[name]["weight"] == 5
+    assert http(lb.admin, "/backends/%s/undrain" % name, "POST", token=TOKEN)[0] == 200
+    loader.join(60)
+    assert result and result["calls"]["failed"] == 0, result.get("failures")
+    assert backends_of(lb)[name]["state"] == "up"
+    log = c.h.log_of(lb)
+    assert "admin: 127.0.0.1:" in log and "drains backend %s" % name in log, log[-2000:]
+    assert "sets the weight of backend %s to 5" % name in log
+    # The dialogs from before still end on the backend that has them.
+    reports = c.h.reports(uas)
+    for cid in dialogs:
+        assert sum(1 for r in reports if cid in r) == 1, cid
+    cl.close()
+    assert c.h.stop(lb) == 0
+    for u in uas:
+        c.h.stop(u)
+
+
+def test_slow_admin_client_does_not_slow_relaying(c):
+    uas = [c.h.start_uas("sl%d" % i, c.h.free_port()) for i in range(2)]
+    lb = start_lb(c, [u.port for u in uas])
+    # A few admin clients that send one byte a second, and never finish their request.
+    stop = threading.Event()
+
+    def dribble():
+        s = socket.create_connection(("127.0.0.1", lb.admin), timeout=5)
+        try:
+            for ch in b"GET /metrics HTTP/1.1\r\nHost: x\r\n":
+                if stop.wait(1.0):
+                    break
+                s.send(bytes([ch]))
+        except OSError:
+            pass  # the admin server may close it: that is its bound
+        s.close()
+
+    slow = [threading.Thread(target=dribble) for _ in range(8)]
+    for t in slow:
+        t.start()
+    t0 = time.time()
+    load = run_load(c, lb, 500, 2500)
+    took = time.time() - t0
+    stop.set()
+    for t in slow:
+        t.join(10)
+    assert load["calls"]["failed"] == 0, load["failures"]
+    # 2,500 calls at 500/s: five seconds and a little, whatever the admin clients do.
+    assert took < 12, took
+    assert load["latency_us"]["call"]["p99"] < 200000, load["latency_us"]
+    # The admin listener still answers others meanwhile.
+    assert http(lb.admin, "/live")[0] == 200
+    assert c.h.stop(lb) == 0
+    for u in uas:
+        c.h.stop(u)
+
+
+def test_ready_and_live(c):
+    uas = [c.h.start_uas("rd%d" % i, c.h.free_port()) for i in range(1)]
+    lb = start_lb(c, [uas[0].port])
+    assert http(lb.admin, "/ready") == (200, "ready\n")
+    assert http(lb.admin, "/live") == (200, "live\n")
+    st, body = http(lb.admin, "/status")
+    s = json.loads(body)
+    assert st == 200 and len(s["workers"]) == 2 and s["version"], s
+    # No backend up: not ready (an L4 balancer sends no one here), but alive.
+    c.h.stop(uas[0], sig=9)
+    end = time.time() + 5
+    while http(lb.admin, "/ready")[0] != 503 and time.time() < end:
+        time.sleep(0.1)
+    assert http(lb.admin, "/ready")[0] == 503
+    assert http(lb.admin, "/live")[0] == 200
+    assert http(lb.admin, "/nothing")[0] == 404
+    assert http(lb.admin, "/reload", "POST")[0] == 403
+    st, body = http(lb.admin, "/reload", "POST", token=TOKEN)
+    assert st == 200, (st, body)  # certificates re-read; no backends file
+    assert c.h.stop(lb) == 0
+
+
+def test_stats_file_is_replaced_whole(c):
+    uas = c.h.start_uas("sf", c.h.free_port())
+    lb = start_lb(c, [uas.port])
+    for _ in range(20):
+        lb.send_signal(10)  # SIGUSR1
+        time.sleep(0.02)
+    time.sleep(0.3)
+    st = c.h.read_stats(lb.stats)
+    assert "requests_in" in st and "backend.127.0.0.1:%d" % uas.port in st, st
+    assert not os.path.exists(lb.stats + ".tmp")
+    assert c.h.stop(lb) == 0
+    c.h.stop(uas)
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests_skipping([
+        test_prometheus_watches_load_failover_and_probes,
+        test_admin_drain_undrain_weight_under_load,
+        test_slow_admin_client_does_not_slow_relaying,
+        test_ready_and_live,
+        test_stats_file_is_replaced_whole,
+    ], setup, teardown))
