@@ -547,6 +547,20 @@ void slb_health_backend(struct slb_health *h, unsigned b, struct slb_health_back
         out->fails[k] = atomic_load_explicit(&h->fails[b][k], memory_order_relaxed);
 }
 
+bool slb_health_first_round_done(struct slb_health *h, const struct slb_backends *b)
+{
+    for (unsigned i = 0; i < b->attrs.n; i++) {
+        if (!b->attrs.present[i])
+            continue;
+        uint64_t results = atomic_load_explicit(&h->probes_ok[i], memory_order_relaxed);
+        for (unsigned k = 0; k < SLB_PROBE_FAIL_KINDS; k++)
+            results += atomic_load_explicit(&h->fails[i][k], memory_order_relaxed);
+        if (!results)
+            return false;
+    }
+    return true;
+}
+
 bool slb_health_failed(struct slb_health *h)
 {
     return atomic_load(&h->failed) != 0;

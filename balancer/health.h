@@ -63,6 +63,10 @@ void slb_health_stop(struct slb_health *h);
 /* Whether the control thread stopped on an error of its own (logged). Any thread. */
 bool slb_health_failed(struct slb_health *h);
 
+/* Whether every backend in force has had a probe result (answered or failed): the first
+ * probe round is done. Any thread. */
+bool slb_health_first_round_done(struct slb_health *h, const struct slb_backends *b);
+
 struct slb_health_signals *slb_health_signals(struct slb_health *h);
 struct slb_drain_clock *slb_health_drain_clock(struct slb_health *h, unsigned worker);
 

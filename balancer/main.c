@@ -18,6 +18,7 @@
 #include "balancer/health.h"
 #include "balancer/maglev.h"
 #include "balancer/router.h"
+#include "balancer/sd_notify.h"
 #include "balancer/worker.h"
 #include "core/limit.h"
 #include "core/log.h"
@@ -247,6 +248,51 @@ static void reload_tls(const struct slb_config *cfg, struct slb_worker **w, unsi
 /* SIGHUP: TLS files, then the backends file when there is one. */
 
 #define FAILURE_POLL_MS 200L
+#define READY_WAIT_MS   5000u /* READY=1 at the latest this long after start, probed or not */
+#define HUNG_MIN_MS     500u  /* a worker whose loop has not turned for this long is hung */
+
+/* systemd's view (sd_notify.h): READY=1 once every worker runs and the first probe round
+ * is done, then WATCHDOG=1 every half interval but only while every worker's loop turns,
+ * so a hung worker stops the pings and systemd restarts the service. */
+struct sd_state {
+    bool ready;
+    uint64_t start_ms, watchdog_ms, last_ping_ms, hung_logged_ms;
+};
+
+static void sd_tick(struct sd_state *sd, struct slb_worker **w, unsigned n)
+{
+    uint64_t now = slb_clock_ms();
+    if (!sd->ready) {
+        bool running = true;
+        for (unsigned i = 0; i < n; i++)
+            running = running && slb_worker_running(w[i]);
+        pthread_mutex_lock(&control_lock);
+        bool probed = slb_health_first_round_done(health, in_force);
+        pthread_mutex_unlock(&control_lock);
+        if (running && (probed || now - sd->start_ms >= READY_WAIT_MS)) {
+            slb_sd_notify("READY=1\nSTATUS=relaying");
+            sd->ready = true;
+        }
+    }
+    if (!sd->watchdog_ms || now - sd->last_ping_ms < sd->watchdog_ms / 2)
+        return;
+    uint64_t hung_after = sd->watchdog_ms / 2 > HUNG_MIN_MS ? sd->watchdog_ms / 2 : HUNG_MIN_MS;
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t beat = slb_worker_heartbeat_ms(w[i]);
+        if (beat && now > beat + hung_after) {
+            if (now - sd->hung_logged_ms >= 1000) {
+                slb_log(SLB_LOG_ERROR,
+                        "worker %u has not made progress for %llu ms: no "
+                        "watchdog ping",
+                        i, (unsigned long long)(now - beat));
+                sd->hung_logged_ms = now;
+            }
+            return;
+        }
+    }
+    slb_sd_notify("WATCHDOG=1");
+    sd->last_ping_ms = now;
+}
 
 static bool any_thread_failed(struct slb_worker **w, unsigned n, struct slb_health *h)
 {
@@ -353,7 +399,10 @@ static int admin_reload(void *ctx, const char *who, char *err, size_t errlen)
     struct admin_ctx *a = ctx;
     char by[96];
     snprintf(by, sizeof(by), "admin %s", who);
-    return reload(a->cfg, a->w, a->n, by, err, errlen);
+    slb_sd_notify("RELOADING=1");
+    int rc = reload(a->cfg, a->w, a->n, by, err, errlen);
+    slb_sd_notify("READY=1");
+    return rc;
 }
 
 /* The token of --admin-token-file: its first line. Returns 0, or -1 with the reason logged. */
@@ -565,7 +614,9 @@ int main(int argc, char **argv)
                     admin_token[0] ? "" : " (read-only: no --admin-token-file)");
         }
     }
+    struct sd_state sd = {.start_ms = slb_clock_ms(), .watchdog_ms = slb_sd_watchdog_usec() / 1000};
     for (; !status_early;) {
+        sd_tick(&sd, w, n);
         /* Signals, and every FAILURE_POLL_MS a look at whether a thread stopped on an error
          * of its own (it logged why): then everything stops and the exit code is 1. */
         const struct timespec poll = {0, FAILURE_POLL_MS * 1000000L};
@@ -583,12 +634,15 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP) {
             char err[512];
+            slb_sd_notify("RELOADING=1");
             reload(&cfg, w, n, "SIGHUP", err, sizeof(err));
+            slb_sd_notify("READY=1");
             continue;
         }
         slb_log(SLB_LOG_INFO, "signal %d: stopping", sig);
         break;
     }
+    slb_sd_notify("STOPPING=1");
     slb_admin_stop(admin);
     for (unsigned i = 0; i < n; i++)
         slb_worker_stop(w[i]);

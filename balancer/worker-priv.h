@@ -162,8 +162,10 @@ struct slb_worker {
     struct retired_sctx *retired;           /* replaced server contexts still in use */
     atomic_int stop_requested;
     atomic_int running;
-    atomic_int failed;        /* slb_worker_failed */
-    struct relay_conn *conns; /* by io/ slot */
+    atomic_int failed;             /* slb_worker_failed */
+    _Atomic uint64_t heartbeat_ms; /* the refresh timer's last run: the loop makes progress */
+    uint64_t debug_stall_at_ms;    /* SLB_DEBUG_STALL_WORKER_MS (worker 0, tests only) */
+    struct relay_conn *conns;      /* by io/ slot */
     uint32_t n_conns;
     uint32_t n_clients;                   /* client connections open (bounded by --max-conns) */
     uint32_t n_handshaking;               /* client TLS handshakes in progress */

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "balancer/health.h"
 #include "balancer/worker-priv.h"
@@ -41,6 +42,15 @@ static void report_no_fds(struct slb_worker *w)
 static void on_refresh(struct slb_timer *t)
 {
     struct slb_worker *w = slb_timer_entry(t, struct slb_worker, refresh);
+    uint64_t now = slb_loop_now_ms(&w->loop);
+    atomic_store_explicit(&w->heartbeat_ms, slb_clock_ms(), memory_order_relaxed);
+    if (w->debug_stall_at_ms && now >= w->debug_stall_at_ms) {
+        /* A test's hung worker (SLB_DEBUG_STALL_WORKER_MS): the watchdog must notice. */
+        slb_log(SLB_LOG_WARN, "worker %u: stalling on purpose (SLB_DEBUG_STALL_WORKER_MS)",
+                w->index);
+        while (!atomic_load(&w->stop_requested))
+            usleep(100000);
+    }
     wake_stuck_parked(w, route_table(w));
     take_new_sctx(w);
     if (w->n_returns)
@@ -255,6 +265,10 @@ void *slb_worker_main(void *arg)
         }
     }
     links_start(w);
+    const char *stall = getenv("SLB_DEBUG_STALL_WORKER_MS");
+    if (stall && w->index == 0)
+        w->debug_stall_at_ms = slb_loop_now_ms(&w->loop) + strtoull(stall, NULL, 10);
+    atomic_store_explicit(&w->heartbeat_ms, slb_clock_ms(), memory_order_relaxed);
     slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
     atomic_store(&w->running, 1);
     if (!atomic_load(&w->stop_requested)) {
@@ -278,6 +292,16 @@ void slb_worker_stop(struct slb_worker *w)
     atomic_store(&w->stop_requested, 1);
     if (atomic_load(&w->running))
         slb_loop_stop(&w->loop);
+}
+
+uint64_t slb_worker_heartbeat_ms(const struct slb_worker *w)
+{
+    return atomic_load_explicit(&w->heartbeat_ms, memory_order_relaxed);
+}
+
+bool slb_worker_running(const struct slb_worker *w)
+{
+    return atomic_load(&w->running) != 0;
 }
 
 bool slb_worker_failed(const struct slb_worker *w)

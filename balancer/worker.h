@@ -136,6 +136,13 @@ void slb_worker_stop(struct slb_worker *w);
  * main thread polls it, stops the others and exits 1. Any thread. */
 bool slb_worker_failed(const struct slb_worker *w);
 
+/* Whether its listeners are open and its loop runs. Any thread. */
+bool slb_worker_running(const struct slb_worker *w);
+
+/* When its loop last ran its refresh timer (every 100 ms while it makes progress), on
+ * slb_clock_ms's clock: a hung worker's stops moving (the systemd watchdog). Any thread. */
+uint64_t slb_worker_heartbeat_ms(const struct slb_worker *w);
+
 /* Hands the worker a new server TLS context (a reloaded certificate); it takes it within
  * 100 ms for new clients. Takes ownership. Any thread. */
 void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
