@@ -100,6 +100,9 @@ static const struct slb_flag table[] = {
       "lowest level logged"),
     F("stats-file", SLB_FLAG_STR, stats_file, NULL, 0, 0, NULL, "FILE",
       "write the counters here (key value lines) at exit and on SIGUSR1"),
+    F("config", SLB_FLAG_STR, config_file, NULL, 0, 0, NULL, "FILE",
+      "read flags from FILE first: \"flag = value\" lines (bools: true|false), # comments; "
+      "the command line has the last word"),
     F("admin", SLB_FLAG_STR, admin, NULL, 0, 0, NULL, "ADDR:PORT",
       "serve /metrics (Prometheus), /backends, /status, /ready, /live and the admin calls "
       "here (HTTP; loopback or a private address)"),
@@ -496,10 +499,85 @@ static bool readable(const char *path)
     return path && access(path, R_OK) == 0;
 }
 
+/* --config FILE: its "name = value" lines (# comments, blank lines) become "--name=value"
+ * arguments ahead of the command line's, so both go through the one flag table and the
+ * command line has the last word. A bool is "name = true|false". The lines live as long as
+ * the configuration (boot objects). Returns the new argc with *out, or -1 with err set. */
+static int config_file_args(int argc, char **argv, char ***out, char *err, size_t errlen)
+{
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            path = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            path = argv[i] + 9;
+    }
+    *out = argv;
+    if (!path)
+        return argc;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "--config %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char **args = calloc((size_t)argc + SLB_CONFIG_FILE_LINES + 1, sizeof(char *));
+    int n = 0;
+    args[n++] = argv[0];
+    char line[4096];
+    for (unsigned no = 1; args && fgets(line, sizeof(line), f); no++) {
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = 0;
+        char *eq = strchr(line, '=');
+        char *name = line + strspn(line, " \t");
+        char *end = name + strlen(name);
+        while (end > name && strchr(" \t\r\n", end[-1]))
+            *--end = 0;
+        if (!*name)
+            continue;
+        if (!eq || n == SLB_CONFIG_FILE_LINES + 1) {
+            snprintf(err, errlen, "--config %s line %u: not \"flag = value\" (or too many lines)",
+                     path, no);
+            fclose(f);
+            free(args);
+            return -1;
+        }
+        char *value = eq + 1 + strspn(eq + 1, " \t");
+        char *name_end = eq;
+        while (name_end > name && strchr(" \t", name_end[-1]))
+            name_end--;
+        *name_end = 0;
+        char *arg = malloc(strlen(name) + strlen(value) + 8);
+        if (!arg)
+            break;
+        if (!strcmp(value, "true"))
+            sprintf(arg, "--%s", name);
+        else if (!strcmp(value, "false"))
+            sprintf(arg, "--no-%s", name);
+        else
+            sprintf(arg, "--%s=%s", name, value);
+        args[n++] = arg;
+    }
+    fclose(f);
+    if (!args) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 1; i < argc; i++)
+        args[n++] = argv[i];
+    *out = args;
+    return n;
+}
+
 int slb_config_load(struct slb_config *cfg, int argc, char **argv)
 {
     memset(cfg, 0, sizeof(*cfg));
     char err[512];
+    char **args;
+    argc = config_file_args(argc, argv, &args, err, sizeof(err));
+    if (argc < 0)
+        return usage_error("%s", err);
+    argv = args;
     int rc = slb_flags_parse(table, N_FLAGS, cfg, argc, argv, usage, err, sizeof(err));
     if (rc == 1)
         return 1;

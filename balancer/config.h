@@ -12,10 +12,11 @@
 #include "core/flags-t.h"
 #include "io/loop-t.h"
 
-#define SLB_MAX_LISTEN   8u
-#define SLB_MAX_BACKENDS 64u
-#define SLB_MAX_CERTS    16u  /* --cert/--key pairs (chosen by SNI) */
-#define SLB_MAX_WEIGHT   1000 /* a backend's ;weight=N (and the admin call's) */
+#define SLB_MAX_LISTEN        8u
+#define SLB_MAX_BACKENDS      64u
+#define SLB_MAX_CERTS         16u  /* --cert/--key pairs (chosen by SNI) */
+#define SLB_MAX_WEIGHT        1000 /* a backend's ;weight=N (and the admin call's) */
+#define SLB_CONFIG_FILE_LINES 512u /* flag lines in a --config file */
 /* Workers take loop ids 0..SLB_MAX_WORKERS-1; the last id is the health checker's. */
 #define SLB_MAX_WORKERS    (SLB_LOOPS_MAX - 1u)
 #define SLB_HEALTH_LOOP_ID (SLB_LOOPS_MAX - 1u)
@@ -112,6 +113,7 @@ struct slb_config {
     int log_level;
     bool print_config;
     const char *stats_file;
+    const char *config_file;      /* --config FILE */
     const char *admin;            /* --admin ADDR:PORT, or NULL */
     const char *admin_token_file; /* --admin-token-file */
     const char *backends_file;

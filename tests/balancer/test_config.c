@@ -288,3 +288,31 @@ Test(config, only_tcp_listeners_advertise_the_first_as_host_port)
     cr_assert_eq(slb_config_load(&cfg, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
     cr_assert_str_eq(cfg.advertise_hostport, "127.0.0.1:5070");
 }
+
+/* --config FILE feeds the same flag table as the command line, which has the last word. */
+Test(config, a_config_file_is_flags_and_the_command_line_wins)
+{
+    char path[64] = "/tmp/slb-test-conf-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f,
+            "# sipslb\nbackend = sips:127.0.0.1:5061\ncert = %s\nkey = %s\n"
+            "backend-verify = none   # lab\n\nworkers = 3\npin = true\n",
+            cert_path, key_path);
+    fclose(f);
+    static char conf_arg[80];
+    snprintf(conf_arg, sizeof(conf_arg), "--config=%s", path);
+    char *argv[] = {"sipslb", conf_arg, "--workers", "2"};
+    cr_assert_eq(slb_config_load(&cfg, 4, argv), 0);
+    cr_assert_eq(cfg.n_backends, 1);
+    cr_assert_eq(cfg.workers, 2, "the command line wins");
+    cr_assert(cfg.pin);
+    cr_assert_eq(cfg.backend_verify, SLB_BACKEND_VERIFY_NONE);
+    /* A line that is not "flag = value" is refused with the line number. */
+    f = fopen(path, "w");
+    fprintf(f, "backend sips:127.0.0.1:5061\n");
+    fclose(f);
+    cr_assert_eq(slb_config_load(&cfg, 2, argv), 2);
+    unlink(path);
+}
