@@ -151,9 +151,12 @@ int link_connected(struct slb_worker *w, struct link *l, struct slb_conn *conn, 
 {
     if (res < 0) {
         COUNT(w, backend_connect_failed);
-        slb_log_limited(&w->rl_backend, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
-                        "worker %u: cannot connect to backend %s: %s", w->index,
-                        backend_spec(w, l->backend)->name, strerror(-res));
+        const char *name = backend_spec(w, l->backend)->name, *err = strerror(-res);
+        const struct slb_log_field f[] = {SLB_LOG_NUM("worker", w->index),
+                                          SLB_LOG_STR("backend", name), SLB_LOG_STR("error", err)};
+        slb_log_limited_event(&w->rl_backend, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
+                              "backend_connect_failed", f, 3,
+                              "worker %u: cannot connect to backend %s: %s", w->index, name, err);
         schedule_redial(w, l, true);
         return 0;
     }
@@ -193,11 +196,15 @@ void link_ready(struct slb_worker *w, struct relay_conn *c)
 
 void link_lost(struct slb_worker *w, struct link *l, int reason)
 {
-    if (!atomic_load(&w->stop_requested))
-        slb_log_limited(&w->rl_backend, slb_loop_now_ms(&w->loop), SLB_LOG_WARN,
-                        "worker %u: connection to backend %s closed: %s", w->index,
-                        backend_spec(w, l->backend)->name,
-                        reason ? strerror(-reason) : "closed by peer");
+    if (!atomic_load(&w->stop_requested)) {
+        const char *name = backend_spec(w, l->backend)->name;
+        const char *why = reason ? strerror(-reason) : "closed by peer";
+        const struct slb_log_field f[] = {SLB_LOG_NUM("worker", w->index),
+                                          SLB_LOG_STR("backend", name), SLB_LOG_STR("reason", why)};
+        slb_log_limited_event(
+            &w->rl_backend, slb_loop_now_ms(&w->loop), SLB_LOG_WARN, "backend_link_lost", f, 3,
+            "worker %u: connection to backend %s closed: %s", w->index, name, why);
+    }
     schedule_redial(w, l, true);
 }
 

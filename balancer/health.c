@@ -88,8 +88,12 @@ static void publish(struct slb_health *h)
 
 static void set_report(struct slb_health *h, unsigned b, uint8_t r)
 {
-    if (atomic_exchange(&h->reported[b], r) != r)
-        slb_log(SLB_LOG_INFO, "backend %s is %s", h->backends->spec[b].name, report_name[r]);
+    if (atomic_exchange(&h->reported[b], r) != r) {
+        const struct slb_log_field f[] = {SLB_LOG_STR("backend", h->backends->spec[b].name),
+                                          SLB_LOG_STR("state", report_name[r])};
+        slb_log_event(SLB_LOG_INFO, "backend_state", f, 2, "backend %s is %s",
+                      h->backends->spec[b].name, report_name[r]);
+    }
 }
 
 const char *const slb_probe_fail_names[SLB_PROBE_FAIL_KINDS] = {"connect", "handshake", "reset",
@@ -128,12 +132,17 @@ static void verdict(struct probe *p, bool ok, const char *why)
         publish(h);
         set_report(h, p->backend, h->attrs.drain[p->backend] ? REPORT_DRAINING : REPORT_UP);
         break;
-    case SLB_HEALTH_WENT_DOWN:
+    case SLB_HEALTH_WENT_DOWN: {
         publish(h);
-        slb_log(SLB_LOG_WARN, "backend %s failed %lld checks in a row (last: %s)",
-                h->backends->spec[p->backend].name, (long long)cfg->fall, why);
+        const struct slb_log_field f[] = {
+            SLB_LOG_STR("backend", h->backends->spec[p->backend].name),
+            SLB_LOG_NUM("checks", cfg->fall), SLB_LOG_STR("last", why)};
+        slb_log_event(SLB_LOG_WARN, "backend_down", f, 3,
+                      "backend %s failed %lld checks in a row (last: %s)",
+                      h->backends->spec[p->backend].name, (long long)cfg->fall, why);
         set_report(h, p->backend, REPORT_DOWN);
         break;
+    }
     case SLB_HEALTH_NONE:
         break;
     }

@@ -292,6 +292,46 @@ def test_stats_file_is_replaced_whole(c):
     c.h.stop(uas)
 
 
+def test_json_log_lines(c):
+    """--log-format json: every line sipslb writes (start, an admin call refused with quote,
+    backslash, control and non-UTF-8 bytes in its URL, a killed backend's link and probe
+    failures, SIGTERM and the counters at exit) is one JSON object with time, level and msg."""
+    uas = [c.h.start_uas("jl%d" % i, c.h.free_port()) for i in range(2)]
+    lb = start_lb(c, [u.port for u in uas], ["--log-format", "json"])
+    # libmicrohttpd unescapes the path: these bytes reach the log line as they are.
+    assert http(lb.admin, "/backends/%22q%5C%01%0A%09%FF/drain", "POST")[0] == 403
+    c.h.stop(uas[1], sig=9)
+    end = time.time() + 10
+    while '"backend_down"' not in c.h.log_of(lb) and time.time() < end:
+        time.sleep(0.1)
+    assert c.h.stop(lb) == 0
+    with open(lb.logpath, "rb") as f:
+        text = f.read().decode("utf-8")  # strict: the lines are valid UTF-8
+    assert text.endswith("\n"), text
+    recs = []
+    for line in text.split("\n")[:-1]:
+        r = json.loads(line)
+        assert isinstance(r, dict) and isinstance(r["msg"], str), line
+        assert r["level"] in ("error", "warn", "info", "debug"), line
+        assert len(r["time"]) == 24 and time.strptime(r["time"], "%Y-%m-%dT%H:%M:%S.%fZ"), line
+        assert "suppressed" not in r or isinstance(r["suppressed"], int), line
+        recs.append(r)
+    by_event = {}
+    for r in recs:
+        by_event.setdefault(r.get("event"), []).append(r)
+    dead = "127.0.0.1:%d" % uas[1].port
+    assert "sipslb_starting" in by_event and "signal_stopping" in by_event, by_event.keys()
+    down = by_event["backend_down"]
+    assert down[0]["backend"] == dead and down[0]["checks"] == 2 and down[0]["level"] == "warn"
+    assert any(r["backend"] == dead and r["state"] == "down" for r in by_event["backend_state"])
+    lost = by_event.get("backend_link_lost", []) + by_event.get("backend_connect_failed", [])
+    assert lost and all(r["backend"] == dead and isinstance(r["suppressed"], int) for r in lost)
+    refused = [r for r in by_event["admin_refused_for"] if "/drain" in r["msg"]]
+    assert refused and '/backends/"q\\\x01\n\t\ufffd/drain' in refused[0]["msg"], refused
+    assert any(r["msg"].startswith("clients accepted") for r in recs), recs[-1]
+    c.h.stop(uas[0])
+
+
 if __name__ == "__main__":
     sys.exit(run_tests_skipping([
         test_prometheus_watches_load_failover_and_probes,
@@ -299,4 +339,5 @@ if __name__ == "__main__":
         test_slow_admin_client_does_not_slow_relaying,
         test_ready_and_live,
         test_stats_file_is_replaced_whole,
+        test_json_log_lines,
     ], setup, teardown))
