@@ -21,6 +21,8 @@ static const char *const verify_client_names[] = {"none", "optional", "require",
 static const char *const backend_verify_names[] = {"require", "none", NULL};
 static const char *const tls_min_names[] = {"1.2", "1.3", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const log_target_names[] = {"stderr", "syslog", NULL};
 
 #define F(name, type, field, def, min, max, choices, arg, help)                                    \
     {                                                                                              \
@@ -98,6 +100,11 @@ static const struct slb_flag table[] = {
       "a draining backend with no traffic this long is reported drained"),
     F("log-level", SLB_FLAG_ENUM, log_level, "info", 0, 0, log_level_names, "LEVEL",
       "lowest level logged"),
+    F("log-format", SLB_FLAG_ENUM, log_format, "text", 0, 0, log_format_names, "FORMAT",
+      "log lines as text, or as one JSON object each (time, level, event, msg, fields)"),
+    F("log-target", SLB_FLAG_ENUM, log_target, "stderr", 0, 0, log_target_names, "TARGET",
+      "where log lines go: stderr (with priority prefixes when it is the systemd journal) or "
+      "syslog (facility daemon)"),
     F("stats-file", SLB_FLAG_STR, stats_file, NULL, 0, 0, NULL, "FILE",
       "write the counters here (key value lines) at exit and on SIGUSR1"),
     F("config", SLB_FLAG_STR, config_file, NULL, 0, 0, NULL, "FILE",
@@ -117,6 +124,8 @@ static const struct slb_flag table[] = {
       "refuse sip: Request-URIs with 480 and Warning 381 (RFC 5630); sips: is always taken"),
     F("print-config", SLB_FLAG_BOOL, print_config, "false", 0, 0, NULL, NULL,
       "print the effective configuration and exit"),
+    F("version", SLB_FLAG_BOOL, version, "false", 0, 0, NULL, NULL,
+      "print the version, git commit, wolfSSL version and build options, and exit"),
     /* Limits and protection. */
     F("message-timeout", SLB_FLAG_MS, message_timeout_ms, "20s", 100, 600000, NULL, "DURATION",
       "close a client whose message stays incomplete this long (slowloris)"),
@@ -583,6 +592,8 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         return 1;
     if (rc < 0)
         return usage_error("%s", err);
+    if (cfg->version)
+        return 1; /* main prints it: the TLS library's version is not ours to read here */
     if (cfg->cert.n == 0 || cfg->key.n == 0)
         return usage_error("--cert and --key are required");
     if (cfg->cert.n != cfg->key.n)
@@ -716,4 +727,10 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
 void slb_config_print(const struct slb_config *cfg, FILE *out)
 {
     slb_flags_dump(table, N_FLAGS, cfg, out);
+}
+
+const struct slb_flag *slb_config_flags(size_t *n)
+{
+    *n = N_FLAGS;
+    return table;
 }

@@ -111,7 +111,10 @@ struct slb_config {
     const char *probe_alive;
     uint64_t drain_idle_ms;
     int log_level;
+    int log_format; /* enum slb_log_format */
+    int log_target; /* enum slb_log_target */
     bool print_config;
+    bool version; /* --version: main prints what this binary is and exits */
     const char *stats_file;
     const char *config_file;      /* --config FILE */
     const char *admin;            /* --admin ADDR:PORT, or NULL */
@@ -150,7 +153,8 @@ struct slb_config {
 
 /* Parses argv into cfg, checks every value, resolves addresses and checks that the
  * certificate files are readable. On a usage error prints one line naming the problem to
- * stderr and returns 2; on --help returns 1 (help printed); 0 when cfg is ready. */
+ * stderr and returns 2; on --help returns 1 (help printed), and on --version 1 with
+ * cfg->version set (the caller prints it); 0 when cfg is ready. */
 int slb_config_load(struct slb_config *cfg, int argc, char **argv);
 
 /* The weights and drain flags as configured at start. */
@@ -180,6 +184,9 @@ int slb_cidr_parse(const char *text, struct slb_cidr *c);
 
 /* Prints the effective flags (re-parsable), for --print-config. */
 void slb_config_print(const struct slb_config *cfg, FILE *out);
+
+/* The flag table (static, read only) and its length in *n: for the man page. */
+const struct slb_flag *slb_config_flags(size_t *n);
 
 /* Parses "HOST:PORT", "[V6]:PORT" into addr (numeric or resolved). Returns 0 or -EINVAL. */
 int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host, size_t host_cap,

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "balancer/about.h"
 #include "balancer/admin.h"
 #include "balancer/config.h"
 #include "balancer/health.h"
@@ -480,9 +481,16 @@ static int make_limits(const struct slb_config *cfg, struct slb_limit_table *t)
 int main(int argc, char **argv)
 {
     static struct slb_config cfg;
-    int rc = slb_config_load(&cfg, argc, argv);
-    if (rc == 1)
+    if (argc == 2 && !strcmp(argv[1], "--help-man")) { /* hidden: the package build's */
+        slb_about_man(stdout);
         return 0;
+    }
+    int rc = slb_config_load(&cfg, argc, argv);
+    if (rc == 1) {
+        if (cfg.version)
+            slb_about_version(stdout);
+        return 0;
+    }
     if (rc != 0)
         return rc;
     if (cfg.print_config) {
@@ -490,6 +498,8 @@ int main(int argc, char **argv)
         return 0;
     }
     slb_log_level_max = (enum slb_log_level)cfg.log_level;
+    slb_log_setup((enum slb_log_format)cfg.log_format, (enum slb_log_target)cfg.log_target,
+                  fileno(stderr));
     fit_descriptors(&cfg);
     if (cfg.backend_verify == SLB_BACKEND_VERIFY_NONE)
         slb_log(SLB_LOG_WARN, "--backend-verify none: backend certificates are NOT checked; "

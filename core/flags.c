@@ -211,6 +211,136 @@ void slb_flags_help(const struct slb_flag *table, size_t n, const char *usage, F
     }
 }
 
+/* Writes text for roff. Inside a word that begins with '-' (an option, "--no-path")
+ * every '-' becomes \- so it reads and pastes as a minus, and the word is never
+ * hyphenated (\%); hyphens inside ordinary words ("per-source", "P-256") stay hyphens.
+ * Backslashes become \(rs; text that starts a line with '.' or '\'' (a control line to
+ * roff) is guarded by \&. A sentence (line_start) begins with a capital when its first
+ * word is all lower case ("address to accept", not "wolfSSL names"). */
+static void roff_text(const char *s, bool line_start, FILE *out)
+{
+    bool opt = false, word_start = true;
+    if (line_start && (s[0] == '.' || s[0] == '\''))
+        fputs("\\&", out);
+    if (line_start && s[0] >= 'a' && s[0] <= 'z') {
+        size_t w = strcspn(s, " ");
+        bool lower = true;
+        for (size_t i = 0; i < w; i++)
+            lower = lower && !(s[i] >= 'A' && s[i] <= 'Z');
+        if (lower) {
+            fputc(s[0] - 'a' + 'A', out);
+            s++;
+            word_start = false;
+        }
+    }
+    for (; *s; s++) {
+        char c = *s;
+        if (word_start && c == '-' && !opt) {
+            opt = true;
+            fputs("\\%", out);
+        }
+        if (c == '-' && opt)
+            fputs("\\-", out);
+        else if (c == '\\')
+            fputs("\\(rs", out);
+        else
+            fputc(c, out);
+        bool space = c == ' ' || c == '\t' || c == '\n';
+        /* "(--flag", "'--flag'" and "[--flag" still begin an option. */
+        word_start = space || (word_start && strchr("([\"'", c));
+        if (space)
+            opt = false;
+    }
+}
+
+/* A flag's name as an option, bold: every '-' a minus ("--no-path" pastes as typed). */
+static void roff_option(const char *prefix, const char *name, FILE *out)
+{
+    fprintf(out, "\\fB\\%%\\-\\-%s", prefix);
+    for (; *name; name++) {
+        if (*name == '-')
+            fputs("\\-", out);
+        else
+            fputc(*name, out);
+    }
+    fputs("\\fR", out);
+}
+
+/* A duration for the man page in the largest whole unit: 86400000 -> "24h". */
+static void roff_ms(int64_t ms, FILE *out)
+{
+    if (ms == 0)
+        fputs("0", out);
+    else if (ms % 3600000 == 0)
+        fprintf(out, "%" PRId64 "h", ms / 3600000);
+    else if (ms % 60000 == 0)
+        fprintf(out, "%" PRId64 "m", ms / 60000);
+    else if (ms % 1000 == 0)
+        fprintf(out, "%" PRId64 "s", ms / 1000);
+    else
+        fprintf(out, "%" PRId64 "ms", ms);
+}
+
+static void roff_flag(const struct slb_flag *f, FILE *out)
+{
+    fputs(".TP\n", out);
+    roff_option("", f->name, out);
+    if (f->type != SLB_FLAG_BOOL) {
+        fputs(" \\fI", out);
+        roff_text(f->arg ? f->arg : "VALUE", false, out);
+        fputs("\\fR", out);
+    }
+    fputc('\n', out);
+    roff_text(f->help, true, out);
+    fputs(".\n", out);
+    switch (f->type) {
+    case SLB_FLAG_ENUM:
+        fputs("One of", out);
+        for (int c = 0; f->choices[c]; c++) {
+            fputs(c ? ", \\fB" : " \\fB", out);
+            roff_text(f->choices[c], false, out);
+            fputs("\\fR", out);
+        }
+        fputs(".\n", out);
+        break;
+    case SLB_FLAG_INT:
+        fprintf(out, "From %" PRId64 " to %" PRId64 ".\n", f->min, f->max);
+        break;
+    case SLB_FLAG_MS:
+        fputs("From ", out);
+        roff_ms(f->min, out);
+        fputs(" to ", out);
+        roff_ms(f->max, out);
+        fputs(" (a plain number is seconds; suffixes ms, s, m, h).\n", out);
+        break;
+    case SLB_FLAG_LIST:
+        fprintf(out, "Repeatable, up to %" PRId64 " times.\n",
+                f->max > 0 && f->max < SLB_FLAG_LIST_MAX ? f->max : (int64_t)SLB_FLAG_LIST_MAX);
+        break;
+    case SLB_FLAG_BOOL:
+    case SLB_FLAG_STR:
+        break;
+    }
+    if (f->type == SLB_FLAG_BOOL && f->def && !strcmp(f->def, "true")) {
+        fputs("On by default; ", out);
+        roff_option("no\\-", f->name, out);
+        fputs(" turns it off.\n", out);
+    } else if (f->def && f->type != SLB_FLAG_BOOL) {
+        fputs("Default: \\fB", out);
+        roff_text(f->def, false, out);
+        fputs("\\fR.\n", out);
+    }
+}
+
+void slb_flags_man(const struct slb_flag *table, size_t n, FILE *out)
+{
+    fputs(".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\n"
+          "Print every flag with its argument and default, and exit.\n",
+          out);
+    for (size_t i = 0; i < n; i++)
+        roff_flag(&table[i], out);
+}
+
 void slb_flags_dump(const struct slb_flag *table, size_t n, const void *cfg, FILE *out)
 {
     for (size_t i = 0; i < n; i++) {

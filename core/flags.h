@@ -16,6 +16,13 @@ int slb_flags_parse(const struct slb_flag *table, size_t n, void *cfg, int argc,
 /* Prints usage and one block per flag (argument, default, bounds or choices, help). */
 void slb_flags_help(const struct slb_flag *table, size_t n, const char *usage, FILE *out);
 
+/* Prints a man page's OPTIONS entries in roff (man macros): -h/--help first, then one .TP
+ * paragraph per flag with its argument, help text, choices, bounds, whether it repeats
+ * and its default, from the same table as --help so the two cannot drift. Option names
+ * are written with \- (a minus, not a hyphen); backslashes and lines that would begin
+ * with a control character are escaped. */
+void slb_flags_man(const struct slb_flag *table, size_t n, FILE *out);
+
 /* Prints the effective configuration, one "--name value" line per flag, re-parsable. */
 void slb_flags_dump(const struct slb_flag *table, size_t n, const void *cfg, FILE *out);
 

@@ -36,6 +36,7 @@ PACKAGES=(
     iproute2 util-linux                  # e2e_hostile: ss (keepalive timers), prlimit
     libmicrohttpd-dev                    # the --admin listener's HTTP server
     prometheus                           # e2e_operations: a real Prometheus (and promtool)
+    man-db lintian                       # sipslb_man, e2e_package: groff, man -l, lintian
 )
 
 # The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.

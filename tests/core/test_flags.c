@@ -2,6 +2,8 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/flags.h"
@@ -111,6 +113,52 @@ Test(flags, durations)
     cr_assert_eq(ms, 3600000);
     cr_assert_eq(slb_flags_parse_ms("-1", &ms), -EINVAL);
     cr_assert_eq(slb_flags_parse_ms("1d", &ms), -EINVAL);
+}
+
+static char *man_of(const struct slb_flag *t, size_t n)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_not_null(f);
+    slb_flags_man(t, n, f);
+    fclose(f);
+    return buf;
+}
+
+Test(flags, man_page_entries_come_from_the_table)
+{
+    char *m = man_of(table, N);
+    cr_assert(strstr(m, ".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\n"), "%s", m);
+    cr_assert(strstr(m, ".TP\n\\fB\\%\\-\\-timeout\\fR \\fIDURATION\\fR\nT.\n"
+                        "From 100ms to 1h (a plain number is seconds; suffixes ms, s, m, h).\n"
+                        "Default: \\fB10s\\fR.\n"),
+              "%s", m);
+    cr_assert(
+        strstr(m, "\\fB\\%\\-\\-workers\\fR \\fIN\\fR\nW.\nFrom 0 to 256.\nDefault: \\fB0\\fR.\n"),
+        "%s", m);
+    cr_assert(strstr(m, "One of \\fBnone\\fR, \\fBoptional\\fR, \\fBrequire\\fR.\n"), "%s", m);
+    cr_assert(strstr(m, "Repeatable, up to 4 times.\nDefault: \\fB0.0.0.0:5061\\fR.\n"), "%s", m);
+    cr_assert(strstr(m, "\\fB\\%\\-\\-pin\\fR\nPin.\n.TP\n"), "bool, default off: %s", m);
+    free(m);
+}
+
+Test(flags, man_page_escapes_options_backslashes_and_control_lines)
+{
+    static const struct slb_flag t[] = {
+        {"no-path", SLB_FLAG_BOOL, 0, "true", 0, 0, NULL, NULL,
+         ".dot first, see --backend-ca (or \"--x-y\"); per-source P-256 back\\slash"},
+        {"a", SLB_FLAG_STR, 0, NULL, 0, 0, NULL, "FILE", "'quote first"},
+        {"b", SLB_FLAG_STR, 0, NULL, 0, 0, NULL, "FILE", "wolfSSL names stay as written"},
+    };
+    char *m = man_of(t, 3);
+    cr_assert(strstr(m, "\\fB\\%\\-\\-no\\-path\\fR\n\\&.dot first, see \\%\\-\\-backend\\-ca "
+                        "(or \"\\%\\-\\-x\\-y\"); per-source P-256 back\\(rsslash.\n"
+                        "On by default; \\fB\\%\\-\\-no\\-no\\-path\\fR turns it off.\n"),
+              "%s", m);
+    cr_assert(strstr(m, "\n\\&'quote first.\n"), "%s", m);
+    cr_assert(strstr(m, "\nwolfSSL names stay as written.\n"), "%s", m);
+    free(m);
 }
 
 Test(siphash, reference_vector)
