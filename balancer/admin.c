@@ -84,6 +84,19 @@ static void peer_of(struct MHD_Connection *conn, char *out, size_t cap)
     snprintf(out, cap, "%s:%u", ip, port);
 }
 
+/* The decoded URL as a log line may show it: control bytes (a %0A would start a forged
+ * line in a text log) and bytes past ASCII become '?', and it is cut to cap. */
+static const char *printable(const char *url, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; url[i] && i + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)url[i];
+        out[i] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+    }
+    out[i] = 0;
+    return out;
+}
+
 /* Constant time: the token must not leak through how fast a wrong one is refused. */
 static bool authorized(const struct slb_admin *a, struct MHD_Connection *conn)
 {
@@ -203,7 +216,9 @@ static enum MHD_Result change(struct slb_admin *a, struct MHD_Connection *conn, 
     char who[INET6_ADDRSTRLEN + 8];
     peer_of(conn, who, sizeof(who));
     if (!authorized(a, conn)) {
-        slb_log(SLB_LOG_WARN, "admin: %s refused for %s (no or wrong bearer token)", url, who);
+        char shown[256];
+        slb_log(SLB_LOG_WARN, "admin: %s refused for %s (no or wrong bearer token)",
+                printable(url, shown, sizeof(shown)), who);
         return text(conn, 403,
                     a->token ? "forbidden: bearer token required\n"
                              : "forbidden: no --admin-token-file\n");

@@ -327,7 +327,9 @@ def test_json_log_lines(c):
     lost = by_event.get("backend_link_lost", []) + by_event.get("backend_connect_failed", [])
     assert lost and all(r["backend"] == dead and isinstance(r["suppressed"], int) for r in lost)
     refused = [r for r in by_event["admin_refused_for"] if "/drain" in r["msg"]]
-    assert refused and '/backends/"q\\\x01\n\t\ufffd/drain' in refused[0]["msg"], refused
+    # The URL arrives decoded; control bytes and bytes past ASCII are shown as '?' (in the
+    # text format a decoded %0A would otherwise start a forged log line).
+    assert refused and '/backends/"q\\????/drain' in refused[0]["msg"], refused
     assert any(r["msg"].startswith("clients accepted") for r in recs), recs[-1]
     c.h.stop(uas[0])
 
