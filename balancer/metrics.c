@@ -162,6 +162,26 @@ static void backends(struct slb_textbuf *b, const struct slb_metrics_src *src)
                                (unsigned long long)hb[i].fails[k]);
         }
     }
+    family(b, "sipslb_backend_response_seconds", "histogram",
+           "Time from a request leaving sipslb to its final response coming back (from the "
+           "send time our Via carries), per backend.");
+    EACH_BACKEND(i)
+    {
+        uint64_t cum = 0;
+        for (unsigned k = 0; k <= SLB_LATENCY_BUCKETS; k++) {
+            cum += ws[i].latency_buckets[k];
+            LABEL("sipslb_backend_response_seconds_bucket", i);
+            if (k < SLB_LATENCY_BUCKETS)
+                slb_textbuf_printf(b, "\",le=\"%g\"} %llu\n", slb_latency_bounds_us[k] / 1e6,
+                                   (unsigned long long)cum);
+            else
+                slb_textbuf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        LABEL("sipslb_backend_response_seconds_sum", i);
+        slb_textbuf_printf(b, "\"} %.6f\n", ws[i].latency_sum_us / 1e6);
+        LABEL("sipslb_backend_response_seconds_count", i);
+        slb_textbuf_printf(b, "\"} %llu\n", (unsigned long long)ws[i].latency_count);
+    }
 #undef LABEL
 #undef EACH_BACKEND
 }

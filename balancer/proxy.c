@@ -85,14 +85,15 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
 
 int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                             const struct slb_proxy_self *self, const char *ip, size_t ip_len,
-                            uint16_t port, uint64_t conn_id, bool backend_side)
+                            uint16_t port, uint64_t conn_id, bool backend_side, uint64_t sent_us)
 {
     /* RFC 3261 16.3 step 2: checked first so nothing is half done. */
     if (msg->max_forwards == 0)
         return -ELOOP;
     /* RFC 3261 16.6 step 8: our Via on top, its branch deterministic per transaction
      * (16.11). Added first so it is also the first line when Max-Forwards is inserted. */
-    char via[sizeof(self->via_sent_by) + SLB_BRANCH_LEN + 32];
+    char via[sizeof(self->via_sent_by) + SLB_BRANCH_LEN + SLB_SENT_PARAM_LEN +
+             SLB_SENT_VALUE_LEN + 32];
     size_t n = 0;
     memcpy(via, "SIP/2.0/TLS ", 12);
     n += 12;
@@ -104,7 +105,13 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
     if (backend_side)
         tx |= SLB_BRANCH_TX_BACKEND_SIDE;
     slb_branch_make(via + n, &self->mac_key, conn_id, tx, slb_loop_hash(&self->mac_key, msg));
+    struct slb_slice branch = {via + n, SLB_BRANCH_LEN};
     n += SLB_BRANCH_LEN;
+    if (sent_us) {
+        memcpy(via + n, SLB_SENT_PARAM, SLB_SENT_PARAM_LEN);
+        slb_sent_make(via + n + SLB_SENT_PARAM_LEN, &self->mac_key, branch, sent_us);
+        n += SLB_SENT_PARAM_LEN + SLB_SENT_VALUE_LEN;
+    }
     int rc = slb_sip_edit_push_via(e, msg, via, n);
     if (rc < 0)
         return rc;
@@ -123,6 +130,20 @@ bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_p
         return false;
     *backend_side = (tx & SLB_BRANCH_TX_BACKEND_SIDE) != 0;
     return true;
+}
+
+bool slb_proxy_response_sent(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                             uint64_t *sent_us)
+{
+    if (msg->via_count == 0)
+        return false;
+    struct slb_slice v = msg->vias[0].value;
+    const char *p = memmem(v.ptr, v.len, SLB_SENT_PARAM, SLB_SENT_PARAM_LEN);
+    if (!p)
+        return false;
+    p += SLB_SENT_PARAM_LEN;
+    struct slb_slice value = {p, (size_t)(v.ptr + v.len - p)};
+    return slb_sent_parse(value, &self->mac_key, msg->top_via.branch, sent_us);
 }
 
 /* Our tokens in a URI's parameters. */

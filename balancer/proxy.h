@@ -35,11 +35,18 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
 /* The edits for forwarding a request (RFC 3261 16.6): received/rport on the sender's Via
  * (RFC 3581), Max-Forwards decremented or added, and our Via on top whose branch names the
  * connection conn_id it came from and, under the MAC, whether that connection is on the
- * backend side (a backend's request toward a client) or the client side. Returns 0, -ELOOP
- * when Max-Forwards is 0 (answer 483, 16.3 step 2), or -ENOSPC. */
+ * backend side (a backend's request toward a client) or the client side; with sent_us (not
+ * 0) its send time in our Via's slbt parameter (token.h). Returns 0, -ELOOP when
+ * Max-Forwards is 0 (answer 483, 16.3 step 2), or -ENOSPC. */
 int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                             const struct slb_proxy_self *self, const char *ip, size_t ip_len,
-                            uint16_t port, uint64_t conn_id, bool backend_side);
+                            uint16_t port, uint64_t conn_id, bool backend_side,
+                            uint64_t sent_us);
+
+/* For a response whose top Via is ours: the send time of its request when our Via has a
+ * valid slbt parameter (microseconds modulo 2^40). */
+bool slb_proxy_response_sent(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
+                             uint64_t *sent_us);
 
 /* For a response: whether its top Via is ours with a valid MAC (RFC 3261 16.7 step 1:
  * otherwise it is not for us), the connection it names and which side that one is on. */

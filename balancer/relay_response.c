@@ -10,10 +10,30 @@
 #include "balancer/worker-priv.h"
 
 /* A response relayed: by class, and per backend when one of our links brought it. */
-static void count_response(struct slb_worker *w, const struct relay_conn *from, unsigned status)
+/* A final response from a backend: the time since its request left, from our Via. */
+static void count_latency(struct slb_worker *w, unsigned b, const struct slb_sip_msg *m)
 {
-    if (from->kind == CONN_LINK)
+    uint64_t sent;
+    if (!slb_proxy_response_sent(m, &w->sh->self, &sent))
+        return;
+    uint64_t us = (slb_loop_now_us(&w->loop) - sent) & SLB_SENT_MASK;
+    unsigned k = 0;
+    while (k < SLB_LATENCY_BUCKETS && us > slb_latency_bounds_us[k])
+        k++;
+    COUNT(w, per_backend[b].latency_buckets[k]);
+    COUNT_N(w, per_backend[b].latency_sum_us, us);
+    COUNT(w, per_backend[b].latency_count);
+}
+
+static void count_response(struct slb_worker *w, const struct relay_conn *from,
+                           const struct slb_sip_msg *m)
+{
+    unsigned status = m->status;
+    if (from->kind == CONN_LINK) {
         COUNT(w, per_backend[from->link->backend].responses);
+        if (status >= 200)
+            count_latency(w, from->link->backend, m);
+    }
     switch (status / 100) {
     case 1:
         COUNT(w, responses_1xx);
@@ -98,7 +118,7 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
     if (dst_worker != w->index && dst_worker < w->cfg->n_workers &&
         hand_over(w, dst_worker, id, iov, n, len) == 0) {
         COUNT(w, responses_forwarded);
-        count_response(w, from, m->status);
+        count_response(w, from, m);
         return;
     }
     struct slb_conn *conn =
@@ -121,5 +141,5 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
         COUNT(w, responses_to_backends);
     else if (m->status >= 200)
         final_delivered(to);
-    count_response(w, from, m->status);
+    count_response(w, from, m);
 }

@@ -90,6 +90,35 @@ void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key
     put_hex(p + 32, mac(key, conn_id, tx, loop), 16);
 }
 
+static uint32_t sent_mac(const struct slb_siphash_key *key, struct slb_slice branch,
+                         uint64_t sent_us)
+{
+    char b[SLB_BRANCH_LEN + 8];
+    size_t n = branch.len < SLB_BRANCH_LEN ? branch.len : SLB_BRANCH_LEN;
+    memcpy(b, branch.ptr, n);
+    sent_us &= SLB_SENT_MASK;
+    memcpy(b + n, &sent_us, 8);
+    return (uint32_t)slb_siphash(key, b, n + 8);
+}
+
+void slb_sent_make(char out[SLB_SENT_VALUE_LEN], const struct slb_siphash_key *key,
+                   struct slb_slice branch, uint64_t sent_us)
+{
+    put_hex(out, sent_us & SLB_SENT_MASK, 10);
+    put_hex(out + 10, sent_mac(key, branch, sent_us), 8);
+}
+
+bool slb_sent_parse(struct slb_slice value, const struct slb_siphash_key *key,
+                    struct slb_slice branch, uint64_t *sent_us)
+{
+    uint64_t t, m;
+    if (value.len < SLB_SENT_VALUE_LEN || !get_hex(value.ptr, 10, &t) ||
+        !get_hex(value.ptr + 10, 8, &m) || m != sent_mac(key, branch, t))
+        return false;
+    *sent_us = t;
+    return true;
+}
+
 bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key,
                       uint64_t *conn_id, uint32_t *tx, uint32_t *loop)
 {

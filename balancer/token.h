@@ -43,6 +43,23 @@ void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key
 bool slb_branch_parse(struct slb_slice branch, const struct slb_siphash_key *key,
                       uint64_t *conn_id, uint32_t *tx, uint32_t *loop);
 
+/* Our Via's send time, for the latency of backends' answers with no per-request state: a
+ * Via parameter apart from the branch (retransmissions must keep their branch, RFC 3261
+ * 16.11), ";slbt=" + 10 hex (microseconds, modulo 2^40) + 8 hex MAC over the branch and
+ * the time, so no one else can skew the figures. */
+#define SLB_SENT_PARAM     ";slbt="
+#define SLB_SENT_PARAM_LEN 6u
+#define SLB_SENT_VALUE_LEN 18u
+#define SLB_SENT_MASK      ((UINT64_C(1) << 40) - 1)
+
+void slb_sent_make(char out[SLB_SENT_VALUE_LEN], const struct slb_siphash_key *key,
+                   struct slb_slice branch, uint64_t sent_us);
+
+/* False when value is malformed or its MAC (with this branch) fails. *sent_us is modulo
+ * 2^40. */
+bool slb_sent_parse(struct slb_slice value, const struct slb_siphash_key *key,
+                    struct slb_slice branch, uint64_t *sent_us);
+
 /* The backend token our Record-Route carries (RFC 3261 16.6 step 4): the backend's name
  * hash and a MAC, 24 hex characters, so in-dialog requests return to that backend. */
 #define SLB_BACKEND_TOKEN_LEN 24u

@@ -142,6 +142,8 @@ struct relay_counters {
     struct {
         _Atomic uint64_t requests;  /* forwarded to the backend */
         _Atomic uint64_t responses; /* relayed from it */
+        _Atomic uint64_t latency_buckets[SLB_LATENCY_BUCKETS + 1];
+        _Atomic uint64_t latency_sum_us, latency_count;
     } per_backend[SLB_MAX_BACKENDS];
 };
 

@@ -330,7 +330,17 @@ void slb_worker_add_backend_stats(const struct slb_worker *w, unsigned b,
     sum->requests += atomic_load_explicit(&w->c.per_backend[b].requests, memory_order_relaxed);
     sum->responses += atomic_load_explicit(&w->c.per_backend[b].responses, memory_order_relaxed);
     sum->links_up += atomic_load_explicit(&w->links_up[b], memory_order_relaxed);
+    for (unsigned k = 0; k <= SLB_LATENCY_BUCKETS; k++)
+        sum->latency_buckets[k] +=
+            atomic_load_explicit(&w->c.per_backend[b].latency_buckets[k], memory_order_relaxed);
+    sum->latency_sum_us +=
+        atomic_load_explicit(&w->c.per_backend[b].latency_sum_us, memory_order_relaxed);
+    sum->latency_count +=
+        atomic_load_explicit(&w->c.per_backend[b].latency_count, memory_order_relaxed);
 }
+
+const uint32_t slb_latency_bounds_us[SLB_LATENCY_BUCKETS] = {
+    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000, 5000000};
 
 uint32_t slb_worker_clients_open(const struct slb_worker *w)
 {

@@ -152,11 +152,19 @@ void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
 struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w);
 struct slb_tls_ctx *slb_worker_server_ctx(const struct slb_worker *w);
 
+/* The bounds (microseconds) of the buckets of the time from a request leaving sipslb to
+ * its final response coming back, per backend; a last bucket takes what is above. */
+#define SLB_LATENCY_BUCKETS 12u
+extern const uint32_t slb_latency_bounds_us[SLB_LATENCY_BUCKETS];
+
 /* This worker's view of backend slot b, added into *sum: requests forwarded to it,
- * responses relayed from it, its links that are ready. Any thread (approximate). */
+ * responses relayed from it, its links that are ready, and the latency histogram
+ * (per bucket, not cumulative; the last one above every bound). Any thread (approximate). */
 struct slb_worker_backend_stats {
     uint64_t requests, responses;
     uint32_t links_up;
+    uint64_t latency_buckets[SLB_LATENCY_BUCKETS + 1];
+    uint64_t latency_sum_us, latency_count;
 };
 void slb_worker_add_backend_stats(const struct slb_worker *w, unsigned b,
                                   struct slb_worker_backend_stats *sum);

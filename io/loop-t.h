@@ -133,6 +133,7 @@ struct slb_loop {
     struct slb_loop_cbs cbs;
     void *user;
     uint64_t now_ms; /* cached monotonic clock, refreshed once per turn */
+    uint64_t now_us; /* the same reading in microseconds */
 
     struct slb_conn *conns;
     uint32_t max_conns;

@@ -39,11 +39,14 @@
 #define TEARDOWN_WAIT_MS 2000        /* bound on waiting for the kernel at deinit */
 #define EFD_CLOSED       0x80000000u /* efd_users: deinit closed the eventfd */
 
-static uint64_t clock_ms(void)
+/* The loop's clock, read once per turn: milliseconds for timers, microseconds for the
+ * relay's latency figures. */
+static void clock_now(struct slb_loop *loop)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    loop->now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    loop->now_ms = loop->now_us / 1000u;
 }
 
 static bool is_pow2(uint32_t v)
@@ -249,7 +252,7 @@ int slb_loop_init(struct slb_loop *loop, const struct slb_loop_opts *opts,
     atomic_init(&loop->stop_req, 0);
     atomic_init(&loop->mq_notified, 0);
     atomic_init(&loop->efd_users, 0);
-    loop->now_ms = clock_ms();
+    clock_now(loop);
     slb_timer_wheel_init(&loop->wheel, loop->now_ms);
 
     ret = -ENOMEM;
@@ -877,7 +880,7 @@ int slb_loop_run(struct slb_loop *loop)
 {
     /* One pass per turn; ends on stop or a ring failure. */
     for (;;) {
-        loop->now_ms = clock_ms();
+        clock_now(loop);
         /* Timers armed by the callbacks below count from now, not from the wheel's last
          * run, which may be long ago after an idle wait (the wheel only moves its clock
          * forward; due timers still fire after the completions are handled). */
@@ -939,7 +942,7 @@ void slb_loop_deinit(struct slb_loop *loop)
         return;
     loop->tearing_down = true;
     loop->efd_need_arm = false;
-    loop->now_ms = clock_ms();
+    clock_now(loop);
     for (unsigned i = 0; i < SLB_LOOP_LISTENERS_MAX; i++)
         listener_close(loop, &loop->listeners[i]);
     for (uint32_t i = 0; i < loop->max_conns; i++) {
@@ -960,7 +963,7 @@ void slb_loop_deinit(struct slb_loop *loop)
         flush(loop);
         if (submit_and_wait(loop, loop->now_ms + 10) < 0)
             break;
-        loop->now_ms = clock_ms();
+        clock_now(loop);
         reap(loop);
     }
     /* Past the bound (never seen): exiting the ring cancels the rest. The buffer ring's

@@ -73,6 +73,12 @@ static inline uint64_t slb_loop_now_ms(const struct slb_loop *loop)
     return loop->now_ms;
 }
 
+/* The same clock in microseconds (CLOCK_MONOTONIC, read once per turn). */
+static inline uint64_t slb_loop_now_us(const struct slb_loop *loop)
+{
+    return loop->now_us;
+}
+
 static inline void *slb_loop_user(const struct slb_loop *loop)
 {
     return loop->user;

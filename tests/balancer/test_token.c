@@ -85,3 +85,26 @@ Test(token, flow_token_round_trip_and_tamper)
     cr_assert_not(slb_flow_token_parse((struct slb_slice){b, sizeof(b)}, &key, &id, NULL));
     cr_assert_not(slb_backend_token_parse((struct slb_slice){t, 24}, &key, &backend));
 }
+
+/* The send time in our Via (slbt): stamped and read back under the MAC, bound to its branch. */
+Test(token, sent_time_round_trips_under_its_mac)
+{
+    char branch[SLB_BRANCH_LEN];
+    slb_branch_make(branch, &key, 0x1234, 7, 9);
+    struct slb_slice b = {branch, SLB_BRANCH_LEN};
+    char v[SLB_SENT_VALUE_LEN];
+    uint64_t t = (UINT64_C(1) << 41) + 123456789; /* beyond 40 bits: kept modulo 2^40 */
+    slb_sent_make(v, &key, b, t);
+    uint64_t got = 0;
+    cr_assert(slb_sent_parse((struct slb_slice){v, sizeof(v)}, &key, b, &got));
+    cr_assert_eq(got, t & SLB_SENT_MASK);
+    char forged[SLB_SENT_VALUE_LEN];
+    memcpy(forged, v, sizeof(v));
+    forged[9] = forged[9] == '0' ? '1' : '0'; /* another time, same MAC */
+    cr_assert_not(slb_sent_parse((struct slb_slice){forged, sizeof(forged)}, &key, b, &got));
+    char other[SLB_BRANCH_LEN];
+    slb_branch_make(other, &key, 0x1235, 7, 9);
+    cr_assert_not(slb_sent_parse((struct slb_slice){v, sizeof(v)}, &key,
+                                 (struct slb_slice){other, SLB_BRANCH_LEN}, &got));
+    cr_assert_not(slb_sent_parse((struct slb_slice){v, 5}, &key, b, &got));
+}

@@ -145,6 +145,14 @@ def test_prometheus_watches_load_failover_and_probes(c):
     per_backend = prom.query("sipslb_backend_requests_total")
     assert len(per_backend) == 2 and all(float(r["value"][1]) > 0 for r in per_backend), \
         per_backend
+    # The latency histogram: every call's INVITE and BYE got a final response through it
+    # (4,000 at least), and a loopback backend answers well within a second.
+    n = prom.wait("sum(sipslb_backend_response_seconds_count)", lambda v: v >= 2 * 2000, 10)
+    fast = prom.value('sum(sipslb_backend_response_seconds_bucket{le="1"})')
+    assert fast is not None and fast >= 0.99 * n, (fast, n)
+    p99 = prom.value("histogram_quantile(0.99, sum by (le) "
+                     "(rate(sipslb_backend_response_seconds_bucket[1m])))")
+    print("backend response time p99 from Prometheus: %s s" % p99)
     rtt = prom.value('max(sipslb_backend_probe_rtt_seconds)')
     assert rtt is not None and 0 < rtt < 0.4, rtt
     # promtool accepts a scrape as it is.
