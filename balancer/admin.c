@@ -9,6 +9,10 @@
 #include "balancer/admin.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -32,6 +36,7 @@ struct slb_admin {
     struct MHD_Daemon *d;
     struct slb_admin_cfg c;
     char *token;
+    int unix_fd; /* the Unix socket's listener, or -1 */
 };
 
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, const char *type,
@@ -69,6 +74,10 @@ static void peer_of(struct MHD_Connection *conn, char *out, size_t cap)
     snprintf(out, cap, "?");
     if (!ci || !ci->client_addr)
         return;
+    if (ci->client_addr->sa_family == AF_UNIX) {
+        snprintf(out, cap, "unix");
+        return;
+    }
     const struct sockaddr *sa = ci->client_addr;
     char ip[INET6_ADDRSTRLEN] = "?";
     uint16_t port = 0;
@@ -100,6 +109,8 @@ static const char *printable(const char *url, char *out, size_t cap)
 /* Constant time: the token must not leak through how fast a wrong one is refused. */
 static bool authorized(const struct slb_admin *a, struct MHD_Connection *conn)
 {
+    if (a->unix_fd >= 0)
+        return true; /* the socket file's mode says who may connect */
     if (!a->token)
         return false;
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
@@ -310,7 +321,40 @@ struct slb_admin *slb_admin_start(const struct slb_admin_cfg *c, char *err, size
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    a->unix_fd = -1;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
+    if (c->unix_path) {
+        /* Owner and group may connect (0660), nobody else: the file is the access check. */
+        struct sockaddr_un su = {.sun_family = AF_UNIX};
+        snprintf(su.sun_path, sizeof(su.sun_path), "%s", c->unix_path);
+        a->unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        unlink(c->unix_path);
+        mode_t old = umask(0117);
+        int ok = a->unix_fd >= 0 && bind(a->unix_fd, (struct sockaddr *)&su, sizeof(su)) == 0 &&
+                 chmod(c->unix_path, 0660) == 0 && listen(a->unix_fd, 64) == 0;
+        umask(old);
+        if (!ok) {
+            snprintf(err, errlen, "cannot listen on unix:%s: %s", c->unix_path, strerror(errno));
+            if (a->unix_fd >= 0)
+                close(a->unix_fd);
+            free(a->token);
+            free(a);
+            return NULL;
+        }
+        a->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, a, MHD_OPTION_LISTEN_SOCKET,
+                                a->unix_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_CONNS,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_IDLE_S,
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
+                                MHD_OPTION_END);
+        if (!a->d) {
+            snprintf(err, errlen, "cannot serve on unix:%s", c->unix_path);
+            close(a->unix_fd);
+            free(a->token);
+            free(a);
+            return NULL;
+        }
+        return a;
+    }
     if (c->addr->sa.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     uint16_t port = ntohs(c->addr->sa.ss_family == AF_INET6
@@ -335,6 +379,10 @@ void slb_admin_stop(struct slb_admin *a)
     if (!a)
         return;
     MHD_stop_daemon(a->d);
+    if (a->unix_fd >= 0) {
+        close(a->unix_fd);
+        unlink(a->c.unix_path);
+    }
     free(a->token);
     free(a);
 }

@@ -7,7 +7,8 @@
  *   POST /backends/NAME/weight?value=N
  *   POST /reload                        what SIGHUP does
  * POST calls need "Authorization: Bearer TOKEN" with the token of --admin-token-file;
- * without a token file they are refused (403). */
+ * without a token file they are refused (403). On a Unix socket (--admin unix:PATH, mode
+ * 0660: the file's owner and group are who may call) no token is needed. */
 #ifndef SLB_BALANCER_ADMIN_H
 #define SLB_BALANCER_ADMIN_H
 
@@ -36,8 +37,9 @@ struct slb_admin_ops {
 
 struct slb_admin_cfg {
     const struct slb_config *cfg;
-    const struct slb_addr *addr;
-    const char *token; /* NULL: state-changing calls are refused */
+    const struct slb_addr *addr; /* TCP; or */
+    const char *unix_path;       /* a Unix socket (not NULL) */
+    const char *token;           /* NULL: state-changing calls are refused */
     struct slb_worker *const *workers;
     unsigned n_workers;
     struct slb_health *health;

@@ -171,6 +171,7 @@ int client_accept(struct slb_worker *w, struct slb_conn *conn)
         return -ENOMEM;
     }
     c->kind = CONN_CLIENT;
+    c->opened_ms = slb_loop_now_ms(&w->loop);
     if (plain) {
         c->backend_peer = -1;
         slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);

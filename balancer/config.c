@@ -113,6 +113,9 @@ static const struct slb_flag table[] = {
     F("admin", SLB_FLAG_STR, admin, NULL, 0, 0, NULL, "ADDR:PORT",
       "serve /metrics (Prometheus), /backends, /status, /ready, /live and the admin calls "
       "here (HTTP; loopback or a private address)"),
+    F("log-connections", SLB_FLAG_BOOL, log_connections, "false", 0, 0, NULL, NULL,
+      "log a record per closed client connection (peer, duration, messages, TLS version, "
+      "reason), for fail2ban-style tools"),
     F("admin-token-file", SLB_FLAG_STR, admin_token_file, NULL, 0, 0, NULL, "FILE",
       "bearer token for the admin calls that change state (POST); without it they get 403"),
     F("backends-file", SLB_FLAG_STR, backends_file, NULL, 0, 0, NULL, "FILE",
@@ -711,7 +714,10 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         cfg->backends[i].token = name_token(cfg->backends[i].name);
     if (parse_allow(cfg) < 0)
         return 2;
-    if (cfg->admin) {
+    if (cfg->admin && !strncmp(cfg->admin, "unix:", 5)) {
+        if (strlen(cfg->admin + 5) == 0 || strlen(cfg->admin + 5) >= 100)
+            return usage_error("--admin %s: unix:PATH with a path of 1 to 99 bytes", cfg->admin);
+    } else if (cfg->admin) {
         char host[256];
         uint16_t port;
         if (slb_config_parse_hostport(cfg->admin, &cfg->admin_addr, host, sizeof(host), &port) < 0)

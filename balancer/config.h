@@ -119,6 +119,7 @@ struct slb_config {
     const char *config_file;      /* --config FILE */
     const char *admin;            /* --admin ADDR:PORT, or NULL */
     const char *admin_token_file; /* --admin-token-file */
+    bool log_connections;         /* --log-connections */
     const char *backends_file;
     bool no_path;
     bool sips_only;

@@ -608,6 +608,7 @@ int main(int argc, char **argv)
         struct slb_admin_cfg ac = {
             .cfg = &cfg,
             .addr = &cfg.admin_addr,
+            .unix_path = !strncmp(cfg.admin, "unix:", 5) ? cfg.admin + 5 : NULL,
             .token = admin_token[0] ? admin_token : NULL,
             .workers = w,
             .n_workers = n,

@@ -91,6 +91,7 @@ struct relay_conn {
     bool hs_counted;           /* CONN_CLIENT: its handshake was counted against its source */
     uint64_t src;              /* CONN_CLIENT: its per-source key */
     uint64_t partial_since_ms; /* when its unfinished message started (0: none) */
+    uint64_t opened_ms;        /* CONN_CLIENT: accepted at (for --log-connections) */
     uint16_t port;
     uint8_t ip_len;
     char ip[INET6_ADDRSTRLEN]; /* last: a record is cleared up to here */

@@ -119,6 +119,36 @@ static void on_drained(struct slb_loop *loop, struct slb_conn *conn)
         slb_stream_input(&c->s, NULL, 0);
 }
 
+/* --log-connections: one record per client connection (not per message), named so that
+ * fail2ban-style tools can act on the peer. Before the stream is released (TLS version). */
+static void log_close(struct slb_worker *w, const struct relay_conn *c, int reason)
+{
+    const char *why = reason == -ETIMEDOUT
+                          ? (c->s.state == SLB_STREAM_HANDSHAKE ? "handshake timeout"
+                             : c->out_blocked                   ? "stalled"
+                             : c->partial_since_ms              ? "message timeout"
+                                                                : "idle")
+                      : reason < 0                         ? strerror(-reason)
+                      : c->s.state == SLB_STREAM_HANDSHAKE ? "closed during the handshake"
+                                                           : "closed";
+    /* No version before a handshake completed (a port check, a scanner). */
+    const char *tls = c->s.plain ? NULL : slb_tls_version_name(&c->s.tls);
+    if (!tls || !*tls)
+        tls = "none";
+    uint64_t ms = slb_loop_now_ms(&w->loop) - c->opened_ms;
+    char peer[INET6_ADDRSTRLEN + 8];
+    snprintf(peer, sizeof(peer), "%s:%u", c->ip, c->port);
+    const struct slb_log_field f[] = {SLB_LOG_STR("peer", peer),
+                                      SLB_LOG_NUM("duration_ms", ms),
+                                      SLB_LOG_NUM("messages", c->s.frames),
+                                      SLB_LOG_STR("tls", tls),
+                                      SLB_LOG_STR("reason", why),
+                                      SLB_LOG_NUM("worker", w->index)};
+    slb_log_event(SLB_LOG_INFO, "connection_closed", f, sizeof(f) / sizeof(f[0]),
+                  "client %s closed after %llu ms, %llu messages, TLS %s: %s", peer,
+                  (unsigned long long)ms, (unsigned long long)c->s.frames, tls, why);
+}
+
 static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
 {
     struct slb_worker *w = slb_loop_user(loop);
@@ -132,6 +162,8 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         c->stash_seen = 0;
         if (reason == -ETIMEDOUT)
             count_timeout(w, c);
+        if (w->cfg->log_connections)
+            log_close(w, c, reason);
     }
     slb_stream_release(&c->s);
     if (c->kind == CONN_CLIENT) {

@@ -342,6 +342,60 @@ def test_json_log_lines(c):
     c.h.stop(uas[0])
 
 
+def test_unix_admin_socket_and_connection_records(c):
+    """--admin unix:PATH (mode 0660, no token needed) and --log-connections (a JSON record
+    per closed client connection)."""
+    uas = c.h.start_uas("ux", c.h.free_port())
+    sock = os.path.join(c.h.tmp, "admin.sock")
+    lb = c.h.start_sipslb(c.h.free_port(), [uas.port],
+                          ["--workers", "1", "--admin", "unix:" + sock, "--log-connections",
+                           "--log-format", "json"] + PROBE)
+    end = time.time() + 5
+    while not os.path.exists(sock) and time.time() < end:
+        time.sleep(0.05)
+    assert oct(os.stat(sock).st_mode & 0o777) == "0o660", oct(os.stat(sock).st_mode)
+
+    def unix_http(method, path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(sock)
+        s.sendall(("%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0"
+                   "\r\n\r\n" % (method, path)).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        return int(data.split(b" ", 2)[1]), data.split(b"\r\n\r\n", 1)[1].decode()
+
+    assert unix_http("GET", "/ready")[0] == 200
+    name = "127.0.0.1:%d" % uas.port
+    assert unix_http("POST", "/backends/%s/drain" % name) == (200, "ok\n")  # no token
+    end = time.time() + 5
+    while json.loads(unix_http("GET", "/backends")[1])["backends"][0]["state"] != "draining":
+        assert time.time() < end
+        time.sleep(0.05)
+    cl = SipClient(lb.port, c.ca)
+    cl.send(request("OPTIONS", "ux-" + uuid.uuid4().hex, 1, "z9hG4bKux", cl.local_port))
+    cl.recv_message()
+    cl.close()
+    end = time.time() + 5
+    recs = []
+    while time.time() < end and not recs:
+        recs = [r for r in (json.loads(line) for line in c.h.log_of(lb).splitlines()
+                            if '"connection_closed"' in line) if r["messages"] >= 1]
+        time.sleep(0.05)
+    assert recs, c.h.log_of(lb)[-2000:]
+    r = recs[0]
+    assert r["peer"].startswith("127.0.0.1:") and r["messages"] >= 1 and r["tls"].startswith("TLS")
+    assert r["reason"] and r["duration_ms"] >= 0, r
+    assert c.h.stop(lb) == 0
+    assert not os.path.exists(sock)
+    c.h.stop(uas)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests_skipping([
         test_prometheus_watches_load_failover_and_probes,
@@ -349,5 +403,6 @@ if __name__ == "__main__":
         test_slow_admin_client_does_not_slow_relaying,
         test_ready_and_live,
         test_stats_file_is_replaced_whole,
+        test_unix_admin_socket_and_connection_records,
         test_json_log_lines,
     ], setup, teardown))
