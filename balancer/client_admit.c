@@ -159,7 +159,8 @@ int client_accept(struct slb_worker *w, struct slb_conn *conn)
     if (admit(w, c, conn) < 0)
         return -ECONNREFUSED;
     slb_conn_set_out_limits(conn, (uint32_t)w->cfg->client_out_max, false);
-    bool plain = conn->tag == TAG_PLAIN_LISTENER;
+    bool plain = (conn->tag & TAG_PLAIN_LISTENER) != 0;
+    unsigned listener = (conn->tag >> TAG_LISTENER_SHIFT) & TAG_LISTENER_MASK;
     /* A tcp:// listener (lab interop, legacy clients): no TLS, open at once, and never a
      * backend (nothing authenticates it). */
     if (slb_stream_open(&w->env, &c->s, conn, plain ? NULL : w->sctx, NULL, c) < 0) {
@@ -172,6 +173,9 @@ int client_accept(struct slb_worker *w, struct slb_conn *conn)
     }
     c->kind = CONN_CLIENT;
     c->opened_ms = slb_loop_now_ms(&w->loop);
+    c->listener = (uint8_t)(listener < SLB_MAX_LISTEN ? listener : 0);
+    COUNT(w, listeners[c->listener].accepted);
+    COUNT_N(w, listeners[c->listener].open, 1u);
     if (plain) {
         c->backend_peer = -1;
         slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);
@@ -205,6 +209,11 @@ bool handshake_allowed(struct slb_worker *w, struct relay_conn *c)
 void client_handshake_done(struct slb_worker *w, struct relay_conn *c)
 {
     COUNT(w, handshakes_ok);
+    COUNT(w, listeners[c->listener].handshakes_ok);
+    const char *v = slb_tls_version_name(&c->s.tls);
+    unsigned k = !strcmp(v, "TLSv1.2") ? 0 : !strcmp(v, "TLSv1.3") ? 1 : 2;
+    COUNT_N(w, listeners[c->listener].tls_open[k], 1u);
+    c->tls_counted = (uint8_t)(1 + k);
     hs_unlink(w, c);
     /* Requests toward clients are taken only from authenticated backends: our own links,
      * or a connection from a backend's address whose certificate verified. */
@@ -222,6 +231,10 @@ void client_handshake_done(struct slb_worker *w, struct relay_conn *c)
 
 void client_gone(struct slb_worker *w, struct relay_conn *c)
 {
+    COUNT_N(w, listeners[c->listener].open, (uint32_t)-1);
+    if (c->tls_counted)
+        COUNT_N(w, listeners[c->listener].tls_open[c->tls_counted - 1], (uint32_t)-1);
+    c->tls_counted = 0;
     hs_unlink(w, c);
     if (c->src_counted)
         slb_limit_release(w->sh->limits, c->src);

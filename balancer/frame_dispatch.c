@@ -110,6 +110,7 @@ static void on_tls_failed(struct slb_stream *s, int rc)
     (void)rc;
     if (s->state == SLB_STREAM_HANDSHAKE && c->kind == CONN_CLIENT) {
         COUNT(w, handshakes_failed);
+        COUNT(w, listeners[c->listener].handshakes_failed);
         switch (why) {
         case SLB_TLS_FAIL_PROTOCOL:
             COUNT(w, handshake_fail_protocol);

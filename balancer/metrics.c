@@ -239,6 +239,58 @@ static void process(struct slb_textbuf *b, const struct slb_metrics_src *src)
 #endif
 }
 
+static void listeners(struct slb_textbuf *b, const struct slb_metrics_src *src)
+{
+    const struct slb_config *cfg = src->cfg;
+    struct slb_listener_stats ls[SLB_MAX_LISTEN];
+    for (unsigned l = 0; l < cfg->n_listen; l++) {
+        ls[l] = (struct slb_listener_stats){0};
+        for (unsigned w = 0; w < src->n_workers; w++)
+            slb_worker_add_listener_stats(src->workers[w], l, &ls[l]);
+    }
+#define EACH_LISTENER(l) for (unsigned l = 0; l < cfg->n_listen; l++)
+#define LLABEL(metric, l)                                                                          \
+    slb_textbuf_printf(b, "%s{listener=\"", metric),                                               \
+        slb_textbuf_quoted(b, cfg->listen_addrs[l].text)
+    family(b, "sipslb_listener_connections_accepted_total", "counter",
+           "Client connections accepted, per listener.");
+    EACH_LISTENER(l)
+    {
+        LLABEL("sipslb_listener_connections_accepted_total", l);
+        slb_textbuf_printf(b, "\"} %llu\n", (unsigned long long)ls[l].accepted);
+    }
+    family(b, "sipslb_listener_connections_open", "gauge",
+           "Client connections open, per listener.");
+    EACH_LISTENER(l)
+    {
+        LLABEL("sipslb_listener_connections_open", l);
+        slb_textbuf_printf(b, "\"} %u\n", ls[l].open);
+    }
+    family(b, "sipslb_listener_handshakes_total", "counter",
+           "Client TLS handshakes per listener, by result (ok, failed; the reasons are in "
+           "sipslb_handshake_failures_total).");
+    EACH_LISTENER(l)
+    {
+        LLABEL("sipslb_listener_handshakes_total", l);
+        slb_textbuf_printf(b, "\",result=\"ok\"} %llu\n", (unsigned long long)ls[l].handshakes_ok);
+        LLABEL("sipslb_listener_handshakes_total", l);
+        slb_textbuf_printf(b, "\",result=\"failed\"} %llu\n",
+                           (unsigned long long)ls[l].handshakes_failed);
+    }
+    family(b, "sipslb_listener_tls_connections_open", "gauge",
+           "Client connections open per listener, by TLS version in use.");
+    EACH_LISTENER(l)
+    {
+        for (unsigned v = 0; v < SLB_TLS_VERSIONS_SEEN; v++) {
+            LLABEL("sipslb_listener_tls_connections_open", l);
+            slb_textbuf_printf(b, "\",version=\"%s\"} %u\n", slb_tls_versions_seen[v],
+                               ls[l].tls_open[v]);
+        }
+    }
+#undef LLABEL
+#undef EACH_LISTENER
+}
+
 int slb_metrics_render(const struct slb_metrics_src *src, struct slb_textbuf *out)
 {
     struct slb_worker_counters sum = {0};
@@ -248,5 +300,6 @@ int slb_metrics_render(const struct slb_metrics_src *src, struct slb_textbuf *ou
     worker_counters(out, &sum);
     labelled(out, &sum);
     backends(out, src);
+    listeners(out, src);
     return out->failed ? -1 : 0;
 }

@@ -15,6 +15,7 @@ struct slb_textbuf;
 
 /* What a scrape reads. The caller holds a reference to backends for the call. */
 struct slb_metrics_src {
+    const struct slb_config *cfg;
     struct slb_worker *const *workers;
     unsigned n_workers;
     struct slb_health *health;

@@ -42,6 +42,9 @@
 /* io/ tags: a listener's says TLS or plain; a link's is TAG_LINK + its index. */
 enum { TAG_CLIENT = 1, TAG_LINK = 2 };
 #define TAG_PLAIN_LISTENER 0x40000000u
+/* A listener's tag also carries its index (for the per-listener metrics). */
+#define TAG_LISTENER_SHIFT 16u
+#define TAG_LISTENER_MASK  0xffu
 
 enum relay_conn_kind { CONN_CLIENT = 1, CONN_LINK = 2 };
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
@@ -92,6 +95,8 @@ struct relay_conn {
     uint64_t src;              /* CONN_CLIENT: its per-source key */
     uint64_t partial_since_ms; /* when its unfinished message started (0: none) */
     uint64_t opened_ms;        /* CONN_CLIENT: accepted at (for --log-connections) */
+    uint8_t listener;          /* CONN_CLIENT: the index of the listener that accepted it */
+    uint8_t tls_counted;       /* CONN_CLIENT: counted in listener tls_open[] (0: no; 1+v) */
     uint16_t port;
     uint8_t ip_len;
     char ip[INET6_ADDRSTRLEN]; /* last: a record is cleared up to here */
@@ -146,6 +151,11 @@ struct relay_counters {
         _Atomic uint64_t latency_buckets[SLB_LATENCY_BUCKETS + 1];
         _Atomic uint64_t latency_sum_us, latency_count;
     } per_backend[SLB_MAX_BACKENDS];
+    struct slb_listener_stats_live {
+        _Atomic uint64_t accepted, handshakes_ok, handshakes_failed;
+        _Atomic uint32_t open;
+        _Atomic uint32_t tls_open[SLB_TLS_VERSIONS_SEEN]; /* open, by TLS version */
+    } listeners[SLB_MAX_LISTEN];
 };
 
 /* A returned hand-over slot whose post failed: retried by the refresh timer. */

@@ -288,7 +288,8 @@ void *slb_worker_main(void *arg)
     for (unsigned i = 0; i < cfg->n_listen; i++) {
         const struct slb_addr *a = &cfg->listen_addrs[i];
         rc = slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, LISTEN_BACKLOG,
-                             a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT);
+                             (a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT) |
+                                 (i << TAG_LISTENER_SHIFT));
         if (rc < 0) {
             slb_log(SLB_LOG_ERROR, "worker %u: cannot listen on %s: %s", w->index, a->text,
                     strerror(-rc));
@@ -373,6 +374,22 @@ void slb_worker_add_backend_stats(const struct slb_worker *w, unsigned b,
 
 const uint32_t slb_latency_bounds_us[SLB_LATENCY_BUCKETS] = {
     250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000, 5000000};
+
+const char *const slb_tls_versions_seen[SLB_TLS_VERSIONS_SEEN] = {"1.2", "1.3", "other"};
+
+void slb_worker_add_listener_stats(const struct slb_worker *w, unsigned l,
+                                   struct slb_listener_stats *sum)
+{
+    if (l >= SLB_MAX_LISTEN)
+        return;
+    const struct slb_listener_stats_live *s = &w->c.listeners[l];
+    sum->accepted += atomic_load_explicit(&s->accepted, memory_order_relaxed);
+    sum->handshakes_ok += atomic_load_explicit(&s->handshakes_ok, memory_order_relaxed);
+    sum->handshakes_failed += atomic_load_explicit(&s->handshakes_failed, memory_order_relaxed);
+    sum->open += atomic_load_explicit(&s->open, memory_order_relaxed);
+    for (unsigned v = 0; v < SLB_TLS_VERSIONS_SEEN; v++)
+        sum->tls_open[v] += atomic_load_explicit(&s->tls_open[v], memory_order_relaxed);
+}
 
 uint32_t slb_worker_clients_open(const struct slb_worker *w)
 {

@@ -169,6 +169,18 @@ struct slb_worker_backend_stats {
 void slb_worker_add_backend_stats(const struct slb_worker *w, unsigned b,
                                   struct slb_worker_backend_stats *sum);
 
+/* Per listener (index of --listen): connections accepted and open, client handshakes
+ * completed and failed, and open connections by TLS version (slb_tls_versions_seen). */
+#define SLB_TLS_VERSIONS_SEEN 3u
+extern const char *const slb_tls_versions_seen[SLB_TLS_VERSIONS_SEEN]; /* 1.2, 1.3, other */
+struct slb_listener_stats {
+    uint64_t accepted, handshakes_ok, handshakes_failed;
+    uint32_t open;
+    uint32_t tls_open[SLB_TLS_VERSIONS_SEEN];
+};
+void slb_worker_add_listener_stats(const struct slb_worker *w, unsigned l,
+                                   struct slb_listener_stats *sum);
+
 /* Client connections open on this worker now. Any thread. */
 uint32_t slb_worker_clients_open(const struct slb_worker *w);
 

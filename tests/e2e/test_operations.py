@@ -153,6 +153,10 @@ def test_prometheus_watches_load_failover_and_probes(c):
     p99 = prom.value("histogram_quantile(0.99, sum by (le) "
                      "(rate(sipslb_backend_response_seconds_bucket[1m])))")
     print("backend response time p99 from Prometheus: %s s" % p99)
+    # Per listener: the load generator's connection was accepted and completed TLS 1.3.
+    assert prom.value("sum(sipslb_listener_connections_accepted_total)") >= 1
+    assert prom.value('sum(sipslb_listener_handshakes_total{result="ok"})') >= 1
+    assert prom.value('sum(sipslb_listener_handshakes_total{result="failed"})') == 0
     rtt = prom.value('max(sipslb_backend_probe_rtt_seconds)')
     assert rtt is not None and 0 < rtt < 0.4, rtt
     # promtool accepts a scrape as it is.
@@ -269,6 +273,14 @@ def test_ready_and_live(c):
     lb = start_lb(c, [uas[0].port])
     assert http(lb.admin, "/ready") == (200, "ready\n")
     assert http(lb.admin, "/live") == (200, "live\n")
+    # A TLS 1.3 client shows as open on its listener, by version, while it is connected.
+    cl = SipClient(lb.port, c.ca)
+    cl.send(request("OPTIONS", "rd-" + uuid.uuid4().hex, 1, "z9hG4bKrd", cl.local_port))
+    cl.recv_message()
+    metrics = http(lb.admin, "/metrics")[1]
+    assert 'sipslb_listener_tls_connections_open{listener="127.0.0.1:%d",version="1.3"} 1' % \
+        lb.port in metrics, [ln for ln in metrics.splitlines() if "listener" in ln]
+    cl.close()
     st, body = http(lb.admin, "/status")
     s = json.loads(body)
     assert st == 200 and len(s["workers"]) == 2 and s["version"], s
