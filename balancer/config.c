@@ -515,8 +515,17 @@ static bool readable(const char *path)
  * arguments ahead of the command line's, so both go through the one flag table and the
  * command line has the last word. A bool is "name = true|false". The lines live as long as
  * the configuration (boot objects). Returns the new argc with *out, or -1 with err set. */
-static int config_file_args(int argc, char **argv, char ***out, char *err, size_t errlen)
+static void free_file_args(char **args, int n_alloc)
 {
+    for (int i = 1; i <= n_alloc; i++)
+        free(args[i]);
+    free(args);
+}
+
+static int config_file_args(int argc, char **argv, char ***out, int *n_alloc, char *err,
+                            size_t errlen)
+{
+    *n_alloc = 0;
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc)
@@ -534,7 +543,8 @@ static int config_file_args(int argc, char **argv, char ***out, char *err, size_
     }
     char **args = calloc((size_t)argc + SLB_CONFIG_FILE_LINES + 1, sizeof(char *));
     int n = 0;
-    args[n++] = argv[0];
+    if (args)
+        args[n++] = argv[0];
     char line[4096];
     for (unsigned no = 1; args && fgets(line, sizeof(line), f); no++) {
         char *hash = strchr(line, '#');
@@ -551,7 +561,7 @@ static int config_file_args(int argc, char **argv, char ***out, char *err, size_
             snprintf(err, errlen, "--config %s line %u: not \"flag = value\" (or too many lines)",
                      path, no);
             fclose(f);
-            free(args);
+            free_file_args(args, n - 1);
             return -1;
         }
         char *value = eq + 1 + strspn(eq + 1, " \t");
@@ -560,8 +570,11 @@ static int config_file_args(int argc, char **argv, char ***out, char *err, size_
             name_end--;
         *name_end = 0;
         char *arg = malloc(strlen(name) + strlen(value) + 8);
-        if (!arg)
+        if (!arg) {
+            free_file_args(args, n - 1);
+            args = NULL;
             break;
+        }
         if (!strcmp(value, "true"))
             sprintf(arg, "--%s", name);
         else if (!strcmp(value, "false"))
@@ -575,10 +588,19 @@ static int config_file_args(int argc, char **argv, char ***out, char *err, size_
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    *n_alloc = n - 1;
     for (int i = 1; i < argc; i++)
         args[n++] = argv[i];
     *out = args;
     return n;
+}
+
+void slb_config_free(struct slb_config *cfg)
+{
+    if (cfg->file_args)
+        free_file_args(cfg->file_args, cfg->n_file_args);
+    cfg->file_args = NULL;
+    cfg->n_file_args = 0;
 }
 
 int slb_config_load(struct slb_config *cfg, int argc, char **argv)
@@ -586,9 +608,14 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
     memset(cfg, 0, sizeof(*cfg));
     char err[512];
     char **args;
-    argc = config_file_args(argc, argv, &args, err, sizeof(err));
+    int n_alloc;
+    argc = config_file_args(argc, argv, &args, &n_alloc, err, sizeof(err));
     if (argc < 0)
         return usage_error("%s", err);
+    if (args != argv) {
+        cfg->file_args = args; /* the flags keep pointers into them: freed by slb_config_free */
+        cfg->n_file_args = n_alloc;
+    }
     argv = args;
     int rc = slb_flags_parse(table, N_FLAGS, cfg, argc, argv, usage, err, sizeof(err));
     if (rc == 1)

@@ -116,7 +116,9 @@ struct slb_config {
     bool print_config;
     bool version; /* --version: main prints what this binary is and exits */
     const char *stats_file;
-    const char *config_file;      /* --config FILE */
+    const char *config_file; /* --config FILE */
+    char **file_args;        /* its lines as arguments (owned: slb_config_free) */
+    int n_file_args;
     const char *admin;            /* --admin ADDR:PORT, or NULL */
     const char *admin_token_file; /* --admin-token-file */
     bool log_connections;         /* --log-connections */
@@ -157,6 +159,9 @@ struct slb_config {
  * stderr and returns 2; on --help returns 1 (help printed), and on --version 1 with
  * cfg->version set (the caller prints it); 0 when cfg is ready. */
 int slb_config_load(struct slb_config *cfg, int argc, char **argv);
+
+/* Frees what slb_config_load allocated for --config (the flags point into it): at exit. */
+void slb_config_free(struct slb_config *cfg);
 
 /* The weights and drain flags as configured at start. */
 void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs);

@@ -686,5 +686,6 @@ int main(int argc, char **argv)
     free(w);
     free(sctx);
     free(cctx);
+    slb_config_free(&cfg);
     return status;
 }

@@ -309,6 +309,7 @@ Test(config, a_config_file_is_flags_and_the_command_line_wins)
     cr_assert_eq(cfg.workers, 2, "the command line wins");
     cr_assert(cfg.pin);
     cr_assert_eq(cfg.backend_verify, SLB_BACKEND_VERIFY_NONE);
+    slb_config_free(&cfg);
     /* A line that is not "flag = value" is refused with the line number. */
     f = fopen(path, "w");
     fprintf(f, "backend sips:127.0.0.1:5061\n");
