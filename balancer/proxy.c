@@ -137,9 +137,12 @@ bool slb_proxy_response_sent(const struct slb_sip_msg *msg, const struct slb_pro
 {
     if (msg->via_count == 0)
         return false;
-    struct slb_slice v = msg->vias[0].value;
-    const char *p = memmem(v.ptr, v.len, SLB_SENT_PARAM, SLB_SENT_PARAM_LEN);
-    if (!p)
+    /* We write it right behind the branch: found there, or not at all (no search). */
+    struct slb_slice v = msg->vias[0].value, br = msg->top_via.branch;
+    const char *p = br.ptr + br.len;
+    if (!br.ptr || p < v.ptr ||
+        (size_t)(v.ptr + v.len - p) < SLB_SENT_PARAM_LEN + SLB_SENT_VALUE_LEN ||
+        memcmp(p, SLB_SENT_PARAM, SLB_SENT_PARAM_LEN))
         return false;
     p += SLB_SENT_PARAM_LEN;
     struct slb_slice value = {p, (size_t)(v.ptr + v.len - p)};

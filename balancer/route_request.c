@@ -104,8 +104,10 @@ static int edit_request(struct slb_worker *w, struct relay_conn *c, const struct
     struct slb_sip_edit *e = &w->edit;
     unsigned flow_flags = c->s.plain ? SLB_FLOW_PLAIN : 0;
     slb_sip_edit_init(e, im->base, m->msg_len);
-    int rc = slb_proxy_request_edits(e, m, &w->sh->self, c->ip, c->ip_len, c->port, c->s.id.v,
-                                     false, slb_loop_now_us(&w->loop) | 1u /* never 0: "none" */);
+    int rc = slb_proxy_request_edits(
+        e, m, &w->sh->self, c->ip, c->ip_len, c->port, c->s.id.v, false,
+        /* an ACK gets no response: no send time (0: none) */
+        m->method_id == SLB_METHOD_ACK ? 0 : slb_loop_now_us(&w->loop) | 1u);
     if (rc == 0 && im->route.ours)
         rc = drop_our_route(e, im);
     if (rc == 0 && slb_proxy_dialog_forming(m))

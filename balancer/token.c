@@ -90,12 +90,14 @@ void slb_branch_make(char out[SLB_BRANCH_LEN], const struct slb_siphash_key *key
     put_hex(p + 32, mac(key, conn_id, tx, loop), 16);
 }
 
+/* Over the branch's own MAC (its last 16 hex digits, which already cover everything else
+ * in it) and the time: a short input, on every request and every final response. */
 static uint32_t sent_mac(const struct slb_siphash_key *key, struct slb_slice branch,
                          uint64_t sent_us)
 {
-    char b[SLB_BRANCH_LEN + 8];
-    size_t n = branch.len < SLB_BRANCH_LEN ? branch.len : SLB_BRANCH_LEN;
-    memcpy(b, branch.ptr, n);
+    char b[16 + 8];
+    size_t n = branch.len < 16 ? branch.len : 16;
+    memcpy(b, branch.ptr + branch.len - n, n);
     sent_us &= SLB_SENT_MASK;
     memcpy(b + n, &sent_us, 8);
     return (uint32_t)slb_siphash(key, b, n + 8);
