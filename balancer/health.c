@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "balancer/health_state.h"
@@ -55,7 +56,11 @@ struct slb_health {
     struct probe probe[SLB_MAX_BACKENDS];
     struct slb_timer tick;
     atomic_int stop, running;
-    atomic_int failed;                          /* slb_health_failed */
+    atomic_int failed; /* slb_health_failed */
+    /* Per process, random: with the CSeq it makes every probe's Call-ID new (RFC 3261
+     * 8.1.1.4: a request outside a dialog gets a new one) and its branch unique even
+     * across a restart (a backend must not take it for a retransmission). */
+    uint32_t nonce;
     _Atomic uint8_t reported[SLB_MAX_BACKENDS]; /* for slb_health_report: REPORT_* */
     /* For the metrics (written here, read by the admin thread). */
     _Atomic uint64_t rtt_ns[SLB_MAX_BACKENDS];
@@ -183,16 +188,17 @@ static void send_probe(struct probe *p)
     char msg[PROBE_BYTES];
     int n = snprintf(msg, sizeof(msg),
                      "OPTIONS sips:%s SIP/2.0\r\n"
-                     "Via: SIP/2.0/TLS %s;branch=z9hG4bKslbprobe%u.%u\r\n"
+                     "Via: SIP/2.0/TLS %s;branch=z9hG4bKslbprobe%08x.%u.%u\r\n"
                      "Max-Forwards: 0\r\n"
-                     "From: <sips:sipslb@%s>;tag=slbprobe%u\r\n"
+                     "From: <sips:sipslb@%s>;tag=slbprobe%u.%08x.%u\r\n"
                      "To: <sips:%s>\r\n"
-                     "Call-ID: slbprobe-%u-%08x@%s\r\n"
+                     "Call-ID: slbprobe-%u-%08x-%08x-%u@%s\r\n"
                      "CSeq: %u OPTIONS\r\n"
                      "User-Agent: sipslb health check\r\n"
                      "Content-Length: 0\r\n\r\n",
-                     b->name, cfg->advertise_hostport, p->backend, p->cseq, cfg->advertise_hostport,
-                     p->backend, b->name, p->backend, b->token, cfg->advertise_hostport, p->cseq);
+                     b->name, cfg->advertise_hostport, p->h->nonce, p->backend, p->cseq,
+                     cfg->advertise_hostport, p->backend, p->h->nonce, p->cseq, b->name, p->backend,
+                     b->token, p->h->nonce, p->cseq, cfg->advertise_hostport, p->cseq);
     if (n < 0 || (size_t)n >= sizeof(msg)) {
         /* Names too long for a probe (a configuration matter): say so, count it failed. */
         disconnect(p);
@@ -474,6 +480,8 @@ struct slb_health *slb_health_new(const struct slb_config *cfg, struct slb_route
     h->router = router;
     h->cctx = client_ctx;
     h->n_workers = n_workers;
+    if (getrandom(&h->nonce, sizeof(h->nonce), 0) != sizeof(h->nonce))
+        h->nonce = (uint32_t)slb_clock_ns();
     uint64_t now = slb_clock_ms();
     for (unsigned b = 0; b < SLB_MAX_BACKENDS; b++) {
         struct probe *p = &h->probe[b];

@@ -408,6 +408,21 @@ def test_unix_admin_socket_and_connection_records(c):
     c.h.stop(uas)
 
 
+def test_every_probe_is_a_new_request(c):
+    """RFC 3261 8.1.1.4: each OPTIONS probe (a request outside a dialog) has a new Call-ID
+    (and From tag and branch), also across a restart."""
+    uas = c.h.start_uas("pr", c.h.free_port())
+    for _ in range(2):  # twice: a restarted sipslb does not reuse the first one's Call-IDs
+        lb = c.h.start_sipslb(c.h.free_port(), [uas.port], ["--workers", "1"] + PROBE)
+        time.sleep(1.8)
+        assert c.h.stop(lb) == 0
+    report = c.h.reports([uas])[0]
+    probes = {cid: n for cid, n in report.items() if cid.startswith("slbprobe")}
+    assert len(probes) >= 6, probes
+    assert all(n == 1 for n in probes.values()), probes
+    c.h.stop(uas)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests_skipping([
         test_prometheus_watches_load_failover_and_probes,
@@ -416,5 +431,6 @@ if __name__ == "__main__":
         test_ready_and_live,
         test_stats_file_is_replaced_whole,
         test_unix_admin_socket_and_connection_records,
+        test_every_probe_is_a_new_request,
         test_json_log_lines,
     ], setup, teardown))
