@@ -78,18 +78,9 @@ static void peer_of(struct MHD_Connection *conn, char *out, size_t cap)
         snprintf(out, cap, "unix");
         return;
     }
-    const struct sockaddr *sa = ci->client_addr;
-    char ip[INET6_ADDRSTRLEN] = "?";
-    uint16_t port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)sa;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-        port = ntohs(a->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)sa;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-        port = ntohs(a->sin6_port);
-    }
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port;
+    slb_sockaddr_text(ci->client_addr, ip, sizeof(ip), &port);
     snprintf(out, cap, "%s:%u", ip, port);
 }
 

@@ -11,19 +11,7 @@
 
 void peer_address(struct relay_conn *c, const struct slb_conn *conn)
 {
-    const struct sockaddr_storage *ss = &conn->peer;
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, c->ip, sizeof(c->ip));
-        c->port = ntohs(a->sin6_port);
-    } else if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, c->ip, sizeof(c->ip));
-        c->port = ntohs(a->sin_port);
-    } else {
-        strcpy(c->ip, "0.0.0.0");
-        c->port = 0;
-    }
+    slb_sockaddr_text((const struct sockaddr *)&conn->peer, c->ip, sizeof(c->ip), &c->port);
     c->ip_len = (uint8_t)strlen(c->ip);
 }
 

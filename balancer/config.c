@@ -110,9 +110,9 @@ static const struct slb_flag table[] = {
     F("config", SLB_FLAG_STR, config_file, NULL, 0, 0, NULL, "FILE",
       "read flags from FILE first: \"flag = value\" lines (bools: true|false), # comments; "
       "the command line has the last word"),
-    F("admin", SLB_FLAG_STR, admin, NULL, 0, 0, NULL, "ADDR:PORT",
+    F("admin", SLB_FLAG_STR, admin, NULL, 0, 0, NULL, "ADDR:PORT|unix:PATH",
       "serve /metrics (Prometheus), /backends, /status, /ready, /live and the admin calls "
-      "here (HTTP; loopback or a private address)"),
+      "here (HTTP; loopback or a private address, or a Unix socket of mode 0660)"),
     F("log-connections", SLB_FLAG_BOOL, log_connections, "false", 0, 0, NULL, NULL,
       "log a record per closed client connection (peer, duration, messages, TLS version, "
       "reason), for fail2ban-style tools"),
@@ -426,6 +426,22 @@ int slb_config_reload_backends(const struct slb_config *cfg, const struct slb_ba
     b->attrs.n = next;
     *out = b;
     return 0;
+}
+
+const char *slb_sockaddr_text(const struct sockaddr *sa, char *ip, size_t cap, uint16_t *port)
+{
+    *port = 0;
+    snprintf(ip, cap, "0.0.0.0");
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)cap);
+        *port = ntohs(a->sin6_port);
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)cap);
+        *port = ntohs(a->sin_port);
+    }
+    return ip;
 }
 
 int slb_cidr_parse(const char *text, struct slb_cidr *c)

@@ -194,6 +194,10 @@ void slb_config_print(const struct slb_config *cfg, FILE *out);
 /* The flag table (static, read only) and its length in *n: for the man page. */
 const struct slb_flag *slb_config_flags(size_t *n);
 
+/* A socket address's IP as text (into ip, cap at least INET6_ADDRSTRLEN) and its port;
+ * "0.0.0.0" and 0 for a family other than AF_INET/AF_INET6. Returns ip. */
+const char *slb_sockaddr_text(const struct sockaddr *sa, char *ip, size_t cap, uint16_t *port);
+
 /* Parses "HOST:PORT", "[V6]:PORT" into addr (numeric or resolved). Returns 0 or -EINVAL. */
 int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host, size_t host_cap,
                               uint16_t *port);

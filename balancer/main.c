@@ -27,12 +27,6 @@
 #include "io/threads.h"
 #include "tls/tls.h"
 
-static const char *const counter_names[] = {
-#define SLB_X_NAME(name) #name,
-    SLB_WORKER_COUNTERS(SLB_X_NAME)
-#undef SLB_X_NAME
-};
-
 static struct slb_health *health;
 static const struct slb_backends *in_force; /* the backends as last handed to the health checker */
 /* Changes of the backends (SIGHUP on this thread, admin calls on the admin thread) and
@@ -55,7 +49,7 @@ static void write_stats(const struct slb_config *cfg, struct slb_worker **w, uns
         slb_log(SLB_LOG_WARN, "--stats-file %s: %s", cfg->stats_file, strerror(errno));
     for (size_t i = 0; i < count; i++)
         if (f)
-            fprintf(f, "%s %llu\n", counter_names[i], (unsigned long long)v[i]);
+            fprintf(f, "%s %llu\n", slb_worker_counter_names[i], (unsigned long long)v[i]);
     if (f) {
         pthread_mutex_lock(&control_lock);
         slb_health_report(health, in_force, f);

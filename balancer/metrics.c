@@ -20,12 +20,6 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
-static const char *const counter_names[] = {
-#define SLB_X_NAME(name) #name,
-    SLB_WORKER_COUNTERS(SLB_X_NAME)
-#undef SLB_X_NAME
-};
-
 static void family(struct slb_textbuf *b, const char *name, const char *type, const char *help)
 {
     slb_textbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -35,10 +29,11 @@ static void family(struct slb_textbuf *b, const char *name, const char *type, co
 static void worker_counters(struct slb_textbuf *b, const struct slb_worker_counters *sum)
 {
     const uint64_t *v = (const uint64_t *)(const void *)sum;
-    for (size_t i = 0; i < sizeof(counter_names) / sizeof(counter_names[0]); i++) {
+    for (size_t i = 0; i < SLB_WORKER_N_COUNTERS; i++) {
         char name[96], help[128];
-        snprintf(name, sizeof(name), "sipslb_%s_total", counter_names[i]);
-        snprintf(help, sizeof(help), "Worker counter %s, summed over workers.", counter_names[i]);
+        snprintf(name, sizeof(name), "sipslb_%s_total", slb_worker_counter_names[i]);
+        snprintf(help, sizeof(help), "Worker counter %s, summed over workers.",
+                 slb_worker_counter_names[i]);
         family(b, name, "counter", help);
         slb_textbuf_printf(b, "%s %llu\n", name, (unsigned long long)v[i]);
     }

@@ -342,6 +342,12 @@ bool slb_worker_failed(const struct slb_worker *w)
     return atomic_load(&w->failed) != 0;
 }
 
+const char *const slb_worker_counter_names[] = {
+#define SLB_X_NAME(name) #name,
+    SLB_WORKER_COUNTERS(SLB_X_NAME)
+#undef SLB_X_NAME
+};
+
 void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_counters *sum)
 {
 #define SLB_X_ADD(name) sum->name += atomic_load_explicit(&w->c.name, memory_order_relaxed);

@@ -184,6 +184,10 @@ void slb_worker_add_listener_stats(const struct slb_worker *w, unsigned l,
 /* Client connections open on this worker now. Any thread. */
 uint32_t slb_worker_clients_open(const struct slb_worker *w);
 
+/* The counters' names, in struct order: the stats file's keys and the metrics' stems. */
+extern const char *const slb_worker_counter_names[];
+#define SLB_WORKER_N_COUNTERS (sizeof(struct slb_worker_counters) / sizeof(uint64_t))
+
 /* Adds this worker's counters into sum. */
 void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_counters *sum);
 

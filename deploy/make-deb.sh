@@ -106,16 +106,7 @@ install -m 0644 deploy/debian/sipslb.conf "$deb/usr/share/doc/sipslb/examples/si
 install -m 0644 deploy/debian/default "$deb/etc/default/sipslb"
 
 unit=deploy/systemd/sipslb.service
-if [[ -f "$unit" ]]; then
-    install -m 0644 "$unit" "$deb/lib/systemd/system/sipslb.service"
-else
-    log "warning: $unit missing: packaging a placeholder unit"
-    printf '%s\n' "# Placeholder: $unit was missing when this package was built." \
-        "[Unit]" "Description=sipslb (placeholder unit)" "" "[Service]" \
-        "ExecStart=/usr/sbin/sipslb \$SIPSLB_OPTS" "EnvironmentFile=-/etc/default/sipslb" \
-        >"$deb/lib/systemd/system/sipslb.service"
-    chmod 0644 "$deb/lib/systemd/system/sipslb.service"
-fi
+install -m 0644 "$unit" "$deb/lib/systemd/system/sipslb.service"
 
 maintainer="${DEBFULLNAME:-} <${DEBEMAIL:-}>"
 if [[ -z "${DEBFULLNAME:-}" || -z "${DEBEMAIL:-}" ]]; then

@@ -49,6 +49,7 @@ struct end {
     /* Controls, set before the traffic they govern. */
     int refuse_at;       /* refuse (return false) once, when this many frames were taken */
     bool hold_on_refuse; /* and hold the stream then */
+    bool ignore_fatal;   /* answer "go on" to a fatal frame (a careless owner) */
     /* Frames taken (the callback returned true), in order. */
     int n_frames;
     uint8_t kinds[FRAMES_MAX];
@@ -230,6 +231,8 @@ static bool end_frame(struct slb_stream *s, const char *base, const struct slb_s
     }
     e->n_frames++;
     atomic_fetch_add(&e->a_frames, 1);
+    if (fr->kind == SLB_FRAME_FATAL && e->ignore_fatal)
+        return true;
     if (fr->kind == SLB_FRAME_FATAL) {
         /* As every owner does: nothing more can be framed, the stream goes. */
         slb_stream_close(s, false);
@@ -733,6 +736,29 @@ Test(sip_stream, unframable_input_is_one_fatal_frame_and_the_owner_closes, .time
     cr_assert_eq(e->kinds[1], SLB_FRAME_FATAL);
     cr_assert_eq(e->state_at_close, SLB_STREAM_CLOSING);
     assert_took_msgs(e, 0, 1);
+}
+
+/* An owner that says "go on" after a fatal frame: the stream ends anyway (a fatal frame
+ * has no length, so going on would frame the same bytes forever), counted. */
+Test(sip_stream, a_fatal_frame_ends_the_stream_whatever_the_owner_says, .timeout = 30)
+{
+    make_msgs(1, 50);
+    fx_start(NULL, NULL);
+    g.srv_end.ignore_fatal = true; /* set like refuse_at: before the client writes */
+    int fd = client_socket(g.srv.port, 0);
+    wait_for(&g.srv_end.a_opened, 1, "the accept");
+    char buf[MSG_CAP + 16];
+    size_t len = concat(buf, sizeof(buf), 0, 1);
+    memcpy(buf + len, "\rXYZ\r\n\r\n", 9);
+    cr_assert(h_write_all(fd, buf, len + 9));
+    wait_for(&g.srv_end.a_closed, 1, "the close");
+    cr_assert(h_read_eof(fd), "the peer saw the close");
+    close(fd);
+    fx_stop();
+    struct end *e = &g.srv_end;
+    cr_assert_eq(e->n_frames, 2, "frames: %d", e->n_frames);
+    cr_assert_eq(e->kinds[1], SLB_FRAME_FATAL);
+    cr_assert_eq(atomic_load(&g.env.c.closed_bad_input), 1);
 }
 
 /* ---- 2. stopping and holding ---------------------------------------------------------- */
