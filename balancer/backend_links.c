@@ -30,6 +30,12 @@ void links_reconcile(struct slb_worker *w, const struct slb_route_table *t)
         if (t->state[b] == SLB_BACKEND_REMOVED) {
             if (!fresh && w->seen_state[b] != SLB_BACKEND_REMOVED)
                 close_links(w, b);
+        } else if (t->state[b] == SLB_BACKEND_DOWN) {
+            /* Marked down with requests unanswered (it may hang without closing): they
+             * go to the next backend now; a late answer from this one is dropped. */
+            if (!fresh && w->seen_state[b] != SLB_BACKEND_DOWN)
+                for (unsigned i = 0; i < k; i++)
+                    resend_orphan_link(w, &w->links[b * k + i], false);
         } else if (fresh || w->seen_state[b] == SLB_BACKEND_DOWN ||
                    w->seen_state[b] == SLB_BACKEND_REMOVED) {
             for (unsigned i = 0; i < k; i++) {
@@ -103,6 +109,7 @@ static void count_link(struct slb_worker *w, struct link *l, bool up)
 static void schedule_redial(struct slb_worker *w, struct link *l, bool wake)
 {
     count_link(w, l, false);
+    resend_orphan_link(w, l, true); /* what it never answered goes elsewhere */
     l->conn = NULL;
     if (l->state == LINK_REMOVED) {
         if (wake)
@@ -123,6 +130,7 @@ void link_dial(struct slb_worker *w, struct link *l)
 {
     const struct slb_backend_spec *b = backend_spec(w, l->backend);
     struct slb_conn_id id;
+    resend_link_init(w, l);
     uint32_t tag = TAG_LINK + (uint32_t)(l - w->links);
     l->state = LINK_CONNECTING;
     int rc = slb_redial_connect(&w->loop, (const struct sockaddr *)&b->addr.sa, b->addr.len, tag,

@@ -86,6 +86,11 @@ static const struct slb_flag table[] = {
       "slots in the consistent-hash table (a prime)"),
     F("retry-after", SLB_FLAG_INT, retry_after_s, "5", 1, 3600, NULL, "SECONDS",
       "Retry-After of the 503 sent when no backend is reachable"),
+    F("resend-max-requests", SLB_FLAG_INT, resend_max_requests, "512", 0, 65536, NULL, "N",
+      "requests not yet answered kept per backend link, re-sent to the next backend if the "
+      "link fails or the backend goes down; 0 = off"),
+    F("resend-max-bytes", SLB_FLAG_INT, resend_max_bytes, "262144", 4096, 67108864, NULL, "BYTES",
+      "bytes of those copies per backend link"),
     F("probe-interval", SLB_FLAG_MS, probe_interval_ms, "1s", 50, 3600000, NULL, "DURATION",
       "how often each backend gets a SIP OPTIONS probe over TLS"),
     F("probe-timeout", SLB_FLAG_MS, probe_timeout_ms, "1s", 10, 3600000, NULL, "DURATION",

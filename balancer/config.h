@@ -105,6 +105,8 @@ struct slb_config {
     int64_t max_message_size;
     int64_t maglev_size;
     int64_t retry_after_s;
+    int64_t resend_max_requests; /* per link; 0: no copies */
+    int64_t resend_max_bytes;    /* per link */
     uint64_t probe_interval_ms;
     uint64_t probe_timeout_ms;
     int64_t fall, rise;

@@ -48,6 +48,30 @@ static inline uint16_t slb_maglev_lookup(const struct slb_maglev *m, uint64_t ha
     return m->n_up ? m->slot[hash % m->size] : (uint16_t)SLB_MAGLEV_NONE;
 }
 
+/* The next choice for a key when backend `except` cannot take it (its link failed, it is
+ * going down): the owner of the first slot from the key's own onward that is not except.
+ * The same answer in every process given the same table, and never except; slots of the
+ * other backends follow each other in the table's pseudo-random order, so the keys of a
+ * failed backend spread over the others by their shares. SLB_MAGLEV_NONE when no other
+ * backend is up. */
+static inline uint16_t slb_maglev_lookup_except(const struct slb_maglev *m, uint64_t hash,
+                                                uint16_t except)
+{
+    if (m->n_up == 0)
+        return (uint16_t)SLB_MAGLEV_NONE;
+    uint32_t s = (uint32_t)(hash % m->size);
+    if (m->slot[s] != except)
+        return m->slot[s];
+    if (m->n_up == 1)
+        return (uint16_t)SLB_MAGLEV_NONE;
+    for (uint32_t i = 1; i < m->size; i++) {
+        uint16_t b = m->slot[(s + i) % m->size];
+        if (b != except)
+            return b;
+    }
+    return (uint16_t)SLB_MAGLEV_NONE;
+}
+
 /* The routing hash of a Call-ID: a fixed-key SipHash, identical in every process. */
 uint64_t slb_route_hash(struct slb_slice call_id);
 

@@ -85,7 +85,8 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
 
 int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                             const struct slb_proxy_self *self, const char *ip, size_t ip_len,
-                            uint16_t port, uint64_t conn_id, bool backend_side, uint64_t sent_us)
+                            uint16_t port, uint64_t conn_id, bool backend_side, uint64_t sent_us,
+                            uint32_t *tx_out)
 {
     /* RFC 3261 16.3 step 2: checked first so nothing is half done. */
     if (msg->max_forwards == 0)
@@ -104,6 +105,8 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
     uint32_t tx = slb_tx_hash(&self->mac_key, msg) & ~SLB_BRANCH_TX_BACKEND_SIDE;
     if (backend_side)
         tx |= SLB_BRANCH_TX_BACKEND_SIDE;
+    if (tx_out)
+        *tx_out = tx;
     slb_branch_make(via + n, &self->mac_key, conn_id, tx, slb_loop_hash(&self->mac_key, msg));
     struct slb_slice branch = {via + n, SLB_BRANCH_LEN};
     n += SLB_BRANCH_LEN;
@@ -122,13 +125,15 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
 }
 
 bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
-                               uint64_t *conn_id, bool *backend_side)
+                               uint64_t *conn_id, uint32_t *tx_out, bool *backend_side)
 {
     uint32_t tx;
     if (msg->via_count == 0 ||
         !slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx, NULL))
         return false;
     *backend_side = (tx & SLB_BRANCH_TX_BACKEND_SIDE) != 0;
+    if (tx_out)
+        *tx_out = tx;
     return true;
 }
 

@@ -36,12 +36,13 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
  * (RFC 3581), Max-Forwards decremented or added, and our Via on top whose branch names the
  * connection conn_id it came from and, under the MAC, whether that connection is on the
  * backend side (a backend's request toward a client) or the client side; with sent_us (not
- * 0) its send time in our Via's slbt parameter (token.h). Returns 0, -ELOOP when
- * Max-Forwards is 0 (answer 483, 16.3 step 2), or -ENOSPC. */
+ * 0) its send time in our Via's slbt parameter (token.h); *tx (when not NULL) gets the
+ * transaction hash the branch carries. Returns 0, -ELOOP when Max-Forwards is 0 (answer
+ * 483, 16.3 step 2), or -ENOSPC. */
 int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                             const struct slb_proxy_self *self, const char *ip, size_t ip_len,
                             uint16_t port, uint64_t conn_id, bool backend_side,
-                            uint64_t sent_us);
+                            uint64_t sent_us, uint32_t *tx);
 
 /* For a response whose top Via is ours: the send time of its request when our Via has a
  * valid slbt parameter (microseconds modulo 2^40). */
@@ -49,9 +50,10 @@ bool slb_proxy_response_sent(const struct slb_sip_msg *msg, const struct slb_pro
                              uint64_t *sent_us);
 
 /* For a response: whether its top Via is ours with a valid MAC (RFC 3261 16.7 step 1:
- * otherwise it is not for us), the connection it names and which side that one is on. */
+ * otherwise it is not for us), the connection it names, the transaction hash (tx, may be
+ * NULL) and which side that connection is on. */
 bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_proxy_self *self,
-                               uint64_t *conn_id, bool *backend_side);
+                               uint64_t *conn_id, uint32_t *tx, bool *backend_side);
 
 /* What the request's top Route says, when it is ours (RFC 3261 16.4: a Route naming this
  * proxy is removed before forwarding): the backend token (;slb=) and the flow token

@@ -91,8 +91,9 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
     const struct slb_sip_msg *m = im->m;
     COUNT(w, responses_in);
     uint64_t id;
+    uint32_t tx;
     bool to_backend_side;
-    if (!slb_proxy_response_target(m, &w->sh->self, &id, &to_backend_side)) {
+    if (!slb_proxy_response_target(m, &w->sh->self, &id, &tx, &to_backend_side)) {
         COUNT(w, drop_response_not_ours);
         return;
     }
@@ -104,6 +105,11 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
         COUNT(w, drop_response_forged);
         return;
     }
+    /* Its request is answered: no longer a copy to re-send (or re-sent already). */
+    int backend = from_client ? -1 : backend_of_conn(from);
+    if (backend >= 0 && (unsigned)backend < w->n_known &&
+        !resend_response(w, (unsigned)backend, m, id, tx))
+        return;
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, im->base, m->msg_len);
     if (slb_sip_edit_pop_via(e, m) < 0)

@@ -96,9 +96,10 @@ static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
 }
 
 /* The request as it leaves for backend b: our Via, our Route gone, Record-Route for a
- * dialog, Path for a REGISTER. Returns 0 or a negative errno (too large). */
-static int edit_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im,
-                        const struct slb_backend_spec *b)
+ * dialog, Path for a REGISTER; *tx is our branch's transaction hash. Returns 0 or a
+ * negative errno (too large). */
+int edit_client_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im,
+                        const struct slb_backend_spec *b, uint32_t *tx)
 {
     const struct slb_sip_msg *m = im->m;
     struct slb_sip_edit *e = &w->edit;
@@ -107,7 +108,7 @@ static int edit_request(struct slb_worker *w, struct relay_conn *c, const struct
     int rc = slb_proxy_request_edits(
         e, m, &w->sh->self, c->ip, c->ip_len, c->port, c->s.id.v, false,
         /* an ACK gets no response: no send time (0: none) */
-        m->method_id == SLB_METHOD_ACK ? 0 : slb_loop_now_us(&w->loop) | 1u);
+        m->method_id == SLB_METHOD_ACK ? 0 : slb_loop_now_us(&w->loop) | 1u, tx);
     if (rc == 0 && im->route.ours)
         rc = drop_our_route(e, im);
     if (rc == 0 && slb_proxy_dialog_forming(m))
@@ -149,6 +150,14 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
     uint64_t h = slb_route_hash(m->call_id);
     uint16_t b = choose_backend(w, im, t, h, now, &pkey);
     struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
+    if (!l && b != SLB_MAGLEV_NONE) {
+        /* Its backend has no link up and none being dialled (they just failed; the health
+         * checker has not marked it down yet): the next choice, as failover.c re-sends. */
+        b = slb_maglev_lookup_except(&t->maglev, h, b);
+        l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
+        if (l)
+            COUNT(w, routed_around_link_down);
+    }
     if (!l) {
         if (ack)
             COUNT(w, drop_ack_unroutable);
@@ -158,7 +167,8 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
     }
     if (l->state != LINK_READY)
         return wait_on(w, c, l);
-    if (edit_request(w, c, im, &t->backends->spec[b]) < 0) {
+    uint32_t tx;
+    if (edit_client_request(w, c, im, &t->backends->spec[b], &tx) < 0) {
         reply(w, c, im, 513, "Message Too Large", NULL);
         return STEP_NEXT;
     }
@@ -171,8 +181,10 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
         return STEP_NEXT;
     if (m->method_id == SLB_METHOD_INVITE && pkey)
         slb_pending_invite_put(&w->pending, pkey, b, now);
-    if (!ack)
+    if (!ack) {
         c->awaiting++;
+        resend_keep(w, l, c, im, tx, false); /* ACK has no response to wait for */
+    }
     COUNT(w, requests_forwarded);
     COUNT(w, per_backend[b].requests);
     return STEP_NEXT;

@@ -26,7 +26,7 @@ static int edit_toward(struct slb_worker *w, struct relay_conn *from, const stru
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, im->base, m->msg_len);
     int rc = slb_proxy_request_edits(e, m, &w->sh->self, from->ip, from->ip_len, from->port,
-                                     from->s.id.v, true, 0);
+                                     from->s.id.v, true, 0, NULL);
     if (rc == 0)
         rc = drop_our_route(e, im);
     int b = backend_of_conn(from);

@@ -10,6 +10,7 @@
  *   client_flow.c     clients' backpressure, timers, half-close
  *   client_admit.c    admission: --max-conns, per-source limits, handshakes in progress
  *   replies.c         the responses sipslb writes itself
+ *   failover.c        requests a failed backend never answered, re-sent to the next one
  *   server_ctx.c      certificate rotation (server TLS contexts in use)
  *
  * Everything here runs on the worker's own thread, except what slb_worker_* in worker.h
@@ -28,6 +29,7 @@
 #include "balancer/health.h"
 #include "balancer/pending_invite.h"
 #include "balancer/proxy.h"
+#include "balancer/resend.h"
 #include "balancer/router.h"
 #include "balancer/sip_stream.h"
 #include "balancer/token.h"
@@ -122,6 +124,8 @@ struct link {
     struct slb_redial redial;       /* backoff and the session to resume */
     struct relay_conn *parked_head; /* clients waiting for room on this link */
     bool counted_up;                /* counted in w->links_up */
+    bool rs_ready;                  /* rs was set up (failover.c) */
+    struct slb_resend rs;           /* requests forwarded on it, not answered yet */
 };
 
 /* A server context replaced by a reload while sessions made from it still live; freed
@@ -204,6 +208,10 @@ struct slb_worker {
     struct slot_return *returns; /* other workers' slots whose return post failed */
     unsigned n_returns, returns_cap;
     struct slb_ratelimit rl_tls, rl_input, rl_backend, rl_limit, rl_fds, rl_auth;
+    struct slb_timer resend_timer; /* re-sends what failed links leave (failover.c) */
+    char *resend_buf;              /* a copy being re-sent: max_message_size bytes */
+    struct slb_sip_msg resend_msg; /* and its scan */
+    struct slb_sip_header resend_hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
     struct relay_counters c;
     _Atomic uint32_t clients_open;               /* n_clients, for the admin thread */
     _Atomic uint32_t links_up[SLB_MAX_BACKENDS]; /* links ready, per backend */
@@ -234,6 +242,19 @@ bool reject_request(struct slb_worker *w, struct relay_conn *c, const struct in_
 enum step { STEP_NEXT, STEP_STOP }; /* after one message: go on, or stop (held/closing) */
 enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im);
 int drop_our_route(struct slb_sip_edit *e, const struct in_msg *im);
+int edit_client_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im,
+                        const struct slb_backend_spec *b, uint32_t *tx);
+
+/* failover.c */
+void resend_init(struct slb_worker *w);
+void resend_deinit(struct slb_worker *w);
+void resend_link_init(struct slb_worker *w, struct link *l);
+void resend_keep(struct slb_worker *w, struct link *l, const struct relay_conn *c,
+                 const struct in_msg *im, uint32_t tx, bool resent);
+bool resend_response(struct slb_worker *w, unsigned backend, const struct slb_sip_msg *m,
+                     uint64_t conn_id, uint32_t tx);
+void resend_orphan_link(struct slb_worker *w, struct link *l, bool gone);
+void resend_expire(struct slb_worker *w, uint64_t now_ms);
 
 /* relay_response.c */
 void relay_response(struct slb_worker *w, struct relay_conn *from, const struct in_msg *im);

@@ -52,6 +52,7 @@ static void on_refresh(struct slb_timer *t)
             usleep(100000);
     }
     wake_stuck_parked(w, route_table(w));
+    resend_expire(w, now);
     take_new_sctx(w);
     if (w->n_returns)
         retry_returns(w);
@@ -201,17 +202,20 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->signals = slb_health_signals(sh->health);
     w->drain_clock = slb_health_drain_clock(sh->health, index);
     slb_timer_init(&w->refresh, on_refresh);
+    resend_init(w);
     slb_pending_invites_init(&w->pending, &sh->pending_key);
     /* A pending buffer for every client and every link at once. */
     int erc = slb_stream_env_init(&w->env, &relay_stream_ops, (uint32_t)cfg->max_conns + w->n_links,
                                   (size_t)cfg->max_message_size);
     w->reply_cap = (size_t)cfg->max_message_size + REPLY_ROOM;
     w->reply = malloc(w->reply_cap);
+    w->resend_buf = malloc((size_t)cfg->max_message_size);
     w->returns_cap = cfg->n_workers * SLB_OUTBOX_SLOTS;
     w->returns = calloc(w->returns_cap, sizeof(*w->returns));
     int orc = slb_outbox_init(&w->outbox, (size_t)cfg->max_message_size);
     int rrc = slb_rate_table_init(&w->rates, (uint32_t)cfg->limit_request_rate, RATE_SLOTS);
-    if (!w->conns || !w->links || erc < 0 || !w->reply || !w->returns || rrc < 0 || orc < 0) {
+    if (!w->conns || !w->links || erc < 0 || !w->reply || !w->resend_buf || !w->returns ||
+        rrc < 0 || orc < 0) {
         slb_worker_free(w);
         return NULL;
     }
@@ -232,6 +236,8 @@ void slb_worker_free(struct slb_worker *w)
         return;
     for (uint32_t i = 0; w->links && i < w->n_links; i++)
         slb_redial_deinit(&w->links[i].redial);
+    resend_deinit(w);
+    free(w->resend_buf);
     free(w->conns);
     free(w->links);
     slb_stream_env_deinit(&w->env);
@@ -315,6 +321,7 @@ out:
     atomic_store(&w->stop_requested, 1); /* no redials during teardown */
     links_stop(w);
     slb_timer_cancel(&w->refresh);
+    slb_timer_cancel(&w->resend_timer);
     slb_loop_deinit(&w->loop);
     slb_tls_thread_cleanup();
     return result;

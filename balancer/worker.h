@@ -88,7 +88,14 @@ struct slb_worker;
     X(handoff_slots_reclaimed)                                                                     \
     X(closed_input_flood)                                                                          \
     X(closed_cut_write)                                                                            \
-    X(pongs_dropped)
+    X(pongs_dropped)                                                                               \
+    X(resend_store_full)                                                                           \
+    X(requests_resent)                                                                             \
+    X(resend_answered_503)                                                                         \
+    X(resend_client_gone)                                                                          \
+    X(resend_late_dropped)                                                                         \
+    X(resend_expired)                                                                              \
+    X(routed_around_link_down)
 
 struct slb_worker_counters {
 #define SLB_X_FIELD(name) uint64_t name;

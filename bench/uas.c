@@ -2,7 +2,8 @@
  * (io_uring loop, wolfSSL over memory buffers, the zero-copy scanner). Answers 200 to
  * OPTIONS, REGISTER, BYE and anything else, 100 + 180 + 200 (with SDP) to INVITE, absorbs
  * ACK, answers keepalive pings. Counts what it received per Call-ID and writes that report
- * at exit and on SIGUSR1: one line "CALL-ID REQUESTS METHODS" per Call-ID.
+ * at exit and on SIGUSR1: one line "CALL-ID REQUESTS METHODS" per Call-ID. For failover
+ * tests: SIGUSR2 turns it into a black hole, SIGHUP resets all its connections.
  * One loop on one thread, or --workers N loops. Not a product: bounded by its flags. */
 #include <errno.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "balancer/config.h"
 #include "balancer/sip_stream.h"
@@ -20,6 +22,7 @@
 #include "core/sip.h"
 #include "io/conn.h"
 #include "io/loop.h"
+#include "io/timer.h"
 #include "io/threads.h"
 #include "tls/tls.h"
 
@@ -79,7 +82,15 @@ struct uas {
     char *arena;
     size_t arena_len, arena_cap;
     uint64_t requests, responses_sent, dropped_calls, dropped_responses;
+    struct slb_timer poll; /* looks at the signals' flags below */
+    unsigned seen_resets;
 };
+
+/* Failure modes for failover tests, set by signals on the main thread and read by every
+ * loop: SIGUSR2 makes the backend a black hole (it reads and answers nothing, probes
+ * included); SIGHUP resets every connection it has (TCP RST) and goes on answering. */
+static atomic_int blackhole;
+static atomic_uint resets;
 
 static const struct slb_siphash_key tally_key = {0x75617374616c6c79ull, 0x6b65792e2e2e2e2eull};
 
@@ -208,6 +219,8 @@ static bool uas_frame(struct slb_stream *s, const char *base, const struct slb_s
                       const struct slb_sip_msg *m)
 {
     struct uas *u = uas_of(s);
+    if (atomic_load_explicit(&blackhole, memory_order_relaxed))
+        return true;
     if (fr->kind == SLB_FRAME_FATAL) {
         slb_stream_close(s, true);
         return false;
@@ -276,6 +289,27 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
 }
 
 #define MAX_CONNS 4096u
+#define POLL_MS   10u
+
+/* SIGHUP's reset: every connection closed with an RST (SO_LINGER 0), as a crashed or
+ * rebooted server's peer sees it. */
+static void on_poll(struct slb_timer *t)
+{
+    struct uas *u = slb_timer_entry(t, struct uas, poll);
+    unsigned r = atomic_load(&resets);
+    if (r != u->seen_resets) {
+        u->seen_resets = r;
+        for (uint32_t i = 0; i < MAX_CONNS; i++) {
+            struct slb_stream *s = &u->streams[i];
+            if (s->state == SLB_STREAM_FREE || !s->conn)
+                continue;
+            struct linger lg = {1, 0};
+            (void)setsockopt(s->conn->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            slb_stream_close(s, false);
+        }
+    }
+    slb_timer_arm(slb_loop_wheel(&u->loop), &u->poll, POLL_MS);
+}
 
 static void *run(void *arg)
 {
@@ -305,9 +339,12 @@ static void *run(void *arg)
             return (void *)1;
         }
     }
+    slb_timer_init(&u->poll, on_poll);
+    slb_timer_arm(slb_loop_wheel(&u->loop), &u->poll, POLL_MS);
     atomic_store(&u->running, 1);
     if (!atomic_load(&u->stop))
         slb_loop_run(&u->loop);
+    slb_timer_cancel(&u->poll);
     slb_loop_deinit(&u->loop);
     slb_tls_thread_cleanup();
     return NULL;
@@ -403,6 +440,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     struct slb_threads workers;
@@ -415,6 +454,15 @@ int main(int argc, char **argv)
         if (sig < 0) {
             if (errno == EAGAIN && any_failed(u, n))
                 break;
+            continue;
+        }
+        if (sig == SIGUSR2) {
+            atomic_store(&blackhole, 1);
+            slb_log(SLB_LOG_INFO, "sipslb-uas: SIGUSR2: answering nothing from now on");
+            continue;
+        }
+        if (sig == SIGHUP) {
+            atomic_fetch_add(&resets, 1);
             continue;
         }
         if (sig == SIGUSR1) {

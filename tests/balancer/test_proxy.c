@@ -107,7 +107,7 @@ Test(proxy, request_edits_then_response_routes_back)
     struct slb_proxy_self s = self();
     struct slb_sip_edit e;
     slb_sip_edit_init(&e, r, strlen(r));
-    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 40000, 0xabcdef, false, 0), 0);
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 40000, 0xabcdef, false, 0, NULL), 0);
     int n = slb_sip_edit_flatten(&e, out, sizeof(out));
     out[n] = 0;
     cr_assert(strstr(out, "Max-Forwards: 70\r\n"));
@@ -122,16 +122,16 @@ Test(proxy, request_edits_then_response_routes_back)
     scan_ok(resp, &msg, h);
     uint64_t conn;
     bool side = true;
-    cr_assert(slb_proxy_response_target(&msg, &s, &conn, &side));
+    cr_assert(slb_proxy_response_target(&msg, &s, &conn, NULL, &side));
     cr_assert_eq(conn, 0xabcdef);
     cr_assert_not(side, "a client's connection: its response must come from a backend");
     struct slb_proxy_self other = self();
     other.mac_key.k0 ^= 1;
-    cr_assert_not(slb_proxy_response_target(&msg, &other, &conn, &side));
+    cr_assert_not(slb_proxy_response_target(&msg, &other, &conn, NULL, &side));
     /* Max-Forwards 0 is refused before any edit. */
     scan_ok(req, &back, h2);
     slb_sip_edit_init(&e, req, strlen(req));
-    cr_assert_eq(slb_proxy_request_edits(&e, &back, &s, "192.0.2.9", 9, 1, 1, false, 0), -ELOOP);
+    cr_assert_eq(slb_proxy_request_edits(&e, &back, &s, "192.0.2.9", 9, 1, 1, false, 0, NULL), -ELOOP);
     cr_assert_eq(e.n_ops, 0);
 }
 
@@ -208,7 +208,7 @@ Test(proxy, a_loop_is_482_a_spiral_is_not)
     scan_ok(r, &msg, h);
     struct slb_sip_edit e;
     slb_sip_edit_init(&e, r, strlen(r));
-    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.1", 9, 1, 5, false, 0), 0);
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.1", 9, 1, 5, false, 0, NULL), 0);
     int n = slb_sip_edit_flatten(&e, out, sizeof(out));
     out[n] = 0;
     /* The same request comes back through a backend that added its Via on top. */
@@ -243,7 +243,7 @@ Test(proxy, branch_says_which_side_the_named_connection_is_on)
     struct slb_proxy_self s = self();
     struct slb_sip_edit e;
     slb_sip_edit_init(&e, r, strlen(r));
-    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 5061, 0x77, true, 0), 0);
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 5061, 0x77, true, 0, NULL), 0);
     int n = slb_sip_edit_flatten(&e, out, sizeof(out));
     out[n] = 0;
     scan_ok(out, &back, h2);
@@ -253,7 +253,7 @@ Test(proxy, branch_says_which_side_the_named_connection_is_on)
     scan_ok(resp, &msg, h);
     uint64_t conn;
     bool side = false;
-    cr_assert(slb_proxy_response_target(&msg, &s, &conn, &side));
+    cr_assert(slb_proxy_response_target(&msg, &s, &conn, NULL, &side));
     cr_assert_eq(conn, 0x77);
     cr_assert(side, "a backend's connection: only a client may answer it");
 }
@@ -307,5 +307,5 @@ Test(proxy, fields_longer_than_the_hash_buffer_are_hashed_without_overflow)
     cr_assert_eq(slb_tx_hash(&s.mac_key, &msg), b);
     struct slb_sip_edit e;
     slb_sip_edit_init(&e, r, strlen(r));
-    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 1, 7, false, 0), 0);
+    cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 1, 7, false, 0, NULL), 0);
 }

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""End to end, no call lost: one of three backends fails under 1,000 calls/s (SIGKILL, a
+TCP reset of all its connections, a black hole that accepts and never answers) and no call
+fails; the requests it never answered are re-sent to the next backend (counted). With no
+other backend, the client gets 503 with Retry-After at once instead of waiting for its
+timers. Loopback only; processes stopped by PID; every load bounded in count and time.
+
+usage: test_failover.py BUILD_DIR SOURCE_DIR"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sipharness import (Harness, SipClient, header_values, request,  # noqa: E402
+                        run_tests, status_of)
+
+PROBE = ["--probe-interval", "500ms", "--probe-timeout", "400ms", "--fall", "2", "--rise", "2"]
+RATE, SECONDS, FAIL_AT = 1000, 6, 2.0
+
+
+class Ctx:
+    pass
+
+
+def setup():
+    c = Ctx()
+    c.h = Harness(sys.argv[1], sys.argv[2])
+    c.ca = c.h.cert("ca.pem")
+    return c
+
+
+def teardown(c):
+    c.h.close()
+
+
+def load_with_failure(c, name, fail):
+    """Three backends behind sipslb (2 workers), calls at RATE/s for SECONDS; fail(victim)
+    at FAIL_AT s. Returns (load summary, sipslb stats)."""
+    uas = [c.h.start_uas("%s%d" % (name, i), c.h.free_port()) for i in range(3)]
+    lb = c.h.start_sipslb(c.h.free_port(), [u.port for u in uas], ["--workers", "2"] + PROBE)
+    out = {}
+
+    def load():
+        p = subprocess.run([c.h.bin("bench/sipslb-load"), "--target", "127.0.0.1:%d" % lb.port,
+                            "--ca", c.ca, "--scenario", "call", "--rate", str(RATE),
+                            "--duration", "%ds" % SECONDS, "--conns", "20", "--timeout", "10s",
+                            "--max-duration", "60s", "--json"],
+                           capture_output=True, text=True, timeout=90)
+        out["json"] = json.loads(p.stdout)
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(FAIL_AT)
+    fail(uas[1])
+    t.join(100)
+    assert c.h.stop(lb) == 0
+    st = c.h.read_stats(lb.stats)
+    for u in uas:
+        c.h.stop(u, sig=signal.SIGKILL)
+    s = out["json"]
+    print("%s: %d calls, %d ok, %d failed (%s); re-sent %d, answered 503 %d, late answers "
+          "dropped %d, routed around a failed link %d, client gone %d" %
+          (name, s["calls"]["started"], s["calls"]["ok"], s["calls"]["failed"],
+           json.dumps(s["failures"]), st["requests_resent"], st["resend_answered_503"],
+           st["resend_late_dropped"], st["routed_around_link_down"], st["resend_client_gone"]))
+    return s, st
+
+
+def assert_no_call_lost(s, st):
+    assert s["calls"]["failed"] == 0, s["failures"]
+    assert s["calls"]["ok"] >= RATE * SECONDS * 0.95, s["calls"]
+    assert st["resend_answered_503"] == 0, st
+
+
+def test_sigkill_of_a_backend_loses_no_call(c):
+    s, st = load_with_failure(c, "kill", lambda u: c.h.stop(u, sig=signal.SIGKILL))
+    assert_no_call_lost(s, st)
+    assert st["backend_lost"] >= 1, st
+
+
+def test_reset_of_a_backends_connections_loses_no_call(c):
+    s, st = load_with_failure(c, "rst", lambda u: u.send_signal(signal.SIGHUP))
+    assert_no_call_lost(s, st)
+    assert st["backend_lost"] >= 1, st
+
+
+def test_black_hole_backend_loses_no_call(c):
+    # It keeps its connections and answers nothing: its requests wait until the probes mark
+    # it down (--probe-timeout x --fall), then go to the next backend.
+    s, st = load_with_failure(c, "hole", lambda u: u.send_signal(signal.SIGUSR2))
+    assert_no_call_lost(s, st)
+    assert st["requests_resent"] > 0, st
+
+
+def test_no_other_backend_answers_503_at_once(c):
+    uas = c.h.start_uas("alone", c.h.free_port())
+    lb = c.h.start_sipslb(c.h.free_port(), [uas.port], ["--workers", "1"] + PROBE)
+    cl = SipClient(lb.port, c.ca)
+    cl.send(request("OPTIONS", "warm-" + uuid.uuid4().hex, 1, "z9hG4bKw", cl.local_port))
+    assert status_of(cl.recv_message()) == 200
+    uas.send_signal(signal.SIGUSR2)
+    time.sleep(0.1)
+    t0 = time.time()
+    cid = "alone-" + uuid.uuid4().hex
+    cl.send(request("INVITE", cid, 1, "z9hG4bK" + uuid.uuid4().hex, cl.local_port))
+    r = cl.recv_message(timeout=5.0)
+    waited = time.time() - t0
+    assert r is not None and status_of(r) == 503, r
+    assert header_values(r, "Retry-After"), r
+    print("no other backend: 503 after %.0f ms (the backend marked down, not Timer B's 32 s)"
+          % (1000 * waited))
+    assert waited < 3.0, waited
+    cl.close()
+    assert c.h.stop(lb) == 0
+    st = c.h.read_stats(lb.stats)
+    assert st["resend_answered_503"] == 1, st
+    c.h.stop(uas)
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests([test_no_other_backend_answers_503_at_once,
+                        test_sigkill_of_a_backend_loses_no_call,
+                        test_reset_of_a_backends_connections_loses_no_call,
+                        test_black_hole_backend_loses_no_call], setup, teardown))
