@@ -11,7 +11,9 @@
 #define SLB_SIP_MAX_MSG_BYTES_DEFAULT  65535u /* start line + headers + body */
 #define SLB_SIP_MAX_LINE_BYTES_DEFAULT 8192u  /* one header line incl. folded lines */
 #define SLB_SIP_MAX_HEADERS_DEFAULT    96u    /* header lines per message */
-#define SLB_SIP_MAX_VIAS               32u    /* Via values kept per message */
+/* Via values kept per message: a request that started with Max-Forwards 70 (RFC 3261
+ * 8.1.1.6) has at most 71 when it reaches us, and its response one more (ours). */
+#define SLB_SIP_MAX_VIAS 72u
 
 /* Bounds applied by the framer and the scanner. Owned by the caller; read only. */
 struct slb_sip_limits {
@@ -24,28 +26,29 @@ struct slb_sip_limits {
  * whether the byte stream can go on after it (slb_sip_err_closes). */
 enum slb_sip_err {
     SLB_SIP_E_NONE = 0,
-    SLB_SIP_E_GARBAGE,         /* no SIP start line where a message must begin: close */
-    SLB_SIP_E_START_LINE,      /* malformed request or status line */
-    SLB_SIP_E_VERSION,         /* well-formed SIP version other than 2.0: 505 */
-    SLB_SIP_E_CTL_BYTE,        /* NUL or control byte in the start line */
-    SLB_SIP_E_CTL_NAME,        /* NUL or control byte where a header name must be: close */
-    SLB_SIP_E_HEADER_SYNTAX,   /* header line without a name or a colon */
-    SLB_SIP_E_LINE_TOO_LONG,   /* a start line or header line over max_line_bytes */
-    SLB_SIP_E_TOO_MANY_HEADERS,/* more header lines than max_headers */
-    SLB_SIP_E_TOO_LARGE,       /* headers + body over max_msg_bytes */
-    SLB_SIP_E_NO_CONTENT_LENGTH, /* a stream message without Content-Length */
-    SLB_SIP_E_CONTENT_LENGTH,  /* Content-Length not a plain non-negative number */
+    SLB_SIP_E_GARBAGE,                 /* no SIP start line where a message must begin: close */
+    SLB_SIP_E_START_LINE,              /* malformed request or status line */
+    SLB_SIP_E_VERSION,                 /* well-formed SIP version other than 2.0: 505 */
+    SLB_SIP_E_CTL_BYTE,                /* NUL or control byte in the start line */
+    SLB_SIP_E_CTL_NAME,                /* NUL or control byte where a header name must be: close */
+    SLB_SIP_E_HEADER_SYNTAX,           /* header line without a name or a colon */
+    SLB_SIP_E_LINE_TOO_LONG,           /* a start line or header line over max_line_bytes */
+    SLB_SIP_E_TOO_MANY_HEADERS,        /* more header lines than max_headers */
+    SLB_SIP_E_TOO_LARGE,               /* headers + body over max_msg_bytes */
+    SLB_SIP_E_NO_CONTENT_LENGTH,       /* a stream message without Content-Length */
+    SLB_SIP_E_CONTENT_LENGTH,          /* Content-Length not a plain non-negative number */
     SLB_SIP_E_CONTENT_LENGTH_CONFLICT, /* two Content-Length values that differ */
     SLB_SIP_E_NO_CALL_ID,
-    SLB_SIP_E_DUP_CALL_ID,     /* two Call-ID headers: routing would be ambiguous */
+    SLB_SIP_E_DUP_CALL_ID, /* two Call-ID headers: routing would be ambiguous */
     SLB_SIP_E_NO_VIA,
-    SLB_SIP_E_VIA,             /* top Via unparsable, or more than SLB_SIP_MAX_VIAS values */
+    SLB_SIP_E_VIA, /* top Via unparsable, or more than SLB_SIP_MAX_VIAS values */
     SLB_SIP_E_NO_CSEQ,
-    SLB_SIP_E_CSEQ,            /* CSeq not "number method", or method differs from request */
+    SLB_SIP_E_CSEQ, /* CSeq not "number method", or method differs from request */
     SLB_SIP_E_NO_FROM,
     SLB_SIP_E_NO_TO,
-    SLB_SIP_E_MAX_FORWARDS,    /* Max-Forwards not a number */
-    SLB_SIP_E_CTL_VALUE,       /* NUL or a CR without LF in a header value (RFC 3261 25.1) */
+    SLB_SIP_E_MAX_FORWARDS, /* Max-Forwards not a number */
+    SLB_SIP_E_CTL_VALUE,    /* NUL outside a quoted-pair, or a CR without LF, in a header */
+    SLB_SIP_E_FROM_TO,      /* From or To with an unterminated quoted string */
     SLB_SIP_E__COUNT
 };
 

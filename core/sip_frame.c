@@ -41,6 +41,7 @@ static const struct err_info err_table[SLB_SIP_E__COUNT] = {
     [SLB_SIP_E_NO_TO] = {400, false, "Bad Request - Missing To"},
     [SLB_SIP_E_MAX_FORWARDS] = {400, false, "Bad Request - Malformed Max-Forwards"},
     [SLB_SIP_E_CTL_VALUE] = {400, false, "Bad Request - Control Byte In Header Value"},
+    [SLB_SIP_E_FROM_TO] = {400, false, "Bad Request - Malformed From or To"},
 };
 
 int slb_sip_err_status(enum slb_sip_err err)

@@ -16,17 +16,14 @@
 /* RFC 3261 25.1 token characters: alphanum and -.!%*_+`'~ */
 static const uint8_t token_char[256] = {
     ['!'] = 1, ['%'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['_'] = 1,
-    ['`'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+    ['`'] = 1, ['~'] = 1, ['0'] = 1,  ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1,  ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1,
+    ['E'] = 1, ['F'] = 1, ['G'] = 1,  ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1,  ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1,  ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1,
+    ['c'] = 1, ['d'] = 1, ['e'] = 1,  ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1,  ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1,  ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
 static inline bool is_ws(char c)
@@ -105,8 +102,8 @@ static inline const char *find_either_s(const char *p, const char *end, const ch
     const __m128i va = _mm_set1_epi8(a), vb = _mm_set1_epi8(b);
     while (p < end && safe - p >= 16) {
         __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-        unsigned m = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_cmpeq_epi8(x, va), _mm_cmpeq_epi8(x, vb)));
+        unsigned m =
+            (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, va), _mm_cmpeq_epi8(x, vb)));
         if (end - p < 16)
             m &= (1u << (end - p)) - 1;
         if (m)
@@ -165,6 +162,38 @@ static inline bool has_nul_or_bare_cr(const char *p, const char *end)
     return false;
 }
 
+/* The slow check behind has_nul_or_bare_cr's hit: true unless every NUL is the escaped
+ * byte of a quoted-pair inside a quoted string (RFC 3261 25.1: quoted-pair = "\\"
+ * %x00-09 / %x0B-0C / %x0E-7F), the one place a header may carry it (RFC 4475 3.1.1.2). A
+ * quoted string ends with its line unless the next line is a continuation. */
+static bool nul_outside_quoted_pair(const char *p, const char *end)
+{
+    bool quoted = false;
+    for (; p < end; p++) {
+        char c = *p;
+        if (c == '\r') {
+            if (p + 1 == end || p[1] != '\n')
+                return true;
+            continue;
+        }
+        if (c == '\n') {
+            if (p + 1 == end || (p[1] != ' ' && p[1] != '\t'))
+                quoted = false; /* a new header line */
+            continue;
+        }
+        if (c == 0)
+            return true;
+        if (c == '"') {
+            quoted = !quoted;
+        } else if (c == '\\' && quoted && p + 1 < end) {
+            if (p[1] == '\r' || p[1] == '\n')
+                return p[1] == '\r' && (p + 2 == end || p[2] != '\n');
+            p++; /* the escaped byte, NUL included */
+        }
+    }
+    return false;
+}
+
 static inline const char *find_nl(const char *p, const char *end)
 {
     return find_byte(p, end, '\n');
@@ -211,8 +240,8 @@ bool slb_slice_eq_nocase(struct slb_slice a, const char *lit)
 enum slb_sip_method slb_sip_method_id(struct slb_slice m)
 {
     /* RFC 3261 7.1: method names are case-sensitive. */
-#define M(lit, id)                                                                         \
-    if (m.len == sizeof(lit) - 1 && memcmp(m.ptr, lit, m.len) == 0)                        \
+#define M(lit, id)                                                                                 \
+    if (m.len == sizeof(lit) - 1 && memcmp(m.ptr, lit, m.len) == 0)                                \
         return id;
     switch (m.len) {
     case 3:
@@ -342,7 +371,9 @@ static int64_t parse_digits(struct slb_slice s, int64_t max)
 
 /* Skips a quoted-string starting at p (at the opening quote). Returns the position after
  * the closing quote, or end when unterminated. RFC 3261 25.1 quoted-pair: '\' escapes. */
-static const char *skip_quoted(const char *p, const char *end)
+/* Past the quoted string that starts at p (its '"'): the byte after its closing quote, or
+ * NULL when it never closes. */
+static const char *quoted_end(const char *p, const char *end)
 {
     for (p++; p < end; p++) {
         if (*p == '\\') {
@@ -352,7 +383,13 @@ static const char *skip_quoted(const char *p, const char *end)
         if (*p == '"')
             return p + 1;
     }
-    return end;
+    return NULL;
+}
+
+static const char *skip_quoted(const char *p, const char *end)
+{
+    const char *q = quoted_end(p, end);
+    return q ? q : end;
 }
 
 /* One ";name[=value]" parameter: p is at its ';'. Returns where the next one starts (its
@@ -374,8 +411,8 @@ static const char *param_next(const char *p, const char *end, const char *safe,
     return semi;
 }
 
-static bool param_find_s(struct slb_slice params, const char *name, size_t nlen,
-                         const char *safe, struct slb_slice *value)
+static bool param_find_s(struct slb_slice params, const char *name, size_t nlen, const char *safe,
+                         struct slb_slice *value)
 {
     const char *p = params.ptr, *end = params.ptr + params.len;
     if (p < end && *p != ';')
@@ -396,13 +433,16 @@ bool slb_sip_param_find(struct slb_slice params, const char *name, struct slb_sl
     return param_find_s(params, name, strlen(name), params.ptr + params.len, value);
 }
 
-/* One pass over a Via's parameters for the three the proxy uses. */
-static void via_params(struct slb_sip_via *via, const char *safe)
+/* One pass over a Via's parameters for the three the proxy uses. An empty parameter name
+ * (";;") is no via-params (RFC 3261 25.1, RFC 4475 3.1.2.1): -EINVAL. */
+static int via_params(struct slb_sip_via *via, const char *safe)
 {
     const char *p = via->params.ptr, *end = p + via->params.len;
     while (p < end) {
         struct slb_slice n, v;
         p = param_next(p, end, safe, &n, &v);
+        if (n.len == 0)
+            return -EINVAL;
         if (n.len == 6 && name_is(n.ptr, "branch", 6) && !via->branch.ptr)
             via->branch = v;
         else if (n.len == 8 && name_is(n.ptr, "received", 8) && !via->received.ptr)
@@ -412,6 +452,7 @@ static void via_params(struct slb_sip_via *via, const char *safe)
             via->has_rport = true;
         }
     }
+    return 0;
 }
 
 static int via_parse_s(struct slb_slice value, struct slb_sip_via *via, const char *safe)
@@ -494,8 +535,7 @@ static int via_parse_s(struct slb_slice value, struct slb_sip_via *via, const ch
     if (p < end && *p != ';')
         return -EINVAL;
     via->params = (struct slb_slice){p, (size_t)(end - p)};
-    via_params(via, safe);
-    return 0;
+    return via_params(via, safe);
 }
 
 int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
@@ -503,9 +543,9 @@ int slb_sip_via_parse(struct slb_slice value, struct slb_sip_via *via)
     return via_parse_s(value, via, value.ptr + value.len);
 }
 
-/* Splits a Via header value into via-parms at top-level commas. */
-static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header,
-                    const char *safe)
+/* Splits a Via header value into via-parms at top-level commas; an empty one (",,", a
+ * trailing comma) is not a via-parm (RFC 3261 25.1). */
+static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header, const char *safe)
 {
     if (!find_byte_s(v.ptr, v.ptr + v.len, safe, ',')) {
         /* One value per line is the common case: no need to look for quotes. */
@@ -518,11 +558,9 @@ static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header
     for (;;) {
         if (p == end || *p == ',') {
             struct slb_slice one = trim(start, p);
-            if (one.len > 0) {
-                if (msg->via_count == SLB_SIP_MAX_VIAS)
-                    return -1;
-                msg->vias[msg->via_count++] = (struct slb_sip_via_ref){one, header};
-            }
+            if (one.len == 0 || msg->via_count == SLB_SIP_MAX_VIAS)
+                return -1;
+            msg->vias[msg->via_count++] = (struct slb_sip_via_ref){one, header};
             if (p == end)
                 return 0;
             start = ++p;
@@ -535,8 +573,9 @@ static int add_vias(struct slb_sip_msg *msg, struct slb_slice v, uint16_t header
 }
 
 /* The tag parameter of a From or To value: parameters follow the '>' of a name-addr, or
- * the first ';' of an addr-spec (RFC 3261 20.10: such a URI cannot hold ';' itself). */
-static struct slb_slice find_tag(struct slb_slice v, const char *safe)
+ * the first ';' of an addr-spec (RFC 3261 20.10: such a URI cannot hold ';' itself).
+ * *bad is set for a display name whose quoted string never ends (RFC 4475 3.1.2.6). */
+static struct slb_slice find_tag(struct slb_slice v, const char *safe, bool *bad)
 {
     const char *p = v.ptr, *end = v.ptr + v.len, *params = NULL;
     const char *first = find_either_s(p, end, safe, '"', '<');
@@ -554,7 +593,11 @@ static struct slb_slice find_tag(struct slb_slice v, const char *safe)
     while (p < end && !params) {
         switch (*p) {
         case '"':
-            p = skip_quoted(p, end);
+            p = quoted_end(p, end);
+            if (!p) {
+                *bad = true;
+                return (struct slb_slice){NULL, 0};
+            }
             break;
         case '<': {
             const char *gt = memchr(p, '>', (size_t)(end - p));
@@ -571,8 +614,8 @@ static struct slb_slice find_tag(struct slb_slice v, const char *safe)
         }
     }
     struct slb_slice tag = {NULL, 0};
-    if (params && param_find_s((struct slb_slice){params, (size_t)(end - params)}, "tag", 3, safe,
-                               &tag) &&
+    if (params &&
+        param_find_s((struct slb_slice){params, (size_t)(end - params)}, "tag", 3, safe, &tag) &&
         tag.len == 0)
         tag.ptr = NULL; /* a valueless tag is no tag */
     return tag;
@@ -598,6 +641,33 @@ static inline bool is_sip20(struct slb_slice v)
 {
     return v.len == 7 && (v.ptr[0] | 0x20) == 's' && (v.ptr[1] | 0x20) == 'i' &&
            (v.ptr[2] | 0x20) == 'p' && memcmp(v.ptr + 3, "/2.0", 4) == 0;
+}
+
+/* Request-URI = SIP-URI / SIPS-URI / absoluteURI (RFC 3261 25.1): a scheme (ALPHA, then
+ * ALPHA / DIGIT / "+" / "-" / "."), a colon, and no '<' or '>' (RFC 4475 3.1.2.7); a SIP
+ * or SIPS URI there carries no headers after its host (RFC 3261 19.1.1, RFC 4475
+ * 3.1.2.11). */
+static bool ruri_ok(struct slb_slice u)
+{
+    size_t i = 0;
+    if (u.len == 0 || !((u.ptr[0] | 0x20) >= 'a' && (u.ptr[0] | 0x20) <= 'z'))
+        return false;
+    while (i < u.len && u.ptr[i] != ':') {
+        char c = u.ptr[i++];
+        bool alpha = (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+        if (!alpha && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.')
+            return false;
+    }
+    if (i == u.len || memchr(u.ptr, '<', u.len) || memchr(u.ptr, '>', u.len))
+        return false;
+    bool sip = (i == 3 && slb_slice_eq_nocase((struct slb_slice){u.ptr, 3}, "sip")) ||
+               (i == 4 && slb_slice_eq_nocase((struct slb_slice){u.ptr, 4}, "sips"));
+    if (!sip)
+        return true;
+    /* The user part may hold '?' (RFC 3261 25.1 user-unreserved); headers follow the host. */
+    const char *at = memchr(u.ptr, '@', u.len);
+    const char *host = at ? at + 1 : u.ptr + i;
+    return !memchr(host, '?', (size_t)(u.ptr + u.len - host));
 }
 
 /* Request-Line = Method SP Request-URI SP SIP-Version; Status-Line = SIP-Version SP
@@ -635,7 +705,7 @@ static enum slb_sip_err scan_start_line(struct slb_sip_msg *msg, const char *p, 
             return SLB_SIP_E_START_LINE;
         msg->ruri = (struct slb_slice){rest, (size_t)(sp2 - rest)};
         msg->version = (struct slb_slice){sp2 + 1, (size_t)(eol - sp2 - 1)};
-        if (find_byte(msg->version.ptr, eol, ' '))
+        if (find_byte(msg->version.ptr, eol, ' ') || !ruri_ok(msg->ruri))
             return SLB_SIP_E_START_LINE;
     }
     if (!is_sip20(msg->version)) {
@@ -712,12 +782,14 @@ static int scan_value(struct slb_sip_msg *msg, const struct slb_sip_limits *lim,
         break;
     }
     case SLB_HDR_FROM:
-        if (msg->first[SLB_HDR_FROM] == (int16_t)index)
-            msg->from_tag = find_tag(v, safe);
-        break;
     case SLB_HDR_TO:
-        if (msg->first[SLB_HDR_TO] == (int16_t)index)
-            msg->to_tag = find_tag(v, safe);
+        if (msg->first[id] == (int16_t)index) {
+            bool bad = false;
+            struct slb_slice tag = find_tag(v, safe, &bad);
+            if (bad)
+                soft_fail(msg, SLB_SIP_E_FROM_TO);
+            *(id == SLB_HDR_FROM ? &msg->from_tag : &msg->to_tag) = tag;
+        }
         break;
     default:
         break;
@@ -731,8 +803,7 @@ static void check_required(struct slb_sip_msg *msg, const char *safe)
     if (msg->via_count == 0) {
         memset(&msg->top_via, 0, sizeof(msg->top_via));
         soft_fail(msg, SLB_SIP_E_NO_VIA);
-    }
-    else if (via_parse_s(msg->vias[0].value, &msg->top_via, safe) < 0)
+    } else if (via_parse_s(msg->vias[0].value, &msg->top_via, safe) < 0)
         soft_fail(msg, SLB_SIP_E_VIA);
     if (!msg->call_id.ptr)
         soft_fail(msg, SLB_SIP_E_NO_CALL_ID);
@@ -878,13 +949,13 @@ int slb_sip_scan(const char *buf, size_t len, const struct slb_sip_limits *lim,
     }
 
     msg->header_len = (uint32_t)(p - buf);
-    if (has_nul_or_bare_cr(first_header, p))
+    if (has_nul_or_bare_cr(first_header, p) && nul_outside_quoted_pair(first_header, p))
         soft_fail(msg, SLB_SIP_E_CTL_VALUE); /* framing holds: answer 400, go on */
     if (msg->content_length < 0) {
         /* RFC 3261 18.3: a stream needs it. Without a start line either, this was
          * never a SIP message: stray bytes between messages. */
-        return fail(msg, start_err != SLB_SIP_E_NONE ? SLB_SIP_E_GARBAGE
-                                                      : SLB_SIP_E_NO_CONTENT_LENGTH);
+        return fail(msg,
+                    start_err != SLB_SIP_E_NONE ? SLB_SIP_E_GARBAGE : SLB_SIP_E_NO_CONTENT_LENGTH);
     }
     if (start_err != SLB_SIP_E_NONE)
         msg->err = start_err; /* it came first */
@@ -933,8 +1004,7 @@ struct slb_slice slb_sip_first_uri(struct slb_slice v)
     }
     if (lt < end) {
         const char *gt = find_byte(lt, end, '>');
-        return gt ? (struct slb_slice){lt + 1, (size_t)(gt - lt - 1)}
-                  : (struct slb_slice){NULL, 0};
+        return gt ? (struct slb_slice){lt + 1, (size_t)(gt - lt - 1)} : (struct slb_slice){NULL, 0};
     }
     /* addr-spec: up to the comma, trimmed. */
     return trim(v.ptr, find_either_s(v.ptr, end, end, ',', ','));

@@ -1,6 +1,7 @@
 /* The message corpus in tests/corpus: every valid file frames into clean messages, every
  * hostile one is rejected with the expected reason. Inputs sit against a guard page. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,14 +49,21 @@ static struct tally frame_file(const char *rel)
 }
 
 static const char *valid[] = {
-    "valid/invite-sdp.sip",         "valid/register.sip",
-    "valid/options.sip",            "valid/ack.sip",
-    "valid/bye.sip",                "valid/cancel.sip",
-    "valid/100-trying.sip",         "valid/180-ringing.sip",
-    "valid/200-ok-invite.sip",      "valid/486-busy.sip",
+    "valid/invite-sdp.sip",
+    "valid/register.sip",
+    "valid/options.sip",
+    "valid/ack.sip",
+    "valid/bye.sip",
+    "valid/cancel.sip",
+    "valid/100-trying.sip",
+    "valid/180-ringing.sip",
+    "valid/200-ok-invite.sip",
+    "valid/486-busy.sip",
     "valid/200-ok-options-empty-reason.sip",
-    "valid/compact-forms.sip",      "valid/folded.sip",
-    "valid/multi-via.sip",          "valid/body-with-crlfcrlf.sip",
+    "valid/compact-forms.sip",
+    "valid/folded.sip",
+    "valid/multi-via.sip",
+    "valid/body-with-crlfcrlf.sip",
     "valid/unknown-method-and-headers.sip",
     "valid/sip-uri-over-tls.sip",
 };
@@ -122,4 +130,36 @@ Test(corpus, truncated_message_waits_for_more)
     struct tally t = frame_file("bad/truncated.sip");
     cr_assert_eq(t.messages + t.bad + t.fatal, 0);
     cr_assert_gt(t.leftover, 0);
+}
+
+/* RFC 4475's cases: each file frames as its EXPECT line's scan column says. */
+Test(corpus, rfc4475_every_case_scans_as_expected)
+{
+    size_t len;
+    char *expect = corpus_read("rfc4475/EXPECT", &len);
+    int cases = 0;
+    for (char *line = strtok(expect, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[64], section[16], scan[16];
+        if (line[0] == '#' || sscanf(line, "%63s %15s %15s", name, section, scan) != 3)
+            continue;
+        char rel[128];
+        snprintf(rel, sizeof(rel), "rfc4475/%s.sip", name);
+        struct tally t = frame_file(rel);
+        cases++;
+        if (!strcmp(scan, "ok")) {
+            cr_assert(t.messages >= 1 && t.bad + t.fatal + t.leftover == 0,
+                      "%s: %d messages, %d bad, %d fatal (err %d), %d left", name, t.messages,
+                      t.bad, t.fatal, t.first_err, t.leftover);
+        } else if (!strcmp(scan, "more")) {
+            cr_assert(t.messages + t.bad + t.fatal == 0 && t.leftover > 0, "%s", name);
+        } else {
+            int status = atoi(scan);
+            bool closes = strstr(scan, "+close") != NULL;
+            cr_assert(t.first_err != SLB_SIP_E_NONE, "%s: accepted", name);
+            cr_assert_eq(slb_sip_err_status(t.first_err), status, "%s: err %d", name, t.first_err);
+            cr_assert_eq(t.fatal, closes ? 1 : 0, "%s", name);
+        }
+    }
+    free(expect);
+    cr_assert_eq(cases, 48); /* 13 + 19 + 15 + 1 cases of sections 3.1.1, 3.1.2, 3.3, 3.4 */
 }

@@ -29,20 +29,20 @@ static bool eq(struct slb_slice s, const char *lit)
     return s.ptr && s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
 }
 
-#define HDRS_REQ                                                                           \
-    "Via: SIP/2.0/TLS pc33.atlanta.example.com:5061;branch=z9hG4bK776asdhds;rport\r\n"      \
-    "Max-Forwards: 70\r\n"                                                                 \
-    "To: Bob <sips:bob@biloxi.example.com>\r\n"                                            \
-    "From: Alice <sips:alice@atlanta.example.com>;tag=1928301774\r\n"                      \
+#define HDRS_REQ                                                                                   \
+    "Via: SIP/2.0/TLS pc33.atlanta.example.com:5061;branch=z9hG4bK776asdhds;rport\r\n"             \
+    "Max-Forwards: 70\r\n"                                                                         \
+    "To: Bob <sips:bob@biloxi.example.com>\r\n"                                                    \
+    "From: Alice <sips:alice@atlanta.example.com>;tag=1928301774\r\n"                              \
     "Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n"
 
-static const char invite[] = "INVITE sips:bob@biloxi.example.com SIP/2.0\r\n" HDRS_REQ
-                             "CSeq: 314159 INVITE\r\n"
-                             "Contact: <sips:alice@pc33.atlanta.example.com>\r\n"
-                             "Content-Type: application/sdp\r\n"
-                             "Content-Length: 4\r\n"
-                             "\r\n"
-                             "v=0\n";
+static const char invite[] =
+    "INVITE sips:bob@biloxi.example.com SIP/2.0\r\n" HDRS_REQ "CSeq: 314159 INVITE\r\n"
+    "Contact: <sips:alice@pc33.atlanta.example.com>\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Content-Length: 4\r\n"
+    "\r\n"
+    "v=0\n";
 
 Test(scan, request_line_and_routing_fields)
 {
@@ -157,7 +157,8 @@ Test(scan, folding_and_lws)
     cr_assert_eq(msg.header_count, 6);
     /* The folded line's span covers both physical lines. */
     const struct slb_sip_header *via = &hdrs[msg.first[SLB_HDR_VIA]];
-    cr_assert_eq(via->line_len, strlen("Via: SIP/2.0 / TLS a.example.com\r\n ;branch=z9hG4bKfold\r\n"));
+    cr_assert_eq(via->line_len,
+                 strlen("Via: SIP/2.0 / TLS a.example.com\r\n ;branch=z9hG4bKfold\r\n"));
 }
 
 Test(scan, tags_in_quoted_and_addr_spec_forms)
@@ -205,12 +206,12 @@ static enum slb_sip_err err_of(const char *m)
 }
 
 #define START "OPTIONS sips:x@example.com SIP/2.0\r\n"
-#define VIA "Via: SIP/2.0/TLS a.example.com;branch=z9hG4bK1\r\n"
-#define FROM "From: <sips:a@example.com>;tag=1\r\n"
-#define TO "To: <sips:b@example.com>\r\n"
-#define CID "Call-ID: c@x\r\n"
-#define CSEQ "CSeq: 1 OPTIONS\r\n"
-#define CL0 "Content-Length: 0\r\n"
+#define VIA   "Via: SIP/2.0/TLS a.example.com;branch=z9hG4bK1\r\n"
+#define FROM  "From: <sips:a@example.com>;tag=1\r\n"
+#define TO    "To: <sips:b@example.com>\r\n"
+#define CID   "Call-ID: c@x\r\n"
+#define CSEQ  "CSeq: 1 OPTIONS\r\n"
+#define CL0   "Content-Length: 0\r\n"
 
 Test(scan, missing_mandatory_headers)
 {
@@ -266,13 +267,13 @@ Test(scan, start_line_faults)
                  SLB_SIP_E_START_LINE);
     cr_assert_eq(err_of("SIP/2.0 2000 OK\r\n" VIA FROM TO CID CSEQ CL0 "\r\n"),
                  SLB_SIP_E_START_LINE);
-    static const char nul[] = "OPTIONS sips:x\0y@example.com SIP/2.0\r\n" VIA FROM TO CID CSEQ
-        CL0 "\r\n";
+    static const char nul[] =
+        "OPTIONS sips:x\0y@example.com SIP/2.0\r\n" VIA FROM TO CID CSEQ CL0 "\r\n";
     cr_assert_eq(scan_n(nul, sizeof(nul) - 1), -EBADMSG);
     cr_assert_eq(msg.err, SLB_SIP_E_CTL_BYTE);
-    cr_assert_eq(err_of("OPTIONS sips:x\x01y@example.com SIP/2.0\r\n" VIA FROM TO CID CSEQ CL0
-                        "\r\n"),
-                 SLB_SIP_E_CTL_BYTE);
+    cr_assert_eq(
+        err_of("OPTIONS sips:x\x01y@example.com SIP/2.0\r\n" VIA FROM TO CID CSEQ CL0 "\r\n"),
+        SLB_SIP_E_CTL_BYTE);
 }
 
 Test(scan, nul_or_bare_cr_in_a_header_value_is_a_400_that_keeps_the_stream)
@@ -341,9 +342,16 @@ Test(scan, limits)
     cr_assert_eq(msg.err, SLB_SIP_E_TOO_MANY_HEADERS);
     cr_assert(slb_sip_err_closes(msg.err));
     cr_assert_eq(slb_sip_err_status(msg.err), 513);
-    /* More Via values than kept. */
+    /* 71 Via values (Max-Forwards 70 spent) are kept; one more than kept is refused. */
     at = (size_t)snprintf(big, sizeof(big), START FROM TO CID CSEQ CL0 "Via: ");
-    for (int i = 0; i < 40; i++)
+    for (int i = 0; i < 71; i++)
+        at += (size_t)snprintf(big + at, sizeof(big) - at, "%sSIP/2.0/TLS h%d;branch=z9hG4bK%d",
+                               i ? ", " : "", i, i);
+    at += (size_t)snprintf(big + at, sizeof(big) - at, "\r\n\r\n");
+    cr_assert_eq(scan_n(big, at), 0);
+    cr_assert_eq(msg.via_count, 71);
+    at = (size_t)snprintf(big, sizeof(big), START FROM TO CID CSEQ CL0 "Via: ");
+    for (int i = 0; i < (int)SLB_SIP_MAX_VIAS + 1; i++)
         at += (size_t)snprintf(big + at, sizeof(big) - at, "%sSIP/2.0/TLS h%d;branch=z9hG4bK%d",
                                i ? ", " : "", i, i);
     at += (size_t)snprintf(big + at, sizeof(big) - at, "\r\n\r\n");
@@ -375,4 +383,52 @@ Test(scan, params_and_via_parse)
     cr_assert_eq(slb_sip_via_parse((struct slb_slice){bad, strlen(bad)}, &via), -EINVAL);
     const char *junk = "SIP/2.0/TLS host junk";
     cr_assert_eq(slb_sip_via_parse((struct slb_slice){junk, strlen(junk)}, &via), -EINVAL);
+}
+
+/* RFC 4475's rules the scanner enforces or allows (tests/corpus/rfc4475 has each case). */
+Test(scan, rfc4475_syntax_rules)
+{
+    /* 3.1.1.2: a NUL is legal as the escaped byte of a quoted-pair, nowhere else. */
+    static const char qp[] =
+        START VIA FROM CID CSEQ "To: \"a\\\0b\" <sip:b@example.com>\r\n" CL0 "\r\n";
+    cr_assert_eq(scan_n(qp, sizeof(qp) - 1), 0);
+    static const char unq[] =
+        START VIA FROM CID CSEQ "To: a\\\0b <sip:b@example.com>\r\n" CL0 "\r\n";
+    cr_assert_eq(scan_n(unq, sizeof(unq) - 1), -EBADMSG);
+    cr_assert_eq(msg.err, SLB_SIP_E_CTL_VALUE);
+    static const char closed[] =
+        START VIA FROM CID CSEQ "To: \"a\" \0 <sip:b@example.com>\r\n" CL0 "\r\n";
+    cr_assert_eq(scan_n(closed, sizeof(closed) - 1), -EBADMSG);
+    /* A quote opened on one header line does not cover the next one. */
+    static const char next[] = START VIA FROM CID CSEQ "Subject: \"a\r\nTo: \\\0\r\n" CL0 "\r\n";
+    cr_assert_eq(scan_n(next, sizeof(next) - 1), -EBADMSG);
+    /* 3.1.2.1: empty Via parameters and list elements. */
+    cr_assert_eq(err_of(START FROM TO CID CSEQ CL0 "Via: SIP/2.0/TLS h;;branch=z9hG4bKa\r\n\r\n"),
+                 SLB_SIP_E_VIA);
+    cr_assert_eq(err_of(START FROM TO CID CSEQ CL0 "Via: SIP/2.0/TLS h;branch=z9hG4bKa,,\r\n\r\n"),
+                 SLB_SIP_E_VIA);
+    /* 3.1.2.6: a display name whose quote never ends. */
+    cr_assert_eq(
+        err_of(START VIA FROM CID CSEQ CL0 "To: \"Mr. J. User <sip:j@example.com>\r\n\r\n"),
+        SLB_SIP_E_FROM_TO);
+    cr_assert_eq(
+        scan(START VIA FROM CID CSEQ CL0 "To: \"a \\\" b\" <sip:j@example.com>;tag=x\r\n\r\n"), 0);
+    cr_assert(eq(msg.to_tag, "x"));
+    /* 3.1.2.7 and 3.1.2.11: the Request-URI is a URI, without <> or headers. */
+    cr_assert_eq(err_of("INVITE <sip:u@example.com> SIP/2.0\r\n" VIA FROM TO CID
+                        "CSeq: 1 INVITE\r\n" CL0 "\r\n"),
+                 SLB_SIP_E_START_LINE);
+    cr_assert_eq(err_of("INVITE sip:u@example.com?Route=%3Csip:x%3E SIP/2.0\r\n" VIA FROM TO CID
+                        "CSeq: 1 INVITE\r\n" CL0 "\r\n"),
+                 SLB_SIP_E_START_LINE);
+    cr_assert_eq(err_of("INVITE 1sip:u@example.com SIP/2.0\r\n" VIA FROM TO CID
+                        "CSeq: 1 INVITE\r\n" CL0 "\r\n"),
+                 SLB_SIP_E_START_LINE);
+    /* '?' in a user part is legal; so is an unknown scheme (the proxy answers 416). */
+    cr_assert_eq(scan("INVITE sip:a?b@example.com SIP/2.0\r\n" VIA FROM TO CID
+                      "CSeq: 1 INVITE\r\n" CL0 "\r\n"),
+                 0);
+    cr_assert_eq(scan("INVITE soap.beep://192.0.2.1:3002 SIP/2.0\r\n" VIA FROM TO CID
+                      "CSeq: 1 INVITE\r\n" CL0 "\r\n"),
+                 0);
 }
