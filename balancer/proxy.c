@@ -12,12 +12,31 @@
 #include "core/sip.h"
 #include "core/sip_edit.h"
 
+/* Whether a header value holds a NUL or a CR without its LF. */
+static bool has_bad_byte(struct slb_slice v)
+{
+    for (size_t i = 0; i < v.len; i++)
+        if (v.ptr[i] == 0 || (v.ptr[i] == '\r' && (i + 1 == v.len || v.ptr[i + 1] != '\n')))
+            return true;
+    return false;
+}
+
 bool slb_proxy_can_reply(const struct slb_sip_msg *msg)
 {
-    return msg->is_request && msg->method_id != SLB_METHOD_ACK && msg->method.ptr &&
-           msg->first[SLB_HDR_VIA] >= 0 && msg->first[SLB_HDR_FROM] >= 0 &&
-           msg->first[SLB_HDR_TO] >= 0 && msg->first[SLB_HDR_CALL_ID] >= 0 &&
-           msg->first[SLB_HDR_CSEQ] >= 0;
+    if (!(msg->is_request && msg->method_id != SLB_METHOD_ACK && msg->method.ptr &&
+          msg->first[SLB_HDR_VIA] >= 0 && msg->first[SLB_HDR_FROM] >= 0 &&
+          msg->first[SLB_HDR_TO] >= 0 && msg->call_id.ptr && msg->cseq_method.ptr))
+        return false; /* a CSeq that does not parse cannot be matched: no answer */
+    /* The lines our answer copies must not carry a NUL or a bare CR (whatever else made the
+     * request bad): the answer would be as malformed as the request (found by fuzz_proxy). */
+    for (uint32_t i = 0; i < msg->header_count; i++) {
+        uint8_t id = msg->headers[i].id;
+        if ((id == SLB_HDR_VIA || id == SLB_HDR_FROM || id == SLB_HDR_TO ||
+             id == SLB_HDR_CALL_ID || id == SLB_HDR_CSEQ) &&
+            has_bad_byte((struct slb_slice){msg->headers[i].name.ptr, msg->headers[i].line_len}))
+            return false;
+    }
+    return true;
 }
 
 struct out {
@@ -41,6 +60,12 @@ static void puts_(struct out *o, const char *s)
     put(o, s, strlen(s));
 }
 
+/* Whether p points into the slice v. */
+static bool holds(struct slb_slice v, const char *p)
+{
+    return p && p >= v.ptr && p <= v.ptr + v.len;
+}
+
 int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const char *base,
                     int status, const char *reason, const char *extra, const char *to_tag)
 {
@@ -54,10 +79,19 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
         const struct slb_sip_header *h = &msg->headers[i];
         switch (h->id) {
         case SLB_HDR_VIA:
+            put(&o, base + h->line_off, h->line_len);
+            break;
         case SLB_HDR_FROM:
         case SLB_HDR_CALL_ID:
         case SLB_HDR_CSEQ:
-            put(&o, base + h->line_off, h->line_len);
+            /* One line each, the one the scanner read (the first From; the Call-ID and
+             * CSeq it took): a request that repeats one (RFC 4475 3.3.8) gets an answer
+             * that does not (found by fuzz_proxy). */
+            if (h->id == SLB_HDR_FROM ? (int16_t)i == msg->first[SLB_HDR_FROM]
+                                      : holds(h->value, h->id == SLB_HDR_CSEQ
+                                                            ? msg->cseq_method.ptr
+                                                            : msg->call_id.ptr))
+                put(&o, base + h->line_off, h->line_len);
             break;
         case SLB_HDR_TO:
             if ((int16_t)i != msg->first[SLB_HDR_TO])

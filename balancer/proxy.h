@@ -26,7 +26,8 @@ struct slb_proxy_self {
 bool slb_proxy_can_reply(const struct slb_sip_msg *msg);
 
 /* Writes a response to request msg (whose bytes start at base) into out, per RFC 3261
- * 8.2.6 and 16.7: status line; every Via line, From, Call-ID and CSeq copied; To copied,
+ * 8.2.6 and 16.7: status line; every Via line and the first From, Call-ID and CSeq
+ * copied; To copied,
  * with ;tag=<to_tag> added when it has none; extra (whole header lines, may be NULL);
  * Server and Content-Length: 0. Returns the length, or -ENOSPC. */
 int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const char *base,

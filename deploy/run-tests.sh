@@ -42,7 +42,7 @@ if [[ $rc -ne 0 ]]; then
     exit "$rc"
 fi
 
-step "under ASan+UBSan ($build-asan): the core, balancer and TLS unit tests, the hostile-edge, relay, faults and TLS policy end-to-end suites"
+step "under ASan+UBSan ($build-asan): the core, balancer and TLS unit tests, the hostile-edge, relay, faults, routing, edge, failover, RFC 4475, TLS policy and operations end-to-end suites"
 # The attacks of tests/e2e/test_hostile.py drive the input paths that once overflowed; here
 # any out-of-bounds access, leak at exit or undefined behaviour stops sipslb (and so fails
 # its test), and every report also lands in $san_logs, which must stay empty.
@@ -56,7 +56,7 @@ SLB_E2E_SANITIZED=1 \
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$san_logs/asan" \
 UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$san_logs/ubsan" \
     ctest --test-dir "$build-asan" -V --timeout 900 \
-          -R '^(core|balancer|test_tls|test_sip_stream|test_relay|e2e_hostile|e2e_relay|e2e_faults|e2e_tls_policy|e2e_operations)$' \
+          -R '^(core|balancer|test_tls|test_sip_stream|test_relay|e2e_hostile|e2e_relay|e2e_faults|e2e_routing|e2e_edge|e2e_failover|e2e_rfc4475|e2e_tls_policy|e2e_operations)$' \
           >"$build-asan/ctest.log" 2>&1
 rc=$?
 set -e
@@ -102,5 +102,5 @@ step "fuzz (clang, ASan+UBSan, ${fuzz_seconds}s)"
 CC=clang cmake -S . -B "$build-fuzz" -DSLB_FUZZ=ON -DSLB_TESTS=OFF -DSLB_BENCH=OFF \
       -DSLB_SANITIZE="address;undefined" -DSLB_FUZZ_SECONDS="$fuzz_seconds" \
       >"$build-fuzz.configure.log" 2>&1 || { cat "$build-fuzz.configure.log"; exit 1; }
-cmake --build "$build-fuzz" -j2 --target fuzz_sip fuzz_inbuf
+cmake --build "$build-fuzz" -j2 --target fuzz_sip fuzz_inbuf fuzz_proxy
 ctest --test-dir "$build-fuzz" --output-on-failure --timeout $((fuzz_seconds + 120))

@@ -309,3 +309,61 @@ Test(proxy, fields_longer_than_the_hash_buffer_are_hashed_without_overflow)
     slb_sip_edit_init(&e, r, strlen(r));
     cr_assert_eq(slb_proxy_request_edits(&e, &msg, &s, "192.0.2.9", 9, 1, 7, false, 0, NULL), 0);
 }
+
+/* fuzz_proxy's findings (tests/fuzz/regressions): our answer is a valid message whatever
+ * else was wrong with the request, or there is no answer. */
+static int scan_n(const char *text, size_t len, struct slb_sip_msg *m, struct slb_sip_header *hh)
+{
+    struct slb_sip_limits lim;
+    slb_sip_limits_default(&lim);
+    return slb_sip_scan(text, len, &lim, m, hh, 64);
+}
+
+Test(proxy, an_answer_copies_one_call_id_from_and_cseq_the_ones_the_scanner_read)
+{
+    static const char r[] = "OPTIONS sips:b@example.com SIP/2.0\r\n"
+                            "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                            "CSeq: 9Forwards: 69\r\n"
+                            "From: <sips:a@example.com>;tag=f1\r\n"
+                            "From: <sips:x@example.com>;tag=f2\r\n"
+                            "To: <sips:b@example.com>\r\n"
+                            "Call-ID: one@x\r\n"
+                            "Call-ID: two@x\r\n"
+                            "CSeq: 7 OPTIONS\r\n"
+                            "Content-Length: 0\r\n\r\n";
+    cr_assert_eq(scan_n(r, sizeof(r) - 1, &msg, h), -EBADMSG);
+    cr_assert(slb_proxy_can_reply(&msg));
+    int n = slb_proxy_reply(out, sizeof(out), &msg, r, 400, "Bad Request", NULL, "t");
+    cr_assert_gt(n, 0);
+    cr_assert_eq(scan_n(out, (size_t)n, &back, h2), 0, "err %d", back.err);
+    out[n] = 0;
+    cr_assert(strstr(out, "CSeq: 7 OPTIONS\r\n") && !strstr(out, "9Forwards"));
+    cr_assert(strstr(out, "tag=f1") && !strstr(out, "tag=f2"));
+    cr_assert(strstr(out, "one@x") && !strstr(out, "two@x"));
+}
+
+Test(proxy, no_answer_that_would_carry_a_nul_a_bare_cr_or_an_unreadable_cseq)
+{
+    static const char nul[] = "OPTIONS sips:b@example.com SIP/2.0\r\n"
+                              "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                              "From: <sips:a@example.com>;tag=f1\r\n"
+                              "From: <sips:a\0@example.com>;tag=f2\r\n"
+                              "To: <sips:b@example.com>\r\nCall-ID: n@x\r\nCSeq: 7 OPTIONS\r\n"
+                              "Content-Length: 0\r\n\r\n";
+    cr_assert_eq(scan_n(nul, sizeof(nul) - 1, &msg, h), -EBADMSG);
+    cr_assert_not(slb_proxy_can_reply(&msg));
+    static const char cr[] = "OPTIONS sips:b@example.com SIP/2.0\r\n"
+                             "Via:\r\x02SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                             "From: <sips:a@example.com>;tag=f1\r\n"
+                             "To: <sips:b@example.com>\r\nCall-ID: n@x\r\nCSeq: 7 OPTIONS\r\n"
+                             "Content-Length: 0\r\n\r\n";
+    cr_assert_eq(scan_n(cr, sizeof(cr) - 1, &msg, h), -EBADMSG);
+    cr_assert_not(slb_proxy_can_reply(&msg));
+    static const char cseq[] = "OPTIONS sips:b@example.com SIP/2.0\r\n"
+                               "Via: SIP/2.0/TLS c.example.com;branch=z9hG4bKc1\r\n"
+                               "From: <sips:a@example.com>;tag=f1\r\n"
+                               "To: <sips:b@example.com>\r\nCall-ID: n@x\r\nCSeq: 7 OPT\xd1ONS\r\n"
+                               "Content-Length: 0\r\n\r\n";
+    cr_assert_eq(scan_n(cseq, sizeof(cseq) - 1, &msg, h), -EBADMSG);
+    cr_assert_not(slb_proxy_can_reply(&msg));
+}
