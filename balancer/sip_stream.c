@@ -21,6 +21,7 @@ int slb_stream_env_init(struct slb_stream_env *env, const struct slb_stream_ops 
 {
     memset(env, 0, sizeof(*env));
     env->ops = ops;
+    env->rl = (struct slb_ratelimit)SLB_RATELIMIT_INIT(1000, 5);
     slb_sip_limits_default(&env->lim);
     env->lim.max_msg_bytes = (uint32_t)max_msg;
     /* One decryption (a whole message and the records around it) per buffer. */
@@ -99,10 +100,20 @@ static void tls_failed(struct slb_stream *s, int rc)
     }
 }
 
+/* Closes the stream at once for a reason its counter names, with a rate-limited line. */
 static void close_for(struct slb_stream *s, _Atomic uint64_t *counter)
 {
     atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+    struct slb_stream_counters *c = &s->env->c;
+    const char *why = counter == &c->pending_pool_empty   ? "no input buffer free"
+                      : counter == &c->closed_input_flood ? "it kept sending while held"
+                      : counter == &c->closed_cut_write   ? "a message could not be written whole"
+                                                          : "input that cannot be framed";
+    const struct slb_log_field f[] = {SLB_LOG_NUM("conn", s->id.v), SLB_LOG_STR("reason", why)};
+    slb_log_limited_event(&s->env->rl, slb_loop_now_ms(s->conn->loop), SLB_LOG_WARN,
+                          "stream_closed", f, 2, "connection %llx closed: %s",
+                          (unsigned long long)s->id.v, why);
     s->state = SLB_STREAM_CLOSING;
     slb_conn_close(s->conn, false);
 }

@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 
 #include "core/inbuf.h"
+#include "core/log.h"
 #include "core/sip.h"
 #include "io/conn.h"
 #include "io/timer.h"
@@ -75,6 +76,7 @@ struct slb_stream_env {
     struct slb_sip_msg msg;
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
     struct slb_stream_counters c;
+    struct slb_ratelimit rl; /* the log line of a stream closed for one of those */
 };
 
 /* One stream, embedded in its owner's record (owner: whoever embeds it). */

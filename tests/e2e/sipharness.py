@@ -196,6 +196,60 @@ class SipClient:
                 return None
             self.buf += chunk
 
+    def send_while_receiving(self, data, n, timeout=60.0):
+        """Writes data while reading responses, from this one thread, until n whole
+        messages came back (or EOF, or timeout): returns them. One SSL connection must not
+        be read and written from two threads at once (OpenSSL's SSL objects are not
+        thread-safe, and Python's ssl releases the GIL inside SSL_read and SSL_write): a
+        writer thread racing the reader broke the big burst test now and then."""
+        import select
+        out = []
+        end = time.time() + timeout
+        self.sock.setblocking(False)
+        try:
+            while len(out) < n:
+                while len(out) < n:
+                    m = self._take()
+                    if m is None:
+                        break
+                    out.append(m)
+                if len(out) >= n:
+                    break
+                left = end - time.time()
+                if left <= 0:
+                    raise TimeoutError("%d of %d messages within %.0fs" % (len(out), n, timeout))
+                want_w = [self.sock] if data else []
+                if not self.sock.pending():
+                    select.select([self.sock], want_w, [], min(left, 1.0))
+                if data:
+                    try:
+                        k = self.sock.send(data[:65536])
+                        data = data[k:]
+                    except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                        pass
+                try:
+                    chunk = self.sock.recv(65536)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    continue
+                if not chunk:
+                    return out  # EOF
+                self.buf += chunk
+        finally:
+            self.sock.setblocking(True)
+        return out
+
+    def _take(self):
+        """One whole message out of the buffer, or None."""
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)", self.buf[:head_end])
+        total = head_end + 4 + (int(m.group(1)) if m else 0)
+        if len(self.buf) < total:
+            return None
+        msg, self.buf = self.buf[:total], self.buf[total:]
+        return msg
+
     def close(self):
         try:
             self.sock.close()
