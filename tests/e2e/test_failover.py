@@ -123,8 +123,57 @@ def test_no_other_backend_answers_503_at_once(c):
     c.h.stop(uas)
 
 
+def test_cancel_follows_its_resent_invite(c):
+    """INVITEs a black-holed backend never answered are re-sent once it is marked down;
+    each one's CANCEL then goes to the backend that got the re-sent INVITE (the pending
+    map follows the re-send), not wherever the new table would send its Call-ID."""
+    uas = [c.h.start_uas("cx%d" % i, c.h.free_port()) for i in range(3)]
+    lb = c.h.start_sipslb(c.h.free_port(), [u.port for u in uas], ["--workers", "1"] + PROBE)
+    cl = SipClient(lb.port, c.ca)
+    cl.send(request("OPTIONS", "warm-" + uuid.uuid4().hex, 1, "z9hG4bKw", cl.local_port))
+    assert status_of(cl.recv_message()) == 200
+    time.sleep(1.0)  # every backend probed up
+    uas[1].send_signal(signal.SIGUSR2)
+    time.sleep(0.1)
+    calls = []
+    for i in range(30):
+        cid, br = "cx-%d-%s" % (i, uuid.uuid4().hex), "z9hG4bK" + uuid.uuid4().hex
+        calls.append((cid, br))
+        cl.send(request("INVITE", cid, 1, br, cl.local_port))
+    finals = {}
+    end = time.time() + 10
+    while len(finals) < len(calls) and time.time() < end:
+        m = cl.recv_message(timeout=max(0.1, end - time.time()))
+        if m and status_of(m) and status_of(m) >= 200:
+            finals[header_values(m, "Call-ID", "i")[0]] = status_of(m)
+    assert len(finals) == 30 and set(finals.values()) == {200}, finals
+    for cid, br in calls:
+        cl.send(request("CANCEL", cid, 1, br, cl.local_port))
+    got = 0
+    end = time.time() + 10
+    while got < len(calls) and time.time() < end:
+        m = cl.recv_message(timeout=max(0.1, end - time.time()))
+        if m and status_of(m) and status_of(m) >= 200:
+            got += 1
+    assert got == 30, got
+    cl.close()
+    assert c.h.stop(lb) == 0
+    st = c.h.read_stats(lb.stats)
+    reports = c.h.reports(uas)
+    assert not any(cid in reports[1] for cid, _ in calls), "the black hole tallied our calls"
+    for cid, _ in calls:
+        where = [r.get(cid, 0) for r in reports]
+        assert sorted(where) == [0, 0, 2], (cid, where)  # INVITE and CANCEL on one backend
+    print("re-sent INVITEs: %d; every CANCEL reached its INVITE's backend (pending-routed %d)"
+          % (st["requests_resent"], st["pending_routed"]))
+    assert st["requests_resent"] >= 1 and st["pending_routed"] >= 30, st
+    for u in uas:
+        c.h.stop(u, sig=signal.SIGKILL)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests([test_no_other_backend_answers_503_at_once,
                         test_sigkill_of_a_backend_loses_no_call,
                         test_reset_of_a_backends_connections_loses_no_call,
-                        test_black_hole_backend_loses_no_call], setup, teardown))
+                        test_black_hole_backend_loses_no_call,
+                        test_cancel_follows_its_resent_invite], setup, teardown))
