@@ -35,7 +35,7 @@ void links_reconcile(struct slb_worker *w, const struct slb_route_table *t)
              * go to the next backend now; a late answer from this one is dropped. */
             if (!fresh && w->seen_state[b] != SLB_BACKEND_DOWN)
                 for (unsigned i = 0; i < k; i++)
-                    resend_orphan_link(w, &w->links[b * k + i], false);
+                    resend_orphan_link(w, &w->links[b * k + i]);
         } else if (fresh || w->seen_state[b] == SLB_BACKEND_DOWN ||
                    w->seen_state[b] == SLB_BACKEND_REMOVED) {
             for (unsigned i = 0; i < k; i++) {
@@ -109,7 +109,7 @@ static void count_link(struct slb_worker *w, struct link *l, bool up)
 static void schedule_redial(struct slb_worker *w, struct link *l, bool wake)
 {
     count_link(w, l, false);
-    resend_orphan_link(w, l, true); /* what it never answered goes elsewhere */
+    resend_orphan_link(w, l); /* what it never answered goes elsewhere */
     l->conn = NULL;
     if (l->state == LINK_REMOVED) {
         if (wake)

@@ -70,11 +70,11 @@ bool resend_response(struct slb_worker *w, unsigned backend, const struct slb_si
     return true;
 }
 
-void resend_orphan_link(struct slb_worker *w, struct link *l, bool gone)
+void resend_orphan_link(struct slb_worker *w, struct link *l)
 {
     if (!l->rs.used || atomic_load(&w->stop_requested))
         return;
-    if (slb_resend_orphan_all(&l->rs, gone) && !slb_timer_armed(&w->resend_timer))
+    if (slb_resend_orphan_all(&l->rs) && !slb_timer_armed(&w->resend_timer))
         slb_timer_arm(slb_loop_wheel(&w->loop), &w->resend_timer, 0);
 }
 
@@ -87,23 +87,51 @@ void resend_expire(struct slb_worker *w, uint64_t now_ms)
                     slb_resend_expire(&w->links[i].rs, now_ms, RESEND_MAX_AGE_MS));
 }
 
-/* Where a copy from backend `failed` goes: a CANCEL where its INVITE went (that INVITE,
- * older, was re-sent first), anything else to the next choice for its Call-ID. */
-static uint16_t next_backend(struct slb_worker *w, const struct in_msg *im,
-                             const struct slb_route_table *t, uint64_t h, unsigned failed,
-                             uint64_t *pkey)
+/* Where a copy from link l goes when its backend is still up (only this link failed, or
+ * it has not been marked down yet): to the same backend over another ready link when it
+ * must stay there (an in-dialog request our Route pins to it, a CANCEL of an INVITE it
+ * has); else a BYE or ACK of such a dialog goes to the next choice (the other backend can
+ * only end the dialog, which is what a BYE asks), any other request of it gets 503 (the
+ * client may retry, where a 481 from another backend would end its dialog); anything else
+ * goes to the next choice for its Call-ID. When the backend is down or removed everything
+ * goes to the next choice, as new requests do. Returns the link, or NULL for 503. */
+static struct link *next_link(struct slb_worker *w, const struct in_msg *im,
+                              const struct slb_route_table *t, uint64_t h, const struct link *l,
+                              uint64_t *pkey, uint16_t *pb_out)
 {
     const struct slb_sip_msg *m = im->m;
+    unsigned failed = l->backend;
     *pkey = 0;
     if (m->method_id == SLB_METHOD_INVITE || m->method_id == SLB_METHOD_CANCEL)
         *pkey = slb_pending_invite_key(&w->pending, m->top_via.branch, m->call_id);
-    if (m->method_id == SLB_METHOD_CANCEL && *pkey) {
-        int pb = slb_pending_invite_find(&w->pending, *pkey, slb_loop_now_ms(&w->loop));
-        if (pb >= 0 && (unsigned)pb != failed && (unsigned)pb < t->n_backends &&
-            t->state[pb] != SLB_BACKEND_DOWN && t->state[pb] != SLB_BACKEND_REMOVED)
-            return (uint16_t)pb;
+    int pinned = -1; /* the backend this request must reach, if any */
+    if (m->method_id == SLB_METHOD_CANCEL && *pkey)
+        pinned = slb_pending_invite_find(&w->pending, *pkey, slb_loop_now_ms(&w->loop));
+    else if (im->route.has_backend)
+        pinned = backend_by_token(t, im->route.backend);
+    bool failed_up = failed < t->n_backends && t->state[failed] != SLB_BACKEND_DOWN &&
+                     t->state[failed] != SLB_BACKEND_REMOVED;
+    uint16_t b;
+    if (pinned >= 0 && (unsigned)pinned != failed && (unsigned)pinned < t->n_backends &&
+        t->state[pinned] != SLB_BACKEND_DOWN && t->state[pinned] != SLB_BACKEND_REMOVED) {
+        b = (uint16_t)pinned; /* a CANCEL whose INVITE was re-sent elsewhere first */
+    } else if ((unsigned)pinned == failed && failed_up) {
+        struct link *same = pick_link(w, failed, h);
+        if (same && same->state == LINK_READY) {
+            *pb_out = (uint16_t)failed;
+            return same;
+        }
+        if (m->method_id != SLB_METHOD_BYE && m->method_id != SLB_METHOD_ACK)
+            return NULL;
+        b = slb_maglev_lookup_except(&t->maglev, h, (uint16_t)failed);
+    } else {
+        b = slb_maglev_lookup_except(&t->maglev, h, (uint16_t)failed);
     }
-    return slb_maglev_lookup_except(&t->maglev, h, (uint16_t)failed);
+    if (b == SLB_MAGLEV_NONE)
+        return NULL;
+    struct link *to = pick_link(w, b, h);
+    *pb_out = b;
+    return to && to->state == LINK_READY ? to : NULL;
 }
 
 /* One orphan of link l: re-sent, answered 503, or dropped when its client is gone. */
@@ -121,16 +149,18 @@ static void resend_one(struct slb_worker *w, struct link *l, uint32_t i)
     struct slb_sip_msg *m = &w->resend_msg;
     if (slb_sip_scan(w->resend_buf, len, &w->env.lim, m, w->resend_hdrs,
                      SLB_SIP_MAX_HEADERS_DEFAULT) < 0 ||
-        m->msg_len != len)
-        return; /* it scanned when it came in: cannot happen */
+        m->msg_len != len) {
+        COUNT(w, resend_client_gone); /* it scanned when it came in: cannot happen */
+        return;
+    }
     struct in_msg im = {.base = w->resend_buf, .m = m};
     slb_proxy_route_info(m, &w->sh->self, &im.route);
     im.strict = !im.route.ours && slb_proxy_strict_routed(m, &w->sh->self, &im.route);
     const struct slb_route_table *t = route_table(w);
     uint64_t h = slb_route_hash(m->call_id), pkey = 0;
-    uint16_t b = resent ? SLB_MAGLEV_NONE : next_backend(w, &im, t, h, l->backend, &pkey);
-    struct link *to = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
-    if (to && to->state == LINK_READY) {
+    uint16_t b = SLB_MAGLEV_NONE;
+    struct link *to = resent ? NULL : next_link(w, &im, t, h, l, &pkey, &b);
+    if (to) {
         uint32_t tx;
         if (edit_client_request(w, c, &im, &t->backends->spec[b], &tx) == 0) {
             struct iovec iov[SLB_SIP_EDIT_MAX_IOV];
@@ -147,6 +177,7 @@ static void resend_one(struct slb_worker *w, struct link *l, uint32_t i)
     }
     COUNT(w, resend_answered_503);
     reply_busy(w, c, &im, "Service Unavailable", (unsigned)w->cfg->retry_after_s);
+    final_delivered(c); /* our 503 is its final answer */
 }
 
 static void on_resend(struct slb_timer *tm)
@@ -155,11 +186,19 @@ static void on_resend(struct slb_timer *tm)
     uint32_t n = (uint32_t)(w->n_known * (uint64_t)w->cfg->backend_conns);
     for (uint32_t k = 0; k < n && k < w->n_links; k++) {
         struct link *l = &w->links[k];
-        uint32_t i;
-        while ((i = slb_resend_next_orphan(&l->rs)) != SLB_RESEND_NONE) {
+        /* One walk in age order. Each settled orphan keeps its key (MOVED): late answers
+         * from this backend, even over a new connection, are dropped. Nothing frees an
+         * entry during resend_one, so the cursor stays valid. */
+        for (uint32_t i = slb_resend_next_orphan(&l->rs, SLB_RESEND_NONE); i != SLB_RESEND_NONE;
+             i = slb_resend_next_orphan(&l->rs, i)) {
+            const struct slb_route_table *t = route_table(w);
+            if (l->state == LINK_READY && t->state[l->backend] != SLB_BACKEND_DOWN &&
+                t->state[l->backend] != SLB_BACKEND_REMOVED) {
+                slb_resend_unorphan(&l->rs, i); /* marked down, then up again: still there */
+                continue;
+            }
             resend_one(w, l, i);
-            /* A link still open keeps the key: a late answer from it is dropped. */
-            slb_resend_settle(&l->rs, i, l->state == LINK_READY);
+            slb_resend_settle(&l->rs, i, true);
         }
     }
 }

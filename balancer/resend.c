@@ -183,31 +183,30 @@ enum slb_resend_state slb_resend_answered(struct slb_resend *r, uint64_t key)
         return SLB_RESEND_FREE;
     uint32_t i = r->index[s] - 1;
     enum slb_resend_state st = (enum slb_resend_state)r->e[i].state;
-    release(r, i, s);
+    /* A moved key stays: every late answer of that transaction (100, 180, 200...) must be
+     * dropped, not only the first. It goes when it expires. */
+    if (st != SLB_RESEND_MOVED)
+        release(r, i, s);
     return st;
 }
 
-uint32_t slb_resend_orphan_all(struct slb_resend *r, bool gone)
+uint32_t slb_resend_orphan_all(struct slb_resend *r)
 {
-    for (uint32_t i = r->oldest; i != SLB_RESEND_NONE;) {
-        struct slb_resend_entry *x = &r->e[i];
-        uint32_t next = x->next;
-        if (x->state == SLB_RESEND_WAITING) {
-            x->state = SLB_RESEND_ORPHAN;
+    for (uint32_t i = r->oldest; i != SLB_RESEND_NONE; i = r->e[i].next) {
+        if (r->e[i].state == SLB_RESEND_WAITING) {
+            r->e[i].state = SLB_RESEND_ORPHAN;
             r->orphans++;
-        } else if (x->state == SLB_RESEND_MOVED && gone) {
-            release(r, i, SLB_RESEND_NONE);
         }
-        i = next;
     }
     return r->orphans;
 }
 
-uint32_t slb_resend_next_orphan(const struct slb_resend *r)
+uint32_t slb_resend_next_orphan(const struct slb_resend *r, uint32_t after)
 {
     if (!r->orphans)
         return SLB_RESEND_NONE;
-    for (uint32_t i = r->oldest; i != SLB_RESEND_NONE; i = r->e[i].next)
+    uint32_t i = after == SLB_RESEND_NONE ? r->oldest : r->e[after].next;
+    for (; i != SLB_RESEND_NONE; i = r->e[i].next)
         if (r->e[i].state == SLB_RESEND_ORPHAN)
             return i;
     return SLB_RESEND_NONE;
@@ -223,6 +222,14 @@ uint32_t slb_resend_copy_out(const struct slb_resend *r, uint32_t i, char *out)
         off += n;
     }
     return off;
+}
+
+void slb_resend_unorphan(struct slb_resend *r, uint32_t i)
+{
+    if (r->e[i].state == SLB_RESEND_ORPHAN) {
+        r->e[i].state = SLB_RESEND_WAITING;
+        r->orphans--;
+    }
 }
 
 void slb_resend_settle(struct slb_resend *r, uint32_t i, bool keep_key)

@@ -10,9 +10,9 @@
  * (oldest first) for re-sending in order and for expiry.
  *
  * An entry is WAITING (forwarded, no response yet), ORPHAN (its link failed or its backend
- * went down: to be re-sent) or MOVED (re-sent elsewhere while the link stayed open: only
- * its key is kept, so that a late response from the first backend is dropped rather than
- * reaching the client next to the second backend's).
+ * went down: to be re-sent) or MOVED (re-sent elsewhere: only its key is kept, so that
+ * late responses from the first backend are dropped rather than reaching the client next
+ * to the second backend's).
  *
  * Pure: no I/O, no clock (now_ms is passed in); allocates only in slb_resend_init. Owned by
  * one worker, used on its thread. */
@@ -75,25 +75,31 @@ int slb_resend_keep(struct slb_resend *r, uint64_t key, uint64_t client, const c
                     uint32_t len, uint64_t now_ms, bool resent);
 
 /* A response for key came: its copy is freed. Returns the state it was in: FREE (nothing
- * kept), WAITING or ORPHAN (relay the response), MOVED (already re-sent: drop it). */
+ * kept), WAITING or ORPHAN (relay the response), MOVED (already re-sent: drop it; the key
+ * stays for the transaction's later answers until it expires). */
 enum slb_resend_state slb_resend_answered(struct slb_resend *r, uint64_t key);
 
-/* Every WAITING copy becomes an ORPHAN. When the link is gone (gone) the MOVED keys are
- * forgotten too: no late response can come. Returns the number of orphans. */
-uint32_t slb_resend_orphan_all(struct slb_resend *r, bool gone);
+/* Every WAITING copy becomes an ORPHAN (the link failed or its backend went down). MOVED
+ * keys stay even when the link is gone: a backend may answer over a new connection (RFC
+ * 3261 18.2.2). Returns the number of orphans. */
+uint32_t slb_resend_orphan_all(struct slb_resend *r);
 
-/* The oldest ORPHAN: its index, or SLB_RESEND_NONE. */
-uint32_t slb_resend_next_orphan(const struct slb_resend *r);
+/* The oldest ORPHAN after entry `after` in age order (SLB_RESEND_NONE: from the oldest):
+ * its index, or SLB_RESEND_NONE. */
+uint32_t slb_resend_next_orphan(const struct slb_resend *r, uint32_t after);
 
 /* Copies entry i's bytes into out (at least its len). Returns the length. */
 uint32_t slb_resend_copy_out(const struct slb_resend *r, uint32_t i, char *out);
 
-/* Done with orphan i: MOVED (its bytes freed, its key kept) when the link is still open
- * (keep_key), else freed. */
+/* Orphan i waits again (its backend came back up before it was re-sent). */
+void slb_resend_unorphan(struct slb_resend *r, uint32_t i);
+
+/* Done with orphan i: MOVED (its bytes freed, its key kept to drop late answers) when it
+ * was re-sent elsewhere (keep_key), else freed. */
 void slb_resend_settle(struct slb_resend *r, uint32_t i, bool keep_key);
 
-/* Forgets entries kept before now_ms - max_age_ms (a client's transaction is over by then;
- * a MOVED key no longer matters). Returns how many were forgotten. */
+/* Forgets entries kept max_age_ms ago or earlier, oldest first (a client's transaction is
+ * over by then, and late answers of a moved one no longer matter). Returns how many. */
 uint32_t slb_resend_expire(struct slb_resend *r, uint64_t now_ms, uint64_t max_age_ms);
 
 /* Entries in use, and chunks in use (for tests and gauges). */

@@ -10,7 +10,7 @@
 #include "balancer/worker-priv.h"
 
 /* The backend slot whose Record-Route token this is, among those still configured. */
-static int backend_by_token(const struct slb_route_table *t, uint32_t token)
+int backend_by_token(const struct slb_route_table *t, uint32_t token)
 {
     for (unsigned i = 0; i < t->n_backends; i++)
         if (t->state[i] != SLB_BACKEND_REMOVED && t->backends->spec[i].token == token)
@@ -64,13 +64,16 @@ static bool admissible(struct slb_worker *w, struct relay_conn *c, const struct 
 
 /* Where the request goes: the backend our Route names while it is up or draining (its
  * dialog stays there), else where its INVITE went (CANCEL, non-2xx ACK), else Maglev.
- * Returns the backend or SLB_MAGLEV_NONE; *pkey is the pending-INVITE key (0: none). */
+ * Returns the backend or SLB_MAGLEV_NONE; *pkey is the pending-INVITE key (0: none);
+ * *pinned says the request must reach that very backend (its dialog or its INVITE is
+ * there). */
 static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
                                const struct slb_route_table *t, uint64_t h, uint64_t now,
-                               uint64_t *pkey)
+                               uint64_t *pkey, bool *pinned)
 {
     const struct slb_sip_msg *m = im->m;
     *pkey = 0;
+    *pinned = true;
     if (im->route.has_backend) {
         int idx = backend_by_token(t, im->route.backend);
         if (idx >= 0 && t->state[idx] != SLB_BACKEND_DOWN) {
@@ -92,6 +95,7 @@ static uint16_t choose_backend(struct slb_worker *w, const struct in_msg *im,
             return (uint16_t)pb;
         }
     }
+    *pinned = false;
     return slb_maglev_lookup(&t->maglev, h);
 }
 
@@ -148,11 +152,16 @@ enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const
     const struct slb_route_table *t = route_table(w);
     uint64_t now = slb_loop_now_ms(&w->loop), pkey;
     uint64_t h = slb_route_hash(m->call_id);
-    uint16_t b = choose_backend(w, im, t, h, now, &pkey);
+    bool pinned;
+    uint16_t b = choose_backend(w, im, t, h, now, &pkey, &pinned);
     struct link *l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
-    if (!l && b != SLB_MAGLEV_NONE) {
+    bool may_move = !pinned || m->method_id == SLB_METHOD_BYE || ack;
+    if (!l && b != SLB_MAGLEV_NONE && may_move) {
         /* Its backend has no link up and none being dialled (they just failed; the health
-         * checker has not marked it down yet): the next choice, as failover.c re-sends. */
+         * checker has not marked it down yet): the next choice, as failover.c re-sends.
+         * Not for a request its dialog or INVITE pins there (but a BYE or ACK: another
+         * backend can only end the dialog, which is what they ask): it gets 503, which
+         * lets the client try again, where another backend's 481 would end the dialog. */
         b = slb_maglev_lookup_except(&t->maglev, h, b);
         l = b == SLB_MAGLEV_NONE ? NULL : pick_link(w, b, h);
         if (l)

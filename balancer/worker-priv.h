@@ -242,6 +242,7 @@ bool reject_request(struct slb_worker *w, struct relay_conn *c, const struct in_
 enum step { STEP_NEXT, STEP_STOP }; /* after one message: go on, or stop (held/closing) */
 enum step route_client_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im);
 int drop_our_route(struct slb_sip_edit *e, const struct in_msg *im);
+int backend_by_token(const struct slb_route_table *t, uint32_t token);
 int edit_client_request(struct slb_worker *w, struct relay_conn *c, const struct in_msg *im,
                         const struct slb_backend_spec *b, uint32_t *tx);
 
@@ -253,7 +254,7 @@ void resend_keep(struct slb_worker *w, struct link *l, const struct relay_conn *
                  const struct in_msg *im, uint32_t tx, bool resent);
 bool resend_response(struct slb_worker *w, unsigned backend, const struct slb_sip_msg *m,
                      uint64_t conn_id, uint32_t tx);
-void resend_orphan_link(struct slb_worker *w, struct link *l, bool gone);
+void resend_orphan_link(struct slb_worker *w, struct link *l);
 void resend_expire(struct slb_worker *w, uint64_t now_ms);
 
 /* relay_response.c */

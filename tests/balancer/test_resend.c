@@ -60,11 +60,11 @@ Test(resend, orphans_come_out_oldest_first_with_their_bytes)
                      0);
     }
     cr_assert_eq(slb_resend_answered(&r, 102), SLB_RESEND_WAITING); /* answered: never re-sent */
-    cr_assert_eq(slb_resend_next_orphan(&r), SLB_RESEND_NONE);
-    cr_assert_eq(slb_resend_orphan_all(&r, true), 4);
+    cr_assert_eq(slb_resend_next_orphan(&r, SLB_RESEND_NONE), SLB_RESEND_NONE);
+    cr_assert_eq(slb_resend_orphan_all(&r), 4);
     int order[] = {0, 1, 3, 4};
     for (int k = 0; k < 4; k++) {
-        uint32_t i = slb_resend_next_orphan(&r);
+        uint32_t i = slb_resend_next_orphan(&r, SLB_RESEND_NONE);
         cr_assert_neq(i, SLB_RESEND_NONE);
         int want = order[k];
         cr_assert_eq(r.e[i].key, 100 + (uint64_t)want);
@@ -74,13 +74,13 @@ Test(resend, orphans_come_out_oldest_first_with_their_bytes)
         cr_assert(!memcmp(out, expect[want], lens[want]));
         slb_resend_settle(&r, i, false);
     }
-    cr_assert_eq(slb_resend_next_orphan(&r), SLB_RESEND_NONE);
+    cr_assert_eq(slb_resend_next_orphan(&r, SLB_RESEND_NONE), SLB_RESEND_NONE);
     cr_assert_eq(slb_resend_count(&r), 0);
     cr_assert_eq(slb_resend_chunks_used(&r), 0);
     slb_resend_deinit(&r);
 }
 
-Test(resend, moved_keys_drop_late_answers_until_the_link_goes)
+Test(resend, moved_keys_drop_every_late_answer_until_they_expire)
 {
     struct slb_resend r;
     cr_assert_eq(slb_resend_init(&r, 8, 8192), 0);
@@ -88,22 +88,32 @@ Test(resend, moved_keys_drop_late_answers_until_the_link_goes)
     cr_assert_eq(slb_resend_keep(&r, 2, 1, fill(0, 700), 700, 0, false), 0);
     cr_assert_eq(slb_resend_keep(&r, 3, 1, fill(0, 700), 700, 0, false), 0);
     /* Backend marked down, link still open. */
-    cr_assert_eq(slb_resend_orphan_all(&r, false), 3);
+    cr_assert_eq(slb_resend_orphan_all(&r), 3);
     /* An answer that comes before the re-send: relayed, nothing re-sent for it. */
     cr_assert_eq(slb_resend_answered(&r, 2), SLB_RESEND_ORPHAN);
-    uint32_t i;
-    while ((i = slb_resend_next_orphan(&r)) != SLB_RESEND_NONE)
-        slb_resend_settle(&r, i, true);
-    cr_assert_eq(slb_resend_chunks_used(&r), 0); /* bytes freed, keys kept */
-    cr_assert_eq(slb_resend_count(&r), 2);
-    cr_assert_eq(slb_resend_answered(&r, 1), SLB_RESEND_MOVED);
-    cr_assert_eq(slb_resend_answered(&r, 1), SLB_RESEND_FREE);
-    /* New requests after it came back are waiting copies again. */
-    cr_assert_eq(slb_resend_keep(&r, 4, 1, fill(0, 10), 10, 0, false), 0);
-    /* The link goes: moved keys are forgotten, the waiting copy is an orphan. */
-    cr_assert_eq(slb_resend_orphan_all(&r, true), 1);
-    cr_assert_eq(slb_resend_count(&r), 1);
-    cr_assert_eq(r.e[slb_resend_next_orphan(&r)].key, 4);
+    /* The walk in age order with a cursor; one orphan waits again (its backend came
+     * back), the other is re-sent. */
+    uint32_t first = slb_resend_next_orphan(&r, SLB_RESEND_NONE);
+    cr_assert_eq(r.e[first].key, 1);
+    uint32_t second = slb_resend_next_orphan(&r, first);
+    cr_assert_eq(r.e[second].key, 3);
+    cr_assert_eq(slb_resend_next_orphan(&r, second), SLB_RESEND_NONE);
+    slb_resend_unorphan(&r, first);
+    slb_resend_settle(&r, second, true);
+    cr_assert_eq(slb_resend_next_orphan(&r, SLB_RESEND_NONE), SLB_RESEND_NONE);
+    cr_assert_eq(slb_resend_chunks_used(&r), 2); /* key 1's bytes; key 3's are freed */
+    /* Every late answer of the moved transaction is dropped (100, 180, 200...). */
+    cr_assert_eq(slb_resend_answered(&r, 3), SLB_RESEND_MOVED);
+    cr_assert_eq(slb_resend_answered(&r, 3), SLB_RESEND_MOVED);
+    cr_assert_eq(slb_resend_answered(&r, 1), SLB_RESEND_WAITING);
+    /* The link goes: the moved key stays (an answer may come over a new connection). */
+    cr_assert_eq(slb_resend_keep(&r, 4, 1, fill(0, 10), 10, 5, false), 0);
+    cr_assert_eq(slb_resend_orphan_all(&r), 1);
+    cr_assert_eq(r.e[slb_resend_next_orphan(&r, SLB_RESEND_NONE)].key, 4);
+    cr_assert_eq(slb_resend_answered(&r, 3), SLB_RESEND_MOVED);
+    /* Until it expires. */
+    cr_assert_eq(slb_resend_expire(&r, 1000, 1000), 1);
+    cr_assert_eq(slb_resend_answered(&r, 3), SLB_RESEND_FREE);
     slb_resend_deinit(&r);
 }
 
