@@ -185,10 +185,8 @@ static bool nul_outside_quoted_pair(const char *p, const char *end)
             return true;
         if (c == '"') {
             quoted = !quoted;
-        } else if (c == '\\' && quoted && p + 1 < end) {
-            if (p[1] == '\r' || p[1] == '\n')
-                return p[1] == '\r' && (p + 2 == end || p[2] != '\n');
-            p++; /* the escaped byte, NUL included */
+        } else if (c == '\\' && quoted && p + 1 < end && p[1] != '\r' && p[1] != '\n') {
+            p++; /* the escaped byte, NUL included (a CR or LF cannot be escaped) */
         }
     }
     return false;
