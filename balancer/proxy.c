@@ -25,8 +25,8 @@ bool slb_proxy_can_reply(const struct slb_sip_msg *msg)
 {
     if (!(msg->is_request && msg->method_id != SLB_METHOD_ACK && msg->method.ptr &&
           msg->first[SLB_HDR_VIA] >= 0 && msg->first[SLB_HDR_FROM] >= 0 &&
-          msg->first[SLB_HDR_TO] >= 0 && msg->call_id.ptr && msg->cseq_method.ptr))
-        return false; /* a CSeq that does not parse cannot be matched: no answer */
+          msg->first[SLB_HDR_TO] >= 0 && msg->call_id.ptr && msg->first[SLB_HDR_CSEQ] >= 0))
+        return false;
     /* The lines our answer copies must not carry a NUL or a bare CR (whatever else made the
      * request bad): the answer would be as malformed as the request (found by fuzz_proxy). */
     for (uint32_t i = 0; i < msg->header_count; i++) {
@@ -85,12 +85,14 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
         case SLB_HDR_CALL_ID:
         case SLB_HDR_CSEQ:
             /* One line each, the one the scanner read (the first From; the Call-ID and
-             * CSeq it took): a request that repeats one (RFC 4475 3.3.8) gets an answer
-             * that does not (found by fuzz_proxy). */
+             * CSeq it took, else the first CSeq: the client's own, overlarge or not, is
+             * what it matches our answer with): a request that repeats one (RFC 4475
+             * 3.3.8) gets an answer that does not (found by fuzz_proxy). */
             if (h->id == SLB_HDR_FROM ? (int16_t)i == msg->first[SLB_HDR_FROM]
-                                      : holds(h->value, h->id == SLB_HDR_CSEQ
-                                                            ? msg->cseq_method.ptr
-                                                            : msg->call_id.ptr))
+                : h->id == SLB_HDR_CALL_ID
+                    ? holds(h->value, msg->call_id.ptr)
+                    : (msg->cseq_method.ptr ? holds(h->value, msg->cseq_method.ptr)
+                                            : (int16_t)i == msg->first[SLB_HDR_CSEQ]))
                 put(&o, base + h->line_off, h->line_len);
             break;
         case SLB_HDR_TO:

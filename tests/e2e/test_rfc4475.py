@@ -2,13 +2,14 @@
 """End to end, RFC 4475: every case in tests/corpus/rfc4475 sent to sipslb over TLS on its
 own connection, in front of a mock SIPS backend; the client gets what the EXPECT file's
 proxy column says (relayed and answered by the backend, answered by sipslb, dropped, or
-closed). Also a request near --max-message-size with many headers still relays. Loopback
+closed), and sipslb-scan says what its scan column says. Also a request near --max-message-size with many headers still relays. Loopback
 only; processes stopped by PID; every wait bounded.
 
 usage: test_rfc4475.py BUILD_DIR SOURCE_DIR"""
 
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -105,6 +106,30 @@ def test_every_rfc4475_case_gets_its_outcome(c):
     assert not bad, bad
 
 
+def test_sipslb_scan_says_what_expect_says(c):
+    """sipslb-scan on each file: valid messages listed, or the rejection with its status
+    (and the close), or a truncated message, as EXPECT's scan column says."""
+    bad = []
+    for line in open(os.path.join(c.dir, "EXPECT")):
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _section, scan = line.split()[:3]
+        p = subprocess.run([c.h.bin("balancer/sipslb-scan"), os.path.join(c.dir, name + ".sip")],
+                           capture_output=True, text=True, timeout=30)
+        out = p.stdout
+        if scan == "ok":
+            ok = p.returncode == 0 and re.search(r": (request|response) ", out) is not None
+        elif scan == "more":
+            ok = p.returncode == 1 and "truncated" in out
+        else:
+            status, _, closes = scan.partition("+")
+            ok = (p.returncode == 1 and ("-> %s" % status) in out and
+                  (", connection closed" in out) == bool(closes))
+        if not ok:
+            bad.append((name, scan, out.strip()[-200:]))
+    assert not bad, bad
+
+
 def test_a_request_near_max_message_size_relays(c):
     # 88 header lines (the bound is 96) and a body: 64,000 bytes in all, under
     # --max-message-size (65535) with room for our Via; 41 Via values (72 are kept).
@@ -125,5 +150,6 @@ def test_a_request_near_max_message_size_relays(c):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests([test_every_rfc4475_case_gets_its_outcome,
+    sys.exit(run_tests([test_sipslb_scan_says_what_expect_says,
+                        test_every_rfc4475_case_gets_its_outcome,
                         test_a_request_near_max_message_size_relays], setup, teardown))

@@ -70,12 +70,12 @@ static void answer(const char *base, int status)
     int n = slb_proxy_reply(reply_buf, sizeof(reply_buf), &in, base, status, "Fuzz", NULL, "tag1");
     if (n < 0)
         return; /* did not fit: the relay drops it (counted) */
-    /* The client's own malformed Via, From or To given back, as RFC 3261 8.2.6 says: our
-     * answer copies its Via lines and its From and To whole (a To tag added cannot end a
-     * quoted string), so such a fault in the answer is the request's. */
+    /* The client's own malformed Via, From, To or CSeq given back, as RFC 3261 8.2.6 says:
+     * our answer copies its Via lines, its From and To whole (a To tag added cannot end a
+     * quoted string) and its CSeq, so such a fault in the answer is the request's. */
     if (slb_sip_scan(reply_buf, (size_t)n, &big, &resp, resp_h, SLB_SIP_MAX_HEADERS_DEFAULT + 8) <
             0 &&
-        (resp.err == SLB_SIP_E_VIA || resp.err == SLB_SIP_E_FROM_TO))
+        (resp.err == SLB_SIP_E_VIA || resp.err == SLB_SIP_E_FROM_TO || resp.err == SLB_SIP_E_CSEQ))
         return;
     must_scan(reply_buf, (size_t)n, &resp, resp_h, in.call_id, "our answer does not scan");
     if (resp.is_request || resp.status != status || resp.via_count != in.via_count)
