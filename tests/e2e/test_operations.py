@@ -104,6 +104,20 @@ class Prometheus:
                            [exe, "--config.file", cfg, "--storage.tsdb.path", os.path.join(d, "db"),
                             "--web.listen-address", "127.0.0.1:%d" % self.port],
                            wait_port=self.port)
+        # Its port opens before it is ready: queries get 503 until then (the intermittent
+        # e2e_operations failure). Wait for /-/ready, bounded.
+        end = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/-/ready" % self.port,
+                                            timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.time() > end:
+                raise AssertionError("prometheus not ready after 30 s")
+            time.sleep(0.2)
 
     def query(self, q):
         url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (self.port, urllib.parse.quote(q))
