@@ -508,9 +508,15 @@ static int via_parse_s(struct slb_slice value, struct slb_sip_via *via, const ch
     } else {
         p = find_either_s(p, end, safe, ':', ';');
         via->host = trim(h0, p);
-        const char *host_end = via->host.ptr + via->host.len;
-        if (find_either_s(via->host.ptr, host_end, safe, ' ', '\t') != host_end)
-            return -EINVAL; /* "host junk": not a sent-by */
+        /* host = hostname / IPv4address (RFC 3261 25.1): letters, digits, '-' and '.' ('_'
+         * tolerated). Anything else ("host junk", quotes that would change where the
+         * next Via value starts once we edit this one) is not a sent-by. */
+        for (size_t i = 0; i < via->host.len; i++) {
+            unsigned char ch = (unsigned char)via->host.ptr[i];
+            if (!((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') && !(ch >= '0' && ch <= '9') &&
+                ch != '-' && ch != '.' && ch != '_')
+                return -EINVAL;
+        }
     }
     if (via->host.len == 0)
         return -EINVAL;

@@ -412,6 +412,14 @@ Test(scan, rfc4475_syntax_rules)
                  SLB_SIP_E_VIA);
     cr_assert_eq(err_of(START FROM TO CID CSEQ CL0 "Via: SIP/2.0/TLS h;branch=z9hG4bKa,,\r\n\r\n"),
                  SLB_SIP_E_VIA);
+    /* A sent-by host is a hostname or an address: quotes there would move where the next
+     * Via value starts once we add received/rport (found by the fuzz campaign). */
+    cr_assert_eq(
+        err_of(START FROM TO CID CSEQ CL0 "Via: SIP/2.0/TLS \"\"\",\"\" h;branch=z9hG4bKa\r\n\r\n"),
+        SLB_SIP_E_VIA);
+    cr_assert_eq(scan(START FROM TO CID CSEQ CL0
+                      "Via: SIP/2.0/TLS my_host-1.example.com:5061;branch=z9hG4bKa\r\n\r\n"),
+                 0);
     /* 3.1.2.6: a display name whose quote never ends. */
     cr_assert_eq(
         err_of(START VIA FROM CID CSEQ CL0 "To: \"Mr. J. User <sip:j@example.com>\r\n\r\n"),
