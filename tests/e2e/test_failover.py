@@ -9,6 +9,7 @@ usage: test_failover.py BUILD_DIR SOURCE_DIR"""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,9 +172,61 @@ def test_cancel_follows_its_resent_invite(c):
         c.h.stop(u, sig=signal.SIGKILL)
 
 
+def test_in_dialog_requests_of_a_backend_whose_links_failed(c):
+    """A backend killed but not yet marked down (--fall 100): a re-INVITE our Route pins to
+    it gets 503 (the client may retry; another backend's 481 would end the dialog), its
+    BYE goes to the next backend (which can only end the dialog, as asked), and a new call
+    whose Call-ID it owns goes to the next backend."""
+    uas = [c.h.start_uas("pin%d" % i, c.h.free_port()) for i in range(3)]
+    lb = c.h.start_sipslb(c.h.free_port(), [u.port for u in uas],
+                          ["--workers", "1", "--probe-interval", "500ms", "--probe-timeout",
+                           "400ms", "--fall", "100", "--rise", "1"])
+    cl = SipClient(lb.port, c.ca)
+    dialogs = []
+    for i in range(30):
+        cid = "pin-%d-%s" % (i, uuid.uuid4().hex)
+        cl.send(request("INVITE", cid, 1, "z9hG4bK" + uuid.uuid4().hex, cl.local_port))
+        resp = [cl.recv_message() for _ in range(3)]
+        assert [status_of(m) for m in resp] == [100, 180, 200], resp
+        tag = re.search(r"tag=([^;>\s]+)", header_values(resp[2], "To", "t")[0]).group(1)
+        dialogs.append((cid, tag, header_values(resp[2], "Record-Route")))
+    reports = c.h.reports(uas)
+    pinned = [d for d in dialogs if d[0] in reports[1]]
+    assert pinned, "no dialog on the victim"
+    c.h.stop(uas[1], sig=signal.SIGKILL)
+    time.sleep(0.5)  # its links are lost; 100 failed probes would take 50 s
+
+    def in_dialog(method, cid, cseq, tag, rr):
+        cl.send(request(method, cid, cseq, "z9hG4bK" + uuid.uuid4().hex, cl.local_port,
+                        to_tag=tag, extra="Route: %s\r\n" % ", ".join(rr)))
+        while True:
+            m = cl.recv_message()
+            if status_of(m) >= 200:
+                return status_of(m)
+
+    for cid, tag, rr in pinned:
+        assert in_dialog("INVITE", cid, 2, tag, rr) == 503, cid
+        assert in_dialog("BYE", cid, 3, tag, rr) == 200, cid
+    for i in range(60):
+        cid = "pin-new-%d-%s" % (i, uuid.uuid4().hex)
+        cl.send(request("OPTIONS", cid, 1, "z9hG4bK" + uuid.uuid4().hex, cl.local_port))
+        assert status_of(cl.recv_message()) == 200, cid
+    cl.close()
+    assert c.h.stop(lb) == 0
+    st = c.h.read_stats(lb.stats)
+    moved = st["routed_around_link_down"]
+    print("%d dialogs on the killed backend: re-INVITE 503, BYE 200; %d requests routed "
+          "around its links" % (len(pinned), moved))
+    assert moved >= len(pinned), st  # the BYEs, and new requests whose Call-ID it owns
+    assert st["replied_503"] >= len(pinned), st
+    for u in (uas[0], uas[2]):
+        c.h.stop(u, sig=signal.SIGKILL)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests([test_no_other_backend_answers_503_at_once,
                         test_sigkill_of_a_backend_loses_no_call,
                         test_reset_of_a_backends_connections_loses_no_call,
                         test_black_hole_backend_loses_no_call,
-                        test_cancel_follows_its_resent_invite], setup, teardown))
+                        test_cancel_follows_its_resent_invite,
+                        test_in_dialog_requests_of_a_backend_whose_links_failed], setup, teardown))
