@@ -76,7 +76,7 @@ struct uas {
     atomic_int failed;          /* its set-up failed (logged): main stops everything */
     struct slb_stream *streams; /* per io slot */
     struct slb_stream_env env;
-    char out[8192];
+    char out[3][8192]; /* an INVITE's three answers, sent as one write */
     struct call *calls;
     uint32_t calls_cap, calls_n;
     char *arena;
@@ -153,10 +153,10 @@ static const char sdp[] = "v=0\r\n"
 
 /* A response to the request m (RFC 3261 8.2.6), with Record-Route copied for a
  * dialog-forming request (12.1.1), a To tag, and Contact and SDP on a 200 to INVITE. */
-static size_t build(struct uas *u, const char *base, const struct slb_sip_msg *m, int status,
-                    const char *reason)
+static size_t build(struct uas *u, char *out, size_t cap, const char *base,
+                    const struct slb_sip_msg *m, int status, const char *reason)
 {
-    struct buf b = {u->out, 0, sizeof(u->out)};
+    struct buf b = {out, 0, cap};
     char line[128];
     snprintf(line, sizeof(line), "SIP/2.0 %d %s\r\n", status, reason);
     puts_(&b, line);
@@ -194,13 +194,24 @@ static size_t build(struct uas *u, const char *base, const struct slb_sip_msg *m
     return b.len;
 }
 
-static void send_resp(struct uas *u, struct slb_stream *s, const char *base,
-                      const struct slb_sip_msg *m, int status, const char *reason)
+/* The answers to m, with the statuses and reasons given, in one write: a crash (SIGKILL,
+ * SIGHUP's reset) then loses all of them or none, never leaving 100 Trying delivered and
+ * the final response lost. That case is real (a server dying while a call rings), but it
+ * is the backend losing a call it took, which no relay can undo; the failover tests
+ * measure the requests a backend never answered. */
+static void send_resps(struct uas *u, struct slb_stream *s, const char *base,
+                       const struct slb_sip_msg *m, int n, const int *status,
+                       const char *const *reason)
 {
-    size_t n = build(u, base, m, status, reason);
-    struct iovec iov = {u->out, n};
-    if (slb_stream_send(s, &iov, 1, n) == 0) {
-        u->responses_sent++;
+    struct iovec iov[3];
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = u->out[i];
+        iov[i].iov_len = build(u, u->out[i], sizeof(u->out[i]), base, m, status[i], reason[i]);
+        total += iov[i].iov_len;
+    }
+    if (slb_stream_send(s, iov, n, total) == 0) {
+        u->responses_sent += (uint64_t)n;
     } else {
         /* Never silently: a peer that does not read gets its connection closed. */
         u->dropped_responses++;
@@ -238,12 +249,11 @@ static bool uas_frame(struct slb_stream *s, const char *base, const struct slb_s
     case SLB_METHOD_ACK:
         break;
     case SLB_METHOD_INVITE:
-        send_resp(u, s, base, m, 100, "Trying");
-        send_resp(u, s, base, m, 180, "Ringing");
-        send_resp(u, s, base, m, 200, "OK");
+        send_resps(u, s, base, m, 3, (const int[]){100, 180, 200},
+                   (const char *const[]){"Trying", "Ringing", "OK"});
         break;
     default:
-        send_resp(u, s, base, m, 200, "OK");
+        send_resps(u, s, base, m, 1, (const int[]){200}, (const char *const[]){"OK"});
     }
     return true;
 }

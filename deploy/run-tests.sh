@@ -68,7 +68,7 @@ if compgen -G "$san_logs/*" >/dev/null; then
     rc=1
 fi
 if [[ $rc -ne 0 ]]; then
-    grep -E "^FAILED|Error|assert" "$build-asan/ctest.log" | head -n 40 || true
+    grep -E "^([0-9]+: )?FAILED|Error|assert|calls, " "$build-asan/ctest.log" | head -n 40 || true
     exit "$rc"
 fi
 

@@ -66,10 +66,11 @@ def load_with_failure(c, name, fail):
         c.h.stop(u, sig=signal.SIGKILL)
     s = out["json"]
     print("%s: %d calls, %d ok, %d failed (%s); re-sent %d, answered 503 %d, late answers "
-          "dropped %d, routed around a failed link %d, client gone %d" %
+          "dropped %d, routed around a failed link %d, client gone %d, store full %d" %
           (name, s["calls"]["started"], s["calls"]["ok"], s["calls"]["failed"],
            json.dumps(s["failures"]), st["requests_resent"], st["resend_answered_503"],
-           st["resend_late_dropped"], st["routed_around_link_down"], st["resend_client_gone"]))
+           st["resend_late_dropped"], st["routed_around_link_down"], st["resend_client_gone"],
+           st["resend_store_full"]))
     return s, st
 
 
