@@ -126,6 +126,10 @@ static const struct slb_flag table[] = {
     F("backends-file", SLB_FLAG_STR, backends_file, NULL, 0, 0, NULL, "FILE",
       "more backends, one sips:HOST:PORT[;weight=N][;drain] per line (# comments); "
       "re-read on SIGHUP for weight and drain changes"),
+    F("secret-file", SLB_FLAG_STR, secret_file, NULL, 0, 0, NULL, "FILE",
+      "keys shared by instances, one per line, 64 hex digits (openssl rand -hex 32), newest "
+      "first: the newest signs branches, tokens and TLS tickets, all verify; mode 0600; "
+      "re-read on SIGHUP. Without it: random keys, lost at exit"),
     F("no-path", SLB_FLAG_BOOL, no_path, "false", 0, 0, NULL, NULL,
       "do not add our Path to REGISTER requests (RFC 3327)"),
     F("sips-only", SLB_FLAG_BOOL, sips_only, "false", 0, 0, NULL, NULL,
@@ -173,8 +177,8 @@ static const char usage[] =
     "dialog by its Call-ID (Maglev consistent hashing) to one backend SIPS server over\n"
     "persistent TLS connections, and relays responses back. SIGINT/SIGTERM: stop\n"
     "accepting, flush, exit 0. SIGUSR1: write --stats-file. SIGHUP: re-read the --cert,\n"
-    "--key, --ca and --crl files when they changed, and --backends-file (weights and\n"
-    "drain flags).";
+    "--key, --ca and --crl files when they changed, --backends-file (weights and\n"
+    "drain flags) and --secret-file (key rotation).";
 
 int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host, size_t host_cap,
                               uint16_t *port)

@@ -125,6 +125,7 @@ struct slb_config {
     const char *admin_token_file; /* --admin-token-file */
     bool log_connections;         /* --log-connections */
     const char *backends_file;
+    const char *secret_file; /* --secret-file */
     bool no_path;
     bool sips_only;
     /* Limits and protection (README "Limits and protection"). */

@@ -152,8 +152,8 @@ static void resend_one(struct slb_worker *w, struct link *l, uint32_t i)
         m->msg_len != len)
         return; /* the same bytes scanned when they came in: cannot happen */
     struct in_msg im = {.base = w->resend_buf, .m = m};
-    slb_proxy_route_info(m, &w->sh->self, &im.route);
-    im.strict = !im.route.ours && slb_proxy_strict_routed(m, &w->sh->self, &im.route);
+    slb_proxy_route_info(m, &w->self, &im.route);
+    im.strict = !im.route.ours && slb_proxy_strict_routed(m, &w->self, &im.route);
     const struct slb_route_table *t = route_table(w);
     uint64_t h = slb_route_hash(m->call_id), pkey = 0;
     uint16_t b = SLB_MAGLEV_NONE;

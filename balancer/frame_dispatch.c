@@ -35,10 +35,11 @@ static bool bad_frame(struct slb_worker *w, struct relay_conn *c, const struct i
  * naming someone else than itself; else a client's request to route. */
 static enum step request(struct slb_worker *w, struct relay_conn *c, struct in_msg *im)
 {
-    slb_proxy_route_info(im->m, &w->sh->self, &im->route);
-    im->strict = !im->route.ours && slb_proxy_strict_routed(im->m, &w->sh->self, &im->route);
+    slb_proxy_route_info(im->m, &w->self, &im->route);
+    im->strict = !im->route.ours && slb_proxy_strict_routed(im->m, &w->self, &im->route);
     bool from_backend = c->kind == CONN_LINK || c->backend_peer >= 0;
-    bool toward = im->route.has_flow && !(im->route.flow_ok && im->route.flow == c->s.id.v);
+    bool toward = im->route.has_flow &&
+                  !(im->route.flow_ok && !im->route.flow_elsewhere && im->route.flow == c->s.id.v);
     if (from_backend && toward)
         return toward_client(w, c, im);
     if (c->unauth_backend && toward) {

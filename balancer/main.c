@@ -20,6 +20,7 @@
 #include "balancer/maglev.h"
 #include "balancer/router.h"
 #include "balancer/sd_notify.h"
+#include "balancer/secrets.h"
 #include "balancer/worker.h"
 #include "core/limit.h"
 #include "core/log.h"
@@ -306,12 +307,102 @@ static void put_in_force(struct slb_backends *fresh)
     in_force = fresh;
 }
 
+/* ---- keys: --secret-file, or random ------------------------------------------------------ */
+
+/* The secrets in force (main thread only), to tell a re-read that changed nothing. */
+static struct slb_secrets secrets_in_force;
+
+/* What the secrets become: MAC keys for the proxy (self) and TLS ticket keys. */
+static int derive_keys(const struct slb_secrets *sec, struct slb_siphash_key *mac)
+{
+    uint8_t tickets[SLB_SECRETS_MAX][SLB_TLS_TICKET_KEY_BYTES];
+    int rc = 0;
+    for (unsigned i = 0; i < sec->n && rc == 0; i++) {
+        rc = slb_secret_mac_key(sec->key[i], &mac[i]);
+        if (rc == 0)
+            rc = slb_secret_ticket_key(sec->key[i], tickets[i]);
+    }
+    if (rc == 0)
+        rc = slb_tls_set_ticket_keys(tickets, sec->n);
+    explicit_bzero(tickets, sizeof(tickets));
+    return rc;
+}
+
+/* SIGHUP: a changed --secret-file goes to every worker (they take it within a refresh);
+ * an unreadable or invalid one keeps the keys in force. */
+static void reload_secrets(const struct slb_config *cfg, struct slb_worker **w, unsigned n,
+                           const char *who)
+{
+    if (!cfg->secret_file)
+        return;
+    static struct slb_secrets fresh;
+    char err[512];
+    if (slb_secrets_read(cfg->secret_file, &fresh, err, sizeof(err)) < 0) {
+        slb_log(SLB_LOG_ERROR, "%s: --secret-file rejected, keys in force kept: %s", who, err);
+        return;
+    }
+    if (!memcmp(&fresh, &secrets_in_force, sizeof(fresh))) {
+        explicit_bzero(&fresh, sizeof(fresh));
+        return;
+    }
+    struct slb_siphash_key mac[SLB_SECRETS_MAX];
+    if (derive_keys(&fresh, mac) < 0) {
+        slb_log(SLB_LOG_ERROR, "%s: --secret-file: cannot derive keys, keys in force kept", who);
+        return;
+    }
+    for (unsigned i = 0; i < n; i++)
+        if (slb_worker_set_keys(w[i], mac, fresh.n) < 0)
+            slb_log(SLB_LOG_ERROR, "%s: out of memory handing new keys to worker %u", who, i);
+    explicit_bzero(mac, sizeof(mac));
+    secrets_in_force = fresh;
+    explicit_bzero(&fresh, sizeof(fresh));
+    slb_log(SLB_LOG_INFO, "%s: re-read --secret-file %s: %u keys, the first signs", who,
+            cfg->secret_file, secrets_in_force.n);
+}
+
+/* At start: the keys of --secret-file, or one random key. Returns 0, or 2 (bad usage, the
+ * reason printed). */
+static int boot_keys(const struct slb_config *cfg, struct slb_proxy_self *self)
+{
+    struct slb_siphash_key mac[SLB_SECRETS_MAX];
+    unsigned n = 1;
+    uint32_t boot_id;
+    if (getrandom(&boot_id, sizeof(boot_id), 0) != sizeof(boot_id))
+        return 1;
+    if (cfg->secret_file) {
+        char err[512];
+        if (slb_secrets_read(cfg->secret_file, &secrets_in_force, err, sizeof(err)) < 0) {
+            fprintf(stderr, "sipslb: --secret-file %s\n", err);
+            return 2;
+        }
+        if (derive_keys(&secrets_in_force, mac) < 0) {
+            fprintf(stderr, "sipslb: --secret-file: cannot derive keys\n");
+            return 1;
+        }
+        n = secrets_in_force.n;
+        slb_log(SLB_LOG_INFO, "--secret-file %s: %u keys, the first signs", cfg->secret_file, n);
+    } else {
+        if (getrandom(&mac[0], sizeof(mac[0]), 0) != sizeof(mac[0]))
+            return 1;
+        if (cfg->advertise)
+            slb_log(SLB_LOG_WARN,
+                    "--advertise without --secret-file: keys are random, so the Path and "
+                    "Record-Route tokens registrars and dialogs hold will not verify after a "
+                    "restart (403), and no other instance accepts them or resumes our TLS "
+                    "sessions");
+    }
+    slb_proxy_self_set_keys(self, mac, n, boot_id);
+    explicit_bzero(mac, sizeof(mac));
+    return 0;
+}
+
 /* SIGHUP, or POST /reload (who names the caller). Returns 0, or -EINVAL with err set. */
 static int reload(const struct slb_config *cfg, struct slb_worker **w, unsigned n, const char *who,
                   char *err, size_t errlen)
 {
     pthread_mutex_lock(&control_lock);
     reload_tls(cfg, w, n);
+    reload_secrets(cfg, w, n, who);
     int rc = 0;
     /* A new backends object, never an edit of the one the workers read. */
     struct slb_backends *fresh;
@@ -546,11 +637,12 @@ int main(int argc, char **argv)
         return 1;
     }
     sh.limits = &limits;
-    if (getrandom(&sh.pending_key, sizeof(sh.pending_key), 0) != sizeof(sh.pending_key) ||
-        getrandom(&sh.self.mac_key, sizeof(sh.self.mac_key), 0) != sizeof(sh.self.mac_key)) {
+    if (getrandom(&sh.pending_key, sizeof(sh.pending_key), 0) != sizeof(sh.pending_key)) {
         fprintf(stderr, "sipslb: getrandom failed: %s\n", strerror(errno));
         return 1;
     }
+    if ((rc = boot_keys(&cfg, &sh.self)) != 0)
+        return rc;
     for (unsigned i = 0; i < n; i++) {
         w[i] = slb_worker_new(&sh, i, sctx[i], cctx[i]);
         if (!w[i]) {

@@ -119,6 +119,65 @@ int slb_proxy_reply(char *out, size_t cap, const struct slb_sip_msg *msg, const 
     return o.full ? -ENOSPC : (int)o.len;
 }
 
+void slb_proxy_self_set_keys(struct slb_proxy_self *self, const struct slb_siphash_key *keys,
+                             unsigned n, uint32_t boot_id)
+{
+    if (n > SLB_PROXY_KEYS_MAX)
+        n = SLB_PROXY_KEYS_MAX;
+    self->boot_id = boot_id;
+    self->n_old = n ? n - 1 : 0;
+    for (unsigned i = 0; i < n; i++) {
+        /* The branch key: the key's own PRF over a label and the boot id. */
+        unsigned char b[10] = {'b', 'r', 'a', 'n', 'c', 'h'};
+        memcpy(b + 6, &boot_id, 4);
+        struct slb_siphash_key bk = {slb_siphash(&keys[i], b, sizeof(b)), 0};
+        b[0] = 'B';
+        bk.k1 = slb_siphash(&keys[i], b, sizeof(b));
+        if (i == 0) {
+            self->mac_key = keys[0];
+            self->branch_key = bk;
+        } else {
+            self->old_keys[i - 1] = keys[i];
+            self->old_branch_keys[i - 1] = bk;
+        }
+    }
+}
+
+/* Verification under every key in force, newest first: a rotation keeps what the keys
+ * still listed signed. Old keys are tried only when the newest fails. */
+static bool branch_parse(const struct slb_proxy_self *self, struct slb_slice branch,
+                         uint64_t *conn_id, uint32_t *tx, uint32_t *loop)
+{
+    if (slb_branch_parse(branch, &self->branch_key, conn_id, tx, loop))
+        return true;
+    for (unsigned i = 0; i < self->n_old; i++)
+        if (slb_branch_parse(branch, &self->old_branch_keys[i], conn_id, tx, loop))
+            return true;
+    return false;
+}
+
+static bool backend_token_parse(const struct slb_proxy_self *self, struct slb_slice tok,
+                                uint32_t *backend)
+{
+    if (slb_backend_token_parse(tok, &self->mac_key, backend))
+        return true;
+    for (unsigned i = 0; i < self->n_old; i++)
+        if (slb_backend_token_parse(tok, &self->old_keys[i], backend))
+            return true;
+    return false;
+}
+
+static bool flow_token_parse(const struct slb_proxy_self *self, struct slb_slice tok,
+                             uint64_t *conn, uint32_t *boot, unsigned *flags)
+{
+    if (slb_flow_token_parse(tok, &self->mac_key, conn, boot, flags))
+        return true;
+    for (unsigned i = 0; i < self->n_old; i++)
+        if (slb_flow_token_parse(tok, &self->old_keys[i], conn, boot, flags))
+            return true;
+    return false;
+}
+
 int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                             const struct slb_proxy_self *self, const char *ip, size_t ip_len,
                             uint16_t port, uint64_t conn_id, bool backend_side, uint64_t sent_us,
@@ -143,12 +202,12 @@ int slb_proxy_request_edits(struct slb_sip_edit *e, const struct slb_sip_msg *ms
         tx |= SLB_BRANCH_TX_BACKEND_SIDE;
     if (tx_out)
         *tx_out = tx;
-    slb_branch_make(via + n, &self->mac_key, conn_id, tx, slb_loop_hash(&self->mac_key, msg));
+    slb_branch_make(via + n, &self->branch_key, conn_id, tx, slb_loop_hash(&self->mac_key, msg));
     struct slb_slice branch = {via + n, SLB_BRANCH_LEN};
     n += SLB_BRANCH_LEN;
     if (sent_us) {
         memcpy(via + n, SLB_SENT_PARAM, SLB_SENT_PARAM_LEN);
-        slb_sent_make(via + n + SLB_SENT_PARAM_LEN, &self->mac_key, branch, sent_us);
+        slb_sent_make(via + n + SLB_SENT_PARAM_LEN, &self->branch_key, branch, sent_us);
         n += SLB_SENT_PARAM_LEN + SLB_SENT_VALUE_LEN;
     }
     int rc = slb_sip_edit_push_via(e, msg, via, n);
@@ -165,7 +224,7 @@ bool slb_proxy_response_target(const struct slb_sip_msg *msg, const struct slb_p
 {
     uint32_t tx;
     if (msg->via_count == 0 ||
-        !slb_branch_parse(msg->top_via.branch, &self->mac_key, conn_id, &tx, NULL))
+        !branch_parse(self, msg->top_via.branch, conn_id, &tx, NULL))
         return false;
     *backend_side = (tx & SLB_BRANCH_TX_BACKEND_SIDE) != 0;
     if (tx_out)
@@ -187,7 +246,7 @@ bool slb_proxy_response_sent(const struct slb_sip_msg *msg, const struct slb_pro
         return false;
     p += SLB_SENT_PARAM_LEN;
     struct slb_slice value = {p, (size_t)(v.ptr + v.len - p)};
-    return slb_sent_parse(value, &self->mac_key, msg->top_via.branch, sent_us);
+    return slb_sent_parse(value, &self->branch_key, msg->top_via.branch, sent_us);
 }
 
 /* Our tokens in a URI's parameters. */
@@ -200,10 +259,12 @@ static void uri_tokens(struct slb_slice uri, const struct slb_proxy_self *self,
         return;
     struct slb_slice params = {semi, (size_t)(uri.ptr + uri.len - semi)}, tok;
     if (slb_sip_param_find(params, "slb", &tok))
-        ri->has_backend = slb_backend_token_parse(tok, &self->mac_key, &ri->backend);
+        ri->has_backend = backend_token_parse(self, tok, &ri->backend);
     if (slb_sip_param_find(params, "flow", &tok)) {
         ri->has_flow = true;
-        ri->flow_ok = slb_flow_token_parse(tok, &self->mac_key, &ri->flow, &ri->flow_flags);
+        uint32_t boot = 0;
+        ri->flow_ok = flow_token_parse(self, tok, &ri->flow, &boot, &ri->flow_flags);
+        ri->flow_elsewhere = ri->flow_ok && boot != self->boot_id;
     }
     ri->ours = ri->has_backend || ri->flow_ok;
     ri->count = ri->ours;
@@ -303,7 +364,7 @@ static size_t our_uri(char *v, const struct slb_proxy_self *self, bool tcp_side,
     if (client_conn) {
         memcpy(v + n, ";flow=", 6);
         n += 6;
-        slb_flow_token_make(v + n, &self->mac_key, *client_conn, flags);
+        slb_flow_token_make(v + n, &self->mac_key, *client_conn, self->boot_id, flags);
         n += SLB_FLOW_TOKEN_LEN;
     }
     v[n++] = '>';
@@ -349,7 +410,7 @@ bool slb_proxy_is_loop(const struct slb_sip_msg *msg, const struct slb_proxy_sel
         uint64_t conn;
         uint32_t tx, loop;
         if (slb_sip_via_parse(v, &via) < 0 ||
-            !slb_branch_parse(via.branch, &self->mac_key, &conn, &tx, &loop))
+            !branch_parse(self, via.branch, &conn, &tx, &loop))
             continue;
         if (!computed) {
             want = slb_loop_hash(&self->mac_key, msg);

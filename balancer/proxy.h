@@ -12,14 +12,32 @@
 #include "core/sip_edit-t.h"
 #include "core/siphash.h"
 
-/* What the proxy knows about itself. Built at start-up, read only afterwards. */
+#define SLB_PROXY_KEYS_MAX 8u /* keys in force: the newest signs, all verify */
+
+/* What the proxy knows about itself. Each worker holds its own copy, built at start-up;
+ * only its keys change afterwards (slb_proxy_self_set_keys, on the worker's thread).
+ *
+ * Keys: with --secret-file every instance has the same ones, so each accepts the others'
+ * Record-Route and Path tokens (and their flow tokens verify: RFC 5626's 430, not 403,
+ * when the flow is another process's). Branches are different: their MAC key is also
+ * bound to this process's boot id, because the connection id a branch names means a
+ * connection of this process only; another process's branch is simply not ours. */
 struct slb_proxy_self {
     char via_sent_by[128]; /* "host:port" we write into our Via (--advertise) */
     size_t via_sent_by_len;
-    struct slb_siphash_key mac_key; /* per-process random: branch MACs */
-    char tcp_sent_by[128];          /* "host:port" of the tcp:// side ("" when none) */
+    struct slb_siphash_key mac_key;    /* the newest key: signs tokens, keys our hashes */
+    struct slb_siphash_key branch_key; /* mac_key bound to boot_id: signs our branches */
+    struct slb_siphash_key old_keys[SLB_PROXY_KEYS_MAX - 1]; /* verify only, newest first */
+    struct slb_siphash_key old_branch_keys[SLB_PROXY_KEYS_MAX - 1];
+    unsigned n_old;
+    uint32_t boot_id; /* random per process: flow tokens carry it */
+    char tcp_sent_by[128]; /* "host:port" of the tcp:// side ("" when none) */
     size_t tcp_sent_by_len;
 };
+
+/* Installs keys (n >= 1, newest first; at most SLB_PROXY_KEYS_MAX used) and the boot id. */
+void slb_proxy_self_set_keys(struct slb_proxy_self *self, const struct slb_siphash_key *keys,
+                             unsigned n, uint32_t boot_id);
 
 /* Whether we may answer this message ourselves: a request other than ACK (RFC 3261 17.1.1.3
  * ACK gets no response) whose Via, From, To, Call-ID and CSeq were found. */
@@ -64,7 +82,8 @@ struct slb_route_info {
     bool has_backend; /* slb= with a valid MAC */
     uint32_t backend;
     bool has_flow; /* flow= present */
-    bool flow_ok;  /* ... and its MAC holds */
+    bool flow_ok;  /* ... and its MAC holds (under any key in force) */
+    bool flow_elsewhere; /* ... but it names another process's connection (flow gone: 430) */
     uint64_t flow; /* the client connection id it names */
     unsigned flow_flags; /* SLB_FLOW_PLAIN: that client is on a tcp:// listener */
     unsigned count;      /* leading Route values that are ours (double Record-Route: 2) */

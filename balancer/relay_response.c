@@ -14,7 +14,7 @@
 static void count_latency(struct slb_worker *w, unsigned b, const struct slb_sip_msg *m)
 {
     uint64_t sent;
-    if (!slb_proxy_response_sent(m, &w->sh->self, &sent))
+    if (!slb_proxy_response_sent(m, &w->self, &sent))
         return;
     uint64_t us = (slb_loop_now_us(&w->loop) - sent) & SLB_SENT_MASK;
     unsigned k = 0;
@@ -93,7 +93,7 @@ void relay_response(struct slb_worker *w, struct relay_conn *from, const struct 
     uint64_t id;
     uint32_t tx;
     bool to_backend_side;
-    if (!slb_proxy_response_target(m, &w->sh->self, &id, &tx, &to_backend_side)) {
+    if (!slb_proxy_response_target(m, &w->self, &id, &tx, &to_backend_side)) {
         COUNT(w, drop_response_not_ours);
         return;
     }

@@ -76,7 +76,7 @@ bool reject_request(struct slb_worker *w, struct relay_conn *c, const struct in_
     const char *reason;
     char extra[SLB_SIP_MAX_LINE_BYTES_DEFAULT + 64]; /* a whole Unsupported line */
     int status =
-        slb_proxy_check_request(m, &w->sh->self, w->cfg->sips_only, &reason, extra, sizeof(extra));
+        slb_proxy_check_request(m, &w->self, w->cfg->sips_only, &reason, extra, sizeof(extra));
     if (status == 0)
         return false;
     if (status == 482)

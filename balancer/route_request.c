@@ -110,15 +110,15 @@ int edit_client_request(struct slb_worker *w, struct relay_conn *c, const struct
     unsigned flow_flags = c->s.plain ? SLB_FLOW_PLAIN : 0;
     slb_sip_edit_init(e, im->base, m->msg_len);
     int rc = slb_proxy_request_edits(
-        e, m, &w->sh->self, c->ip, c->ip_len, c->port, c->s.id.v, false,
+        e, m, &w->self, c->ip, c->ip_len, c->port, c->s.id.v, false,
         /* an ACK gets no response: no send time (0: none) */
         m->method_id == SLB_METHOD_ACK ? 0 : slb_loop_now_us(&w->loop) | 1u, tx);
     if (rc == 0 && im->route.ours)
         rc = drop_our_route(e, im);
     if (rc == 0 && slb_proxy_dialog_forming(m))
-        rc = slb_proxy_record_route(e, m, &w->sh->self, b->token, c->s.id.v, flow_flags, false);
+        rc = slb_proxy_record_route(e, m, &w->self, b->token, c->s.id.v, flow_flags, false);
     if (rc == 0 && m->method_id == SLB_METHOD_REGISTER && !w->cfg->no_path)
-        rc = slb_proxy_path(e, m, &w->sh->self, c->s.id.v, flow_flags);
+        rc = slb_proxy_path(e, m, &w->self, c->s.id.v, flow_flags);
     return rc;
 }
 

@@ -2,9 +2,12 @@
  * get it, and the old one lives on until the last session made from it closes, however
  * many reloads come meanwhile.
  *
- * Thread: the worker's, except slb_worker_set_server_ctx (any thread: an atomic swap) and
+ * Thread: the worker's, except slb_worker_set_server_ctx and slb_worker_set_keys (any
+ * thread: an atomic swap) and
  * the after-stop accessors. */
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "balancer/worker-priv.h"
 
@@ -65,4 +68,27 @@ struct slb_tls_ctx *slb_worker_server_ctx_leftover(struct slb_worker *w)
 struct slb_tls_ctx *slb_worker_server_ctx(const struct slb_worker *w)
 {
     return w->sctx;
+}
+
+/* Key rotation (--secret-file re-read on SIGHUP) rides on the same hand-over: an atomic
+ * pointer the worker takes at its next refresh, so its copy of self changes on its own
+ * thread only. */
+void take_new_keys(struct slb_worker *w)
+{
+    if (!atomic_load_explicit(&w->new_keys, memory_order_relaxed))
+        return;
+    struct slb_worker_keys *k = atomic_exchange(&w->new_keys, NULL);
+    slb_proxy_self_set_keys(&w->self, k->k, k->n, w->self.boot_id);
+    free(k);
+}
+
+int slb_worker_set_keys(struct slb_worker *w, const struct slb_siphash_key *keys, unsigned n)
+{
+    struct slb_worker_keys *k = calloc(1, sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    k->n = n < SLB_PROXY_KEYS_MAX ? n : SLB_PROXY_KEYS_MAX;
+    memcpy(k->k, keys, k->n * sizeof(*keys));
+    free(atomic_exchange(&w->new_keys, k));
+    return 0;
 }

@@ -184,31 +184,36 @@ bool slb_backend_token_parse(struct slb_slice tok, const struct slb_siphash_key 
     return true;
 }
 
-static uint64_t flow_mac(const struct slb_siphash_key *key, uint64_t conn_id, unsigned flags)
+static uint64_t flow_mac(const struct slb_siphash_key *key, uint64_t conn_id, uint32_t boot_id,
+                         unsigned flags)
 {
-    unsigned char b[13] = {'f', 'l', 'o', 'w'};
+    unsigned char b[17] = {'f', 'l', 'o', 'w'};
     memcpy(b + 4, &conn_id, 8);
-    b[12] = (unsigned char)flags;
+    memcpy(b + 12, &boot_id, 4);
+    b[16] = (unsigned char)flags;
     return slb_siphash(key, b, sizeof(b));
 }
 
 void slb_flow_token_make(char out[SLB_FLOW_TOKEN_LEN], const struct slb_siphash_key *key,
-                         uint64_t conn_id, unsigned flags)
+                         uint64_t conn_id, uint32_t boot_id, unsigned flags)
 {
     put_hex(out, conn_id, 16);
-    put_hex(out + 16, flags & 15u, 1);
-    put_hex(out + 17, flow_mac(key, conn_id, flags & 15u), 16);
+    put_hex(out + 16, boot_id, 8);
+    put_hex(out + 24, flags & 15u, 1);
+    put_hex(out + 25, flow_mac(key, conn_id, boot_id, flags & 15u), 16);
 }
 
 bool slb_flow_token_parse(struct slb_slice tok, const struct slb_siphash_key *key,
-                          uint64_t *conn_id, unsigned *flags)
+                          uint64_t *conn_id, uint32_t *boot_id, unsigned *flags)
 {
-    uint64_t c, f, m;
+    uint64_t c, b, f, m;
     if (tok.len != SLB_FLOW_TOKEN_LEN || !get_hex(tok.ptr, 16, &c) ||
-        !get_hex(tok.ptr + 16, 1, &f) || !get_hex(tok.ptr + 17, 16, &m) ||
-        m != flow_mac(key, c, (unsigned)f))
+        !get_hex(tok.ptr + 16, 8, &b) || !get_hex(tok.ptr + 24, 1, &f) ||
+        !get_hex(tok.ptr + 25, 16, &m) || m != flow_mac(key, c, (uint32_t)b, (unsigned)f))
         return false;
     *conn_id = c;
+    if (boot_id)
+        *boot_id = (uint32_t)b;
     if (flags)
         *flags = (unsigned)f;
     return true;

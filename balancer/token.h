@@ -71,17 +71,20 @@ void slb_backend_token_make(char out[SLB_BACKEND_TOKEN_LEN], const struct slb_si
 bool slb_backend_token_parse(struct slb_slice tok, const struct slb_siphash_key *key,
                              uint32_t *backend);
 
-/* The flow token (RFC 5626) our Record-Route and Path carry: the client connection id, one
- * hex digit of flags (SLB_FLOW_PLAIN: the client is on a tcp:// listener) and a MAC, 33 hex
- * characters, so a backend's request reaches that very connection. */
-#define SLB_FLOW_TOKEN_LEN 33u
+/* The flow token (RFC 5626) our Record-Route and Path carry: the client connection id, the
+ * boot id of the process that holds it, one hex digit of flags (SLB_FLOW_PLAIN: the client
+ * is on a tcp:// listener) and a MAC, 41 hex characters, so a backend's request reaches that
+ * very connection. The boot id lets a process that shares the key (--secret-file: another
+ * instance, or this one after a restart) tell "a flow of ours that is gone" (430) from a
+ * forgery (403), and never mistake another process's connection id for one of its own. */
+#define SLB_FLOW_TOKEN_LEN 41u
 #define SLB_FLOW_PLAIN     1u
 
 void slb_flow_token_make(char out[SLB_FLOW_TOKEN_LEN], const struct slb_siphash_key *key,
-                         uint64_t conn_id, unsigned flags);
+                         uint64_t conn_id, uint32_t boot_id, unsigned flags);
 
-/* False when tok is malformed or its MAC fails. flags may be NULL. */
+/* False when tok is malformed or its MAC fails. boot_id and flags may be NULL. */
 bool slb_flow_token_parse(struct slb_slice tok, const struct slb_siphash_key *key,
-                          uint64_t *conn_id, unsigned *flags);
+                          uint64_t *conn_id, uint32_t *boot_id, unsigned *flags);
 
 #endif

@@ -25,13 +25,13 @@ static int edit_toward(struct slb_worker *w, struct relay_conn *from, const stru
     const struct slb_sip_msg *m = im->m;
     struct slb_sip_edit *e = &w->edit;
     slb_sip_edit_init(e, im->base, m->msg_len);
-    int rc = slb_proxy_request_edits(e, m, &w->sh->self, from->ip, from->ip_len, from->port,
+    int rc = slb_proxy_request_edits(e, m, &w->self, from->ip, from->ip_len, from->port,
                                      from->s.id.v, true, 0, NULL);
     if (rc == 0)
         rc = drop_our_route(e, im);
     int b = backend_of_conn(from);
     if (rc == 0 && slb_proxy_dialog_forming(m) && b >= 0)
-        rc = slb_proxy_record_route(e, m, &w->sh->self, route_table(w)->backends->spec[b].token,
+        rc = slb_proxy_record_route(e, m, &w->self, route_table(w)->backends->spec[b].token,
                                     im->route.flow, im->route.flow_flags, true);
     return rc;
 }
@@ -53,9 +53,11 @@ enum step toward_client(struct slb_worker *w, struct relay_conn *from, const str
     if (m->method_id != SLB_METHOD_ACK && reject_request(w, from, im))
         return STEP_NEXT;
     unsigned dst_worker = slb_conn_id_loop((struct slb_conn_id){ri->flow});
-    struct relay_conn *c = dst_worker == w->index ? local_client(w, ri->flow) : NULL;
-    if ((dst_worker == w->index && !c) || dst_worker >= w->cfg->n_workers) {
-        /* RFC 5626 5.3: the flow is gone. */
+    struct relay_conn *c =
+        dst_worker == w->index && !ri->flow_elsewhere ? local_client(w, ri->flow) : NULL;
+    if (ri->flow_elsewhere || (dst_worker == w->index && !c) || dst_worker >= w->cfg->n_workers) {
+        /* RFC 5626 5.3: the flow is gone (or another process's: a sipslb before a restart,
+         * or another instance sharing --secret-file). */
         COUNT(w, flow_failed);
         reply(w, from, im, 430, "Flow Failed", NULL);
         return STEP_NEXT;

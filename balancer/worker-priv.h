@@ -174,9 +174,11 @@ struct slb_worker {
     const struct slb_config *cfg;
     unsigned index;
     struct slb_tls_ctx *sctx, *cctx;
-    uint32_t sctx_sessions;                 /* client sessions made from sctx */
-    _Atomic(struct slb_tls_ctx *) new_sctx; /* from a reload, not yet taken */
-    struct retired_sctx *retired;           /* replaced server contexts still in use */
+    uint32_t sctx_sessions;                     /* client sessions made from sctx */
+    _Atomic(struct slb_tls_ctx *) new_sctx;     /* from a reload, not yet taken */
+    struct retired_sctx *retired;               /* replaced server contexts still in use */
+    struct slb_proxy_self self;                 /* sh->self, copied: keys change per worker */
+    _Atomic(struct slb_worker_keys *) new_keys; /* from a SIGHUP, not yet taken */
     atomic_int stop_requested;
     atomic_int running;
     atomic_int failed;             /* slb_worker_failed */
@@ -310,6 +312,7 @@ void peer_address(struct relay_conn *c, const struct slb_conn *conn);
 
 /* server_ctx.c */
 void take_new_sctx(struct slb_worker *w);
+void take_new_keys(struct slb_worker *w);
 void release_sctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
 
 /* The worker a stream belongs to (its environment is the worker's). */

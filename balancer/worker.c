@@ -54,6 +54,7 @@ static void on_refresh(struct slb_timer *t)
     wake_stuck_parked(w, route_table(w));
     resend_expire(w, now);
     take_new_sctx(w);
+    take_new_keys(w);
     if (w->n_returns)
         retry_returns(w);
     report_no_fds(w);
@@ -189,6 +190,7 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
         return NULL;
     const struct slb_config *cfg = sh->cfg;
     w->sh = sh;
+    w->self = sh->self;
     w->cfg = cfg;
     w->index = index;
     w->sctx = server_ctx;
@@ -245,6 +247,7 @@ void slb_worker_free(struct slb_worker *w)
     free(w->returns);
     slb_rate_table_deinit(&w->rates);
     slb_outbox_deinit(&w->outbox);
+    free(atomic_exchange(&w->new_keys, NULL));
     free(w);
 }
 

@@ -108,8 +108,8 @@ struct slb_health;
 struct slb_limit_table;
 
 /* What every worker shares: built by main before the workers start. The configuration and
- * self are read only; the router is read through its lock-free acquire; the health
- * signals are atomic counters. */
+ * self are read only (each worker starts from a copy of self); the router is read through its
+ * lock-free acquire; the health signals are atomic counters. */
 struct slb_shared {
     const struct slb_config *cfg;
     struct slb_proxy_self self;
@@ -153,6 +153,15 @@ uint64_t slb_worker_heartbeat_ms(const struct slb_worker *w);
 /* Hands the worker a new server TLS context (a reloaded certificate); it takes it within
  * 100 ms for new clients. Takes ownership. Any thread. */
 void slb_worker_set_server_ctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
+
+/* New MAC keys for the worker's tokens and branches (n >= 1, newest first: the newest
+ * signs, all verify), from any thread; the worker takes them at its next refresh (within
+ * REFRESH_MS). Returns 0 or -ENOMEM. */
+struct slb_worker_keys {
+    unsigned n;
+    struct slb_siphash_key k[SLB_PROXY_KEYS_MAX];
+};
+int slb_worker_set_keys(struct slb_worker *w, const struct slb_siphash_key *keys, unsigned n);
 
 /* After the worker has stopped: frees its retired contexts and returns one handed over but
  * never taken (or NULL), for the caller to free; and the context in use. */

@@ -23,9 +23,10 @@ struct WOLFSSL_SESSION; /* wolfSSL's resumable session */
  * down, not cut off. Allocated only while in use. */
 #define SLB_TLS_STASH_MAX_BYTES (8u * 1024u * 1024u)
 
-/* Session-ticket key material for slb_tls_set_ticket_key: 16-byte key name + 32-byte
- * AES-256-GCM key. */
+/* Session-ticket key material for slb_tls_set_ticket_keys: 16-byte key name + 32-byte
+ * AES-256-GCM key, per key; at most SLB_TLS_TICKET_KEYS_MAX keys in force. */
 #define SLB_TLS_TICKET_KEY_BYTES 48u
+#define SLB_TLS_TICKET_KEYS_MAX  8u
 
 /* Default lifetime of TLS 1.3 tickets and TLS 1.2 ticket hint. */
 #define SLB_TLS_TICKET_LIFETIME_S_DEFAULT 3600u

@@ -20,10 +20,17 @@
  * created and before worker threads start. Returns 0 or a negative errno. */
 int slb_tls_init(void);
 
-/* Replace the process-wide ticket key (SLB_TLS_TICKET_KEY_BYTES bytes: 16 name, 32 key), so
- * that several sipslb instances accept each other's tickets. Boot only: call before workers
- * start. Returns 0, or -EINVAL on a wrong length. The bytes are copied. */
-int slb_tls_set_ticket_key(const void *key, size_t len);
+/* Replace the process-wide ticket keys: n (1..SLB_TLS_TICKET_KEYS_MAX) keys of
+ * SLB_TLS_TICKET_KEY_BYTES bytes each (16 name, 32 key), newest first. The newest seals new
+ * tickets; every one opens tickets that name it, so instances sharing keys resume each
+ * other's sessions and a rotation keeps the tickets already out. Any thread, any time (the
+ * swap is atomic). Returns 0, -EINVAL or -ENOMEM. The bytes are copied. */
+int slb_tls_set_ticket_keys(const void *keys, unsigned n);
+
+/* HKDF-SHA256 (RFC 5869, no salt) of secret with the label info into out_len bytes: how
+ * --secret-file's keys become ticket and MAC keys. Returns 0 or a negative errno. */
+int slb_tls_hkdf_sha256(const void *secret, size_t secret_len, const char *info, void *out,
+                        size_t out_len);
 
 /* Free per-thread wolfSSL caches (the fixed-point ECC cache). Call on each worker's exit. */
 void slb_tls_thread_cleanup(void);

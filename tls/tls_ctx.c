@@ -1,7 +1,8 @@
 /* tls_ctx.c — process-wide wolfSSL set-up, contexts, and the shared session-ticket key.
  *
- * Threads: slb_tls_init, slb_tls_set_ticket_key and the context constructors run at boot on
- * the main thread, before workers start. Afterwards contexts and the ticket key are
+ * Threads: slb_tls_init and the context constructors run at boot on the main thread, before
+ * workers start; slb_tls_set_ticket_keys may run on any thread at any time (an atomic
+ * publication, see ticket_keys). Afterwards contexts are
  * read-only, so every worker reads them without a lock (wolfSSL_new only bumps a context's
  * reference count under wolfSSL's own mutex, and each worker has its own contexts).
  *
@@ -24,6 +25,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,7 @@
 #include <wolfssl/version.h>
 #include <wolfssl/wolfcrypt/aes.h>
 #include <wolfssl/wolfcrypt/ecc.h>
+#include <wolfssl/wolfcrypt/hmac.h>
 
 #define TICKET_NAME_BYTES    16
 #define TICKET_AES_KEY_BYTES 32
@@ -48,12 +51,20 @@ _Static_assert(TICKET_TAG_BYTES <= WOLFSSL_TICKET_MAC_SZ, "ticket tag size");
 _Static_assert(TICKET_NAME_BYTES + TICKET_AES_KEY_BYTES == SLB_TLS_TICKET_KEY_BYTES,
                "ticket key layout");
 
-/* Written at boot only (see the header comment). */
-static struct {
+/* The ticket keys in force, newest first: the newest seals, every one opens. Immutable once
+ * published; a reload publishes a new set with one atomic store, and a set once published
+ * is never freed before slb_tls_cleanup (a worker may still be reading it), so a SIGHUP
+ * costs one small set until exit. */
+struct ticket_key {
     uint8_t name[TICKET_NAME_BYTES];
     uint8_t key[TICKET_AES_KEY_BYTES];
-    bool ready;
-} ticket_key;
+};
+struct ticket_keys {
+    unsigned n;
+    struct ticket_key k[SLB_TLS_TICKET_KEYS_MAX];
+    struct ticket_keys *retired; /* the set this one replaced (freed at cleanup) */
+};
+static _Atomic(struct ticket_keys *) ticket_keys;
 
 static bool wolf_ready;
 
@@ -69,20 +80,41 @@ int slb_tls_init(void)
         wolfSSL_Cleanup();
         return -e;
     }
-    slb_tls_set_ticket_key(raw, sizeof(raw));
+    int rc = slb_tls_set_ticket_keys(raw, 1);
     explicit_bzero(raw, sizeof(raw));
+    if (rc < 0) {
+        wolfSSL_Cleanup();
+        return rc;
+    }
     wolf_ready = true;
     return 0;
 }
 
-int slb_tls_set_ticket_key(const void *key, size_t len)
+int slb_tls_set_ticket_keys(const void *keys, unsigned n)
 {
-    if (key == NULL || len != SLB_TLS_TICKET_KEY_BYTES)
+    if (keys == NULL || n == 0 || n > SLB_TLS_TICKET_KEYS_MAX)
         return -EINVAL;
-    memcpy(ticket_key.name, key, TICKET_NAME_BYTES);
-    memcpy(ticket_key.key, (const uint8_t *)key + TICKET_NAME_BYTES, TICKET_AES_KEY_BYTES);
-    ticket_key.ready = true;
+    struct ticket_keys *set = calloc(1, sizeof(*set));
+    if (!set)
+        return -ENOMEM;
+    set->n = n;
+    for (unsigned i = 0; i < n; i++) {
+        const uint8_t *raw = (const uint8_t *)keys + (size_t)i * SLB_TLS_TICKET_KEY_BYTES;
+        memcpy(set->k[i].name, raw, TICKET_NAME_BYTES);
+        memcpy(set->k[i].key, raw + TICKET_NAME_BYTES, TICKET_AES_KEY_BYTES);
+    }
+    set->retired = atomic_exchange_explicit(&ticket_keys, set, memory_order_acq_rel);
     return 0;
+}
+
+int slb_tls_hkdf_sha256(const void *secret, size_t secret_len, const char *info, void *out,
+                        size_t out_len)
+{
+    if (!secret || !info || !out || out_len == 0 || out_len > 255 * 32)
+        return -EINVAL;
+    int rc = wc_HKDF(WC_SHA256, secret, (word32)secret_len, NULL, 0, (const byte *)info,
+                     (word32)strlen(info), out, (word32)out_len);
+    return rc == 0 ? 0 : -EIO;
 }
 
 void slb_tls_thread_cleanup(void)
@@ -98,7 +130,11 @@ void slb_tls_cleanup(void)
         return;
     slb_tls_thread_cleanup();
     wolfSSL_Cleanup();
-    explicit_bzero(&ticket_key, sizeof(ticket_key));
+    for (struct ticket_keys *k = atomic_exchange(&ticket_keys, NULL), *next; k; k = next) {
+        next = k->retired;
+        explicit_bzero(k, sizeof(*k));
+        free(k);
+    }
     wolf_ready = false;
 }
 
@@ -116,9 +152,11 @@ bool slb_tls_library_has_asm(void)
 #endif
 }
 
-/* Seals session state with AES-256-GCM under the process key. AAD binds key name, IV and
- * length as wolfSSL's own callback does. Unknown key names and failed tags reject the ticket
- * (a full handshake follows) rather than fail the connection. */
+/* Seals session state with AES-256-GCM under the newest ticket key; opens it under whichever
+ * key its name names, so tickets sealed before a rotation (or by another instance sharing
+ * --secret-file) still resume. AAD binds key name, IV and length as wolfSSL's own callback
+ * does. Unknown key names and failed tags reject the ticket (a full handshake follows)
+ * rather than fail the connection. */
 static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
                      unsigned char iv[WOLFSSL_TICKET_IV_SZ],
                      unsigned char mac[WOLFSSL_TICKET_MAC_SZ], int enc, unsigned char *ticket,
@@ -126,20 +164,27 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
 {
     (void)ssl;
     (void)user;
-    if (!ticket_key.ready || in_len < 0)
+    const struct ticket_keys *set = atomic_load_explicit(&ticket_keys, memory_order_acquire);
+    if (!set || in_len < 0)
         return WOLFSSL_TICKET_RET_REJECT;
+    const struct ticket_key *tk = NULL;
     if (enc) {
-        memcpy(key_name, ticket_key.name, TICKET_NAME_BYTES);
+        tk = &set->k[0];
+        memcpy(key_name, tk->name, TICKET_NAME_BYTES);
         memset(iv, 0, WOLFSSL_TICKET_IV_SZ);
         /* Random 96-bit nonces: safe for far more tickets than one key will ever seal. */
         if (getrandom(iv, TICKET_NONCE_BYTES, 0) != TICKET_NONCE_BYTES)
             return WOLFSSL_TICKET_RET_REJECT;
-    } else if (memcmp(key_name, ticket_key.name, TICKET_NAME_BYTES) != 0) {
-        return WOLFSSL_TICKET_RET_REJECT;
+    } else {
+        for (unsigned i = 0; i < set->n && !tk; i++)
+            if (memcmp(key_name, set->k[i].name, TICKET_NAME_BYTES) == 0)
+                tk = &set->k[i];
+        if (!tk)
+            return WOLFSSL_TICKET_RET_REJECT;
     }
 
     uint8_t aad[TICKET_NAME_BYTES + WOLFSSL_TICKET_IV_SZ + 2];
-    memcpy(aad, ticket_key.name, TICKET_NAME_BYTES);
+    memcpy(aad, tk->name, TICKET_NAME_BYTES);
     memcpy(aad + TICKET_NAME_BYTES, iv, WOLFSSL_TICKET_IV_SZ);
     aad[sizeof(aad) - 2] = (uint8_t)((unsigned)in_len >> 8);
     aad[sizeof(aad) - 1] = (uint8_t)in_len;
@@ -147,7 +192,7 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
     Aes aes;
     int rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
     if (rc == 0)
-        rc = wc_AesGcmSetKey(&aes, ticket_key.key, TICKET_AES_KEY_BYTES);
+        rc = wc_AesGcmSetKey(&aes, tk->key, TICKET_AES_KEY_BYTES);
     if (rc == 0 && enc) {
         rc = wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)in_len, iv, TICKET_NONCE_BYTES, mac,
                               TICKET_TAG_BYTES, aad, sizeof(aad));

@@ -27,12 +27,18 @@ static void scan_ok(const char *text, struct slb_sip_msg *m, struct slb_sip_head
     cr_assert_eq(rc, 0, "scan failed: %d err %d", rc, m->err);
 }
 
+static struct slb_proxy_self self_with(uint64_t k0, uint32_t boot)
+{
+    struct slb_proxy_self s = {.via_sent_by = "lb.example.com:5061"};
+    s.via_sent_by_len = strlen(s.via_sent_by);
+    struct slb_siphash_key key = {k0, 0x2222};
+    slb_proxy_self_set_keys(&s, &key, 1, boot);
+    return s;
+}
+
 static struct slb_proxy_self self(void)
 {
-    struct slb_proxy_self s = {.via_sent_by = "lb.example.com:5061",
-                               .mac_key = {0x1111, 0x2222}};
-    s.via_sent_by_len = strlen(s.via_sent_by);
-    return s;
+    return self_with(0x1111, 7);
 }
 
 static const char req[] = "INVITE sips:b@example.com SIP/2.0\r\n"
@@ -130,8 +136,10 @@ Test(proxy, request_edits_then_response_routes_back)
     cr_assert(slb_proxy_response_target(&msg, &s, &conn, NULL, &side));
     cr_assert_eq(conn, 0xabcdef);
     cr_assert_not(side, "a client's connection: its response must come from a backend");
-    struct slb_proxy_self other = self();
-    other.mac_key.k0 ^= 1;
+    struct slb_proxy_self other = self_with(0x1110, 7);
+    cr_assert_not(slb_proxy_response_target(&msg, &other, &conn, NULL, &side));
+    /* The same key in another process (another boot id): its branches are not ours. */
+    other = self_with(0x1111, 8);
     cr_assert_not(slb_proxy_response_target(&msg, &other, &conn, NULL, &side));
     /* Max-Forwards 0 is refused before any edit. */
     scan_ok(req, &back, h2);
@@ -170,11 +178,25 @@ Test(proxy, record_route_and_path_carry_tokens_that_route_info_reads_back)
     cr_assert(ri.ours && ri.has_backend && ri.has_flow && ri.flow_ok);
     cr_assert_eq(ri.backend, 0xabcd);
     cr_assert_eq(ri.flow, 0x0100000500000009ull);
-    /* Under another process's key it is not ours. */
-    struct slb_proxy_self other = self();
-    other.mac_key.k1 ^= 1;
+    cr_assert_not(ri.flow_elsewhere);
+    /* Under another key it is not ours. */
+    struct slb_proxy_self other = self_with(0x1110, 7);
     slb_proxy_route_info(&back, &other, &ri);
     cr_assert(!ri.ours && ri.has_flow && !ri.flow_ok);
+    /* The same key in another process (--secret-file shared, or after a restart): ours,
+     * routed to the same backend, but the flow is another process's (430, not 403). */
+    other = self_with(0x1111, 8);
+    slb_proxy_route_info(&back, &other, &ri);
+    cr_assert(ri.ours && ri.has_backend && ri.flow_ok && ri.flow_elsewhere);
+    cr_assert_eq(ri.backend, 0xabcd);
+    /* A rotation: a new key first, the old one still listed; both verify, the new signs. */
+    struct slb_siphash_key keys[2] = {{0x9999, 0x2222}, {0x1111, 0x2222}};
+    slb_proxy_self_set_keys(&other, keys, 2, 7);
+    slb_proxy_route_info(&back, &other, &ri);
+    cr_assert(ri.ours && ri.has_backend && ri.flow_ok && !ri.flow_elsewhere);
+    slb_proxy_self_set_keys(&other, keys, 1, 7); /* the old key removed */
+    slb_proxy_route_info(&back, &other, &ri);
+    cr_assert(!ri.ours && !ri.flow_ok && !ri.has_backend);
 }
 
 static int check(const char *text, bool sips_only, const char **reason, char *extra)

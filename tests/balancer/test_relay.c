@@ -616,8 +616,11 @@ static void lb_build(struct lb *lb)
     sh->self.tcp_sent_by_len = strlen(sh->self.tcp_sent_by);
     cr_assert_eq(getrandom(&sh->pending_key, sizeof(sh->pending_key), 0),
                  (ssize_t)sizeof(sh->pending_key));
-    cr_assert_eq(getrandom(&sh->self.mac_key, sizeof(sh->self.mac_key), 0),
-                 (ssize_t)sizeof(sh->self.mac_key));
+    struct slb_siphash_key mac_key;
+    uint32_t boot;
+    cr_assert_eq(getrandom(&mac_key, sizeof(mac_key), 0), (ssize_t)sizeof(mac_key));
+    cr_assert_eq(getrandom(&boot, sizeof(boot), 0), (ssize_t)sizeof(boot));
+    slb_proxy_self_set_keys(&sh->self, &mac_key, 1, boot);
     for (unsigned i = 0; i < lb->n; i++) {
         lb->w[i] = slb_worker_new(sh, i, lb->sctx[i], lb->cctx[i]);
         cr_assert(lb->w[i]);
@@ -785,7 +788,7 @@ static uint64_t flow_of_path(const char *path)
     if (!p || strlen(p + 6) < SLB_FLOW_TOKEN_LEN)
         return 0;
     struct slb_slice tok = {p + 6, SLB_FLOW_TOKEN_LEN};
-    if (!slb_flow_token_parse(tok, &g.lb.sh.self.mac_key, &conn, &flags))
+    if (!slb_flow_token_parse(tok, &g.lb.sh.self.mac_key, &conn, NULL, &flags))
         return 0;
     cr_assert(flags & SLB_FLOW_PLAIN, "a tcp:// client's flow is marked plain: %s", path);
     return conn;
@@ -797,7 +800,7 @@ static uint64_t conn_of_via(const char *via)
     uint64_t conn;
     uint32_t tx;
     if (slb_sip_via_parse((struct slb_slice){via, strlen(via)}, &v) < 0 ||
-        !slb_branch_parse(v.branch, &g.lb.sh.self.mac_key, &conn, &tx, NULL))
+        !slb_branch_parse(v.branch, &g.lb.sh.self.branch_key, &conn, &tx, NULL))
         return 0;
     return conn;
 }

@@ -66,23 +66,25 @@ Test(token, same_transaction_same_hash)
 Test(token, flow_token_round_trip_and_tamper)
 {
     char t[SLB_FLOW_TOKEN_LEN];
-    slb_flow_token_make(t, &key, 0x0100002a00000007ull, SLB_FLOW_PLAIN);
+    slb_flow_token_make(t, &key, 0x0100002a00000007ull, 0xdeadbeef, SLB_FLOW_PLAIN);
     unsigned flags = 0;
     uint64_t id;
-    cr_assert(slb_flow_token_parse((struct slb_slice){t, sizeof(t)}, &key, &id, &flags));
+    uint32_t boot = 0;
+    cr_assert(slb_flow_token_parse((struct slb_slice){t, sizeof(t)}, &key, &id, &boot, &flags));
     cr_assert_eq(id, 0x0100002a00000007ull);
+    cr_assert_eq(boot, 0xdeadbeef);
     cr_assert_eq(flags, SLB_FLOW_PLAIN);
     for (size_t i = 0; i < sizeof(t); i++) {
         char u[SLB_FLOW_TOKEN_LEN];
         memcpy(u, t, sizeof(t));
         u[i] = u[i] == 'a' ? 'b' : 'a';
-        cr_assert_not(slb_flow_token_parse((struct slb_slice){u, sizeof(u)}, &key, &id, NULL), "%zu", i);
+        cr_assert_not(slb_flow_token_parse((struct slb_slice){u, sizeof(u)}, &key, &id, NULL, NULL), "%zu", i);
     }
     /* A backend token is not a flow token, and the other way round. */
     char b[SLB_BACKEND_TOKEN_LEN];
     slb_backend_token_make(b, &key, 7);
     uint32_t backend;
-    cr_assert_not(slb_flow_token_parse((struct slb_slice){b, sizeof(b)}, &key, &id, NULL));
+    cr_assert_not(slb_flow_token_parse((struct slb_slice){b, sizeof(b)}, &key, &id, NULL, NULL));
     cr_assert_not(slb_backend_token_parse((struct slb_slice){t, 24}, &key, &backend));
 }
 

@@ -95,7 +95,7 @@ static size_t forwarded(uint64_t conn, bool backend_side)
     struct slb_sip_via v;
     if (!fwd.is_request || fwd.via_count != in.via_count + 1 ||
         slb_sip_via_parse(fwd.vias[0].value, &v) < 0 ||
-        !slb_branch_parse(v.branch, &self.mac_key, &named, &tx, NULL) || named != conn ||
+        !slb_branch_parse(v.branch, &self.branch_key, &named, &tx, NULL) || named != conn ||
         ((tx & SLB_BRANCH_TX_BACKEND_SIDE) != 0) != backend_side)
         fail("forwarded request without our Via naming its origin", out, (size_t)n);
     return (size_t)n;
@@ -236,7 +236,8 @@ static void setup(void)
     if (!self.via_sent_by_len) {
         strcpy(self.via_sent_by, "lb.example.com:5061");
         self.via_sent_by_len = strlen(self.via_sent_by);
-        self.mac_key = (struct slb_siphash_key){0x736970736c622d66ull, 0x757a7a2d6b657921ull};
+        struct slb_siphash_key key = {0x736970736c622d66ull, 0x757a7a2d6b657921ull};
+        slb_proxy_self_set_keys(&self, &key, 1, 0x5eed);
         slb_sip_limits_default(&lim);
         big = lim;
         /* Our edits lengthen a message, add header lines and lengthen a Via line. */

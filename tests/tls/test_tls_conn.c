@@ -506,7 +506,7 @@ Test(tls_conn, ticket_under_another_key_falls_back_to_full_handshake)
     struct slb_tls_session *sess = first_session(s1, c);
     uint8_t key[SLB_TLS_TICKET_KEY_BYTES];
     fill(key, sizeof(key), 77);
-    cr_assert_eq(slb_tls_set_ticket_key(key, sizeof(key)), 0);
+    cr_assert_eq(slb_tls_set_ticket_keys(key, 1), 0);
 
     struct pair p;
     pair_init(&p, s1, c, "localhost");
@@ -514,6 +514,34 @@ Test(tls_conn, ticket_under_another_key_falls_back_to_full_handshake)
     cr_assert(pair_handshake(&p), "s rc %d c rc %d", p.s.rc, p.c.rc);
     cr_assert_not(slb_tls_resumed(&p.s.conn));
     pair_deinit(&p);
+    slb_tls_session_free(sess);
+    slb_tls_ctx_free(s1);
+    slb_tls_ctx_free(c);
+}
+
+/* A rotation keeps the tickets already out: sealed under key A, opened after B became the
+ * newest with A still listed; refused once A is dropped. */
+Test(tls_conn, ticket_resumes_after_rotation_while_its_key_is_listed)
+{
+    uint8_t keys[2][SLB_TLS_TICKET_KEY_BYTES];
+    fill(keys[1], sizeof(keys[1]), 31); /* A */
+    fill(keys[0], sizeof(keys[0]), 32); /* B */
+    cr_assert_eq(slb_tls_set_ticket_keys(keys[1], 1), 0);
+    struct slb_tls_server_opts so = server_opts();
+    struct slb_tls_client_opts co = client_opts();
+    struct slb_tls_ctx *s1 = server_ctx(&so), *c = client_ctx(&co);
+    struct slb_tls_session *sess = first_session(s1, c);
+    cr_assert_eq(slb_tls_set_ticket_keys(keys, 2), 0); /* B newest, A still verifies */
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            cr_assert_eq(slb_tls_set_ticket_keys(keys[0], 1), 0); /* A removed */
+        struct pair p;
+        pair_init(&p, s1, c, "localhost");
+        cr_assert_eq(slb_tls_conn_set_session(&p.c.conn, sess), 0);
+        cr_assert(pair_handshake(&p), "s rc %d c rc %d", p.s.rc, p.c.rc);
+        cr_assert_eq(slb_tls_resumed(&p.s.conn), round == 0, "round %d", round);
+        pair_deinit(&p);
+    }
     slb_tls_session_free(sess);
     slb_tls_ctx_free(s1);
     slb_tls_ctx_free(c);

@@ -117,11 +117,28 @@ Test(tls_ctx, client_cert_needs_its_key)
     slb_tls_ctx_free(ctx);
 }
 
-Test(tls_ctx, ticket_key_length_is_checked)
+Test(tls_ctx, ticket_key_count_is_checked)
 {
-    unsigned char k[SLB_TLS_TICKET_KEY_BYTES] = {1};
-    cr_assert_eq(slb_tls_set_ticket_key(k, sizeof(k) - 1), -EINVAL);
-    cr_assert_eq(slb_tls_set_ticket_key(k, sizeof(k)), 0);
+    unsigned char k[SLB_TLS_TICKET_KEYS_MAX + 1][SLB_TLS_TICKET_KEY_BYTES] = {{1}};
+    cr_assert_eq(slb_tls_set_ticket_keys(k, 0), -EINVAL);
+    cr_assert_eq(slb_tls_set_ticket_keys(k, SLB_TLS_TICKET_KEYS_MAX + 1), -EINVAL);
+    cr_assert_eq(slb_tls_set_ticket_keys(NULL, 1), -EINVAL);
+    cr_assert_eq(slb_tls_set_ticket_keys(k, 1), 0);
+    cr_assert_eq(slb_tls_set_ticket_keys(k, SLB_TLS_TICKET_KEYS_MAX), 0);
+}
+
+Test(tls_ctx, hkdf_matches_rfc5869_and_labels_differ)
+{
+    /* RFC 5869 A.3 (SHA-256, no salt, no info) gives 8da4e775a563c18f715f802a063c5a31... */
+    uint8_t ikm[22], okm[42];
+    memset(ikm, 0x0b, sizeof(ikm));
+    cr_assert_eq(slb_tls_hkdf_sha256(ikm, sizeof(ikm), "", okm, sizeof(okm)), 0);
+    const uint8_t want[8] = {0x8d, 0xa4, 0xe7, 0x75, 0xa5, 0x63, 0xc1, 0x8f};
+    cr_assert_arr_eq(okm, want, sizeof(want));
+    uint8_t a[32], b[32];
+    cr_assert_eq(slb_tls_hkdf_sha256(ikm, sizeof(ikm), "a", a, sizeof(a)), 0);
+    cr_assert_eq(slb_tls_hkdf_sha256(ikm, sizeof(ikm), "b", b, sizeof(b)), 0);
+    cr_assert_arr_neq(a, b, sizeof(a));
 }
 
 Test(tls_ctx, library_reports_itself)
