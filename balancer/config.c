@@ -130,6 +130,12 @@ static const struct slb_flag table[] = {
       "keys shared by instances, one per line, 64 hex digits (openssl rand -hex 32), newest "
       "first: the newest signs branches, tokens and TLS tickets, all verify; mode 0600; "
       "re-read on SIGHUP. Without it: random keys, lost at exit"),
+    F("drain-timeout", SLB_FLAG_MS, drain_timeout_ms, "30s", 0, 86400000, NULL, "DURATION",
+      "on SIGTERM (or once a newer process took the listeners), stop accepting and close each "
+      "client connection when it is idle, for at most this long; 0 = close at once"),
+    F("handover-socket", SLB_FLAG_STR, handover_socket, NULL, 0, 0, NULL, "PATH",
+      "Unix socket for zero-downtime upgrades: a new sipslb with the same PATH takes the "
+      "running one's listening sockets (queued connections included), and the old one drains"),
     F("no-path", SLB_FLAG_BOOL, no_path, "false", 0, 0, NULL, NULL,
       "do not add our Path to REGISTER requests (RFC 3327)"),
     F("sips-only", SLB_FLAG_BOOL, sips_only, "false", 0, 0, NULL, NULL,
@@ -176,8 +182,9 @@ static const char usage[] =
     "An edge load balancer for SIP over TLS: terminates TLS from clients, routes every\n"
     "dialog by its Call-ID (Maglev consistent hashing) to one backend SIPS server over\n"
     "persistent TLS connections, and relays responses back. SIGINT/SIGTERM: stop\n"
-    "accepting, flush, exit 0. SIGUSR1: write --stats-file. SIGHUP: re-read the --cert,\n"
-    "--key, --ca and --crl files when they changed, --backends-file (weights and\n"
+    "accepting, close client connections as they go idle (--drain-timeout), exit 0; a\n"
+    "second one or SIGQUIT: stop at once. SIGUSR1: write --stats-file. SIGHUP: re-read\n"
+    "the --cert, --key, --ca and --crl files when they changed, --backends-file (weights and\n"
     "drain flags) and --secret-file (key rotation).";
 
 int slb_config_parse_hostport(const char *text, struct slb_addr *addr, char *host, size_t host_cap,

@@ -125,7 +125,9 @@ struct slb_config {
     const char *admin_token_file; /* --admin-token-file */
     bool log_connections;         /* --log-connections */
     const char *backends_file;
-    const char *secret_file; /* --secret-file */
+    const char *secret_file;     /* --secret-file */
+    uint64_t drain_timeout_ms;   /* --drain-timeout */
+    const char *handover_socket; /* --handover-socket */
     bool no_path;
     bool sips_only;
     /* Limits and protection (README "Limits and protection"). */

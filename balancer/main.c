@@ -4,6 +4,7 @@
  * accepting and flush), SIGUSR1 writes the counters. Exit: 0 after a clean stop, 1 on a
  * runtime failure, 2 on bad usage. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,11 +12,14 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "balancer/about.h"
 #include "balancer/admin.h"
 #include "balancer/config.h"
+#include "balancer/handover.h"
 #include "balancer/health.h"
 #include "balancer/maglev.h"
 #include "balancer/router.h"
@@ -563,6 +567,132 @@ static int make_limits(const struct slb_config *cfg, struct slb_limit_table *t)
                                 entries > (1u << 22) ? (1u << 22) : (uint32_t)entries);
 }
 
+/* ---- upgrades: listening sockets handed over, graceful drain ------------------------------ */
+
+static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
+    }
+    return false;
+}
+
+/* The sockets an older process handed over, each to the --listen address it is bound to,
+ * spread over the workers; one that matches no --listen address is closed (its queued
+ * connections are lost: the configuration changed). */
+static void adopt_listeners(const struct slb_config *cfg, struct slb_worker **w, unsigned n,
+                            const int *fds, unsigned nf)
+{
+    unsigned next[SLB_MAX_LISTEN] = {0}, taken = 0;
+    for (unsigned k = 0; k < nf; k++) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+        int idx = -1;
+        if (getsockname(fds[k], (struct sockaddr *)&sa, &len) == 0)
+            for (unsigned i = 0; i < cfg->n_listen && idx < 0; i++)
+                if (same_address(&sa, &cfg->listen_addrs[i].sa))
+                    idx = (int)i;
+        if (idx < 0 || slb_worker_adopt_listener(w[next[idx]++ % n], fds[k], (unsigned)idx) < 0) {
+            slb_log(SLB_LOG_WARN, "--handover-socket: a listening socket handed over matches no "
+                                  "--listen address (or too many): closed");
+            close(fds[k]);
+            continue;
+        }
+        taken++;
+    }
+    slb_log(SLB_LOG_INFO, "--handover-socket %s: took over %u listening sockets",
+            cfg->handover_socket, taken);
+}
+
+struct upgrade {
+    int take_conn; /* to the older process, until we run ("ready") */
+    int listen_fd; /* ours, for a newer process */
+    int give_conn; /* to a newer process we handed our sockets to */
+    bool draining;
+    uint64_t drain_deadline_ms;
+};
+
+static void begin_drain(const struct slb_config *cfg, struct slb_worker **w, unsigned n,
+                        struct upgrade *u, const char *why)
+{
+    if (u->draining)
+        return;
+    u->draining = true;
+    u->drain_deadline_ms = slb_clock_ms() + cfg->drain_timeout_ms;
+    slb_sd_notify("STOPPING=1\nSTATUS=draining");
+    for (unsigned i = 0; i < n; i++)
+        slb_worker_drain(w[i]);
+    slb_log(SLB_LOG_INFO,
+            "%s: not accepting any more; closing client connections as they go "
+            "idle, for at most %llu ms",
+            why, (unsigned long long)cfg->drain_timeout_ms);
+}
+
+/* While draining: true when every worker has closed every client connection, or the
+ * timeout passed (what is cut is logged here and counted by the workers as they stop). */
+static bool drain_done(struct slb_worker **w, unsigned n, const struct upgrade *u)
+{
+    uint32_t clients = 0, awaiting = 0;
+    bool started = true;
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t c, a;
+        started = slb_worker_drain_status(w[i], &c, &a) && started;
+        clients += c;
+        awaiting += a;
+    }
+    if (started && clients == 0) {
+        slb_log(SLB_LOG_INFO, "drained: every client connection closed idle");
+        return true;
+    }
+    if (slb_clock_ms() < u->drain_deadline_ms)
+        return false;
+    slb_log(SLB_LOG_WARN,
+            "--drain-timeout: cutting %u client connections with %u requests "
+            "awaiting a final response",
+            clients, awaiting);
+    return true;
+}
+
+/* One look at the handover socket and the newer process we serve (main loop). */
+static void upgrade_tick(const struct slb_config *cfg, struct slb_worker **w, unsigned n,
+                         struct upgrade *u)
+{
+    if (u->listen_fd >= 0 && !u->draining && u->give_conn < 0) {
+        int fds[SLB_HANDOVER_FDS_MAX];
+        unsigned nf = 0;
+        for (unsigned i = 0; i < n; i++)
+            nf += slb_worker_listener_fds(w[i], fds + nf, SLB_HANDOVER_FDS_MAX - nf);
+        char who[256] = "";
+        int c = slb_handover_serve(u->listen_fd, fds, nf, who, sizeof(who));
+        if (c >= 0) {
+            u->give_conn = c;
+            slb_log(SLB_LOG_INFO, "--handover-socket: %u listening sockets handed to %s", nf, who);
+        } else if (c != -EAGAIN) {
+            slb_log(SLB_LOG_WARN, "--handover-socket: %s", who[0] ? who : strerror(-c));
+        }
+    }
+    if (u->give_conn >= 0) {
+        int r = slb_handover_poll_ready(u->give_conn);
+        if (r != 0) {
+            close(u->give_conn);
+            u->give_conn = -1;
+        }
+        if (r > 0)
+            begin_drain(cfg, w, n, u, "the new process runs");
+        else if (r < 0)
+            slb_log(SLB_LOG_WARN, "--handover-socket: the new process went away before it ran; "
+                                  "still serving");
+    }
+}
+
 int main(int argc, char **argv)
 {
     static struct slb_config cfg;
@@ -650,6 +780,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    static struct upgrade up = {.take_conn = -1, .listen_fd = -1, .give_conn = -1};
+    if (cfg.handover_socket) {
+        int fds[SLB_HANDOVER_FDS_MAX];
+        char herr[512] = "";
+        int k = slb_handover_take(cfg.handover_socket, fds, SLB_HANDOVER_FDS_MAX, &up.take_conn,
+                                  5000, herr, sizeof(herr));
+        if (k >= 0)
+            adopt_listeners(&cfg, w, n, fds, (unsigned)k);
+        else if (k != -ENOENT && k != -ECONNREFUSED)
+            slb_log(SLB_LOG_WARN, "--handover-socket: %s: opening our own listeners", herr);
+    }
 
     /* Signals go to this thread only: block them before the workers inherit the mask. */
     sigset_t set;
@@ -658,6 +799,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -714,6 +856,22 @@ int main(int argc, char **argv)
     struct sd_state sd = {.start_ms = slb_clock_ms(), .watchdog_ms = slb_sd_watchdog_usec() / 1000};
     for (; !status_early;) {
         sd_tick(&sd, w, n);
+        if (sd.ready && cfg.handover_socket && up.listen_fd < 0 && !up.draining) {
+            /* We run: our own handover socket first (so the next upgrade finds us), then the
+             * older process is told, and drains. */
+            char herr[512];
+            up.listen_fd = slb_handover_listen(cfg.handover_socket, herr, sizeof(herr));
+            if (up.listen_fd < 0) {
+                slb_log(SLB_LOG_ERROR, "--handover-socket %s", herr);
+                cfg.handover_socket = NULL;
+            }
+            if (up.take_conn >= 0 && slb_handover_ready(up.take_conn) == 0)
+                slb_log(SLB_LOG_INFO, "--handover-socket: told the older process we run");
+            up.take_conn = -1;
+        }
+        upgrade_tick(&cfg, w, n, &up);
+        if (up.draining && drain_done(w, n, &up))
+            break;
         /* Signals, and every FAILURE_POLL_MS a look at whether a thread stopped on an error
          * of its own (it logged why): then everything stops and the exit code is 1. */
         const struct timespec poll = {0, FAILURE_POLL_MS * 1000000L};
@@ -736,9 +894,19 @@ int main(int argc, char **argv)
             slb_sd_notify("READY=1");
             continue;
         }
-        slb_log(SLB_LOG_INFO, "signal %d: stopping", sig);
+        if ((sig == SIGTERM || sig == SIGINT) && !up.draining && cfg.drain_timeout_ms) {
+            begin_drain(&cfg, w, n, &up, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            continue;
+        }
+        slb_log(SLB_LOG_INFO, "signal %d: stopping%s", sig, up.draining ? " at once" : "");
         break;
     }
+    if (up.listen_fd >= 0)
+        close(up.listen_fd);
+    if (up.give_conn >= 0)
+        close(up.give_conn);
+    if (up.take_conn >= 0)
+        close(up.take_conn);
     slb_sd_notify("STOPPING=1");
     slb_admin_stop(admin);
     for (unsigned i = 0; i < n; i++)

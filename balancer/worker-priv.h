@@ -97,8 +97,10 @@ struct relay_conn {
     uint64_t src;              /* CONN_CLIENT: its per-source key */
     uint64_t partial_since_ms; /* when its unfinished message started (0: none) */
     uint64_t opened_ms;        /* CONN_CLIENT: accepted at (for --log-connections) */
-    uint8_t listener;          /* CONN_CLIENT: the index of the listener that accepted it */
-    uint8_t tls_counted;       /* CONN_CLIENT: counted in listener tls_open[] (0: no; 1+v) */
+    uint64_t drain_frames_seen; /* CONN_CLIENT, draining: its frames at the previous tick */
+    bool drain_seen;            /* ... and there was a previous tick */
+    uint8_t listener;           /* CONN_CLIENT: the index of the listener that accepted it */
+    uint8_t tls_counted;        /* CONN_CLIENT: counted in listener tls_open[] (0: no; 1+v) */
     uint16_t port;
     uint8_t ip_len;
     char ip[INET6_ADDRSTRLEN]; /* last: a record is cleared up to here */
@@ -179,6 +181,18 @@ struct slb_worker {
     struct retired_sctx *retired;               /* replaced server contexts still in use */
     struct slb_proxy_self self;                 /* sh->self, copied: keys change per worker */
     _Atomic(struct slb_worker_keys *) new_keys; /* from a SIGHUP, not yet taken */
+    /* Graceful stop (drain.c): requested by main, run by the refresh timer. */
+    atomic_int drain_req;
+    bool draining;
+    atomic_int drain_started;                       /* a first tick ran: listeners closed */
+    _Atomic uint32_t drain_clients, drain_awaiting; /* left at the last tick */
+    /* Listening sockets: handed over by an older process (adopt, set before the thread
+     * starts), and ours as opened (published before running is set) for a newer one. */
+    unsigned n_adopt;
+    int adopt_fd[SLB_LOOP_LISTENERS_MAX];
+    uint8_t adopt_listen[SLB_LOOP_LISTENERS_MAX];
+    unsigned n_pub;
+    int pub_fd[SLB_LOOP_LISTENERS_MAX];
     atomic_int stop_requested;
     atomic_int running;
     atomic_int failed;             /* slb_worker_failed */
@@ -313,6 +327,8 @@ void peer_address(struct relay_conn *c, const struct slb_conn *conn);
 /* server_ctx.c */
 void take_new_sctx(struct slb_worker *w);
 void take_new_keys(struct slb_worker *w);
+void drain_tick(struct slb_worker *w);
+void drain_count_cut(struct slb_worker *w); /* as the loop ends: what --drain-timeout cut */
 void release_sctx(struct slb_worker *w, struct slb_tls_ctx *ctx);
 
 /* The worker a stream belongs to (its environment is the worker's). */

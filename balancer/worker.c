@@ -55,6 +55,7 @@ static void on_refresh(struct slb_timer *t)
     resend_expire(w, now);
     take_new_sctx(w);
     take_new_keys(w);
+    drain_tick(w);
     if (w->n_returns)
         retry_returns(w);
     report_no_fds(w);
@@ -253,6 +254,8 @@ void slb_worker_free(struct slb_worker *w)
 
 /* A failure that stops this worker: logged, flagged for the main thread (which stops the
  * others and exits 1). */
+static void publish_listener(struct slb_worker *w, int index);
+
 static void *fail(struct slb_worker *w)
 {
     atomic_store(&w->failed, 1);
@@ -296,15 +299,35 @@ void *slb_worker_main(void *arg)
     void *result = NULL;
     for (unsigned i = 0; i < cfg->n_listen; i++) {
         const struct slb_addr *a = &cfg->listen_addrs[i];
-        rc = slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, LISTEN_BACKLOG,
-                             (a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT) |
-                                 (i << TAG_LISTENER_SHIFT));
+        uint32_t tag = (a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT) | (i << TAG_LISTENER_SHIFT);
+        /* The sockets an older process handed over first (their accept queues with them);
+         * a socket of our own only where none came. */
+        bool adopted = false;
+        for (unsigned k = 0; k < w->n_adopt; k++) {
+            if (w->adopt_listen[k] != i || w->adopt_fd[k] < 0)
+                continue;
+            rc = slb_loop_listen_fd(&w->loop, w->adopt_fd[k], tag);
+            if (rc < 0) {
+                slb_log(SLB_LOG_ERROR, "worker %u: cannot take over a listener of %s: %s", w->index,
+                        a->text, strerror(-rc));
+                close(w->adopt_fd[k]);
+            } else {
+                adopted = true;
+                publish_listener(w, rc);
+            }
+            w->adopt_fd[k] = -1;
+        }
+        if (adopted)
+            continue;
+        rc =
+            slb_loop_listen(&w->loop, (const struct sockaddr *)&a->sa, a->len, LISTEN_BACKLOG, tag);
         if (rc < 0) {
             slb_log(SLB_LOG_ERROR, "worker %u: cannot listen on %s: %s", w->index, a->text,
                     strerror(-rc));
             result = fail(w);
             goto out;
         }
+        publish_listener(w, rc);
     }
     links_start(w);
     const char *stall = getenv("SLB_DEBUG_STALL_WORKER_MS");
@@ -315,6 +338,7 @@ void *slb_worker_main(void *arg)
     atomic_store(&w->running, 1);
     if (!atomic_load(&w->stop_requested)) {
         rc = slb_loop_run(&w->loop);
+        drain_count_cut(w);
         if (rc < 0) {
             slb_log(SLB_LOG_ERROR, "worker %u: loop failed: %s", w->index, strerror(-rc));
             result = fail(w);
@@ -328,6 +352,31 @@ out:
     slb_loop_deinit(&w->loop);
     slb_tls_thread_cleanup();
     return result;
+}
+
+static void publish_listener(struct slb_worker *w, int index)
+{
+    int fd = slb_loop_listener_fd(&w->loop, index);
+    if (fd >= 0 && w->n_pub < SLB_LOOP_LISTENERS_MAX)
+        w->pub_fd[w->n_pub++] = fd;
+}
+
+int slb_worker_adopt_listener(struct slb_worker *w, int fd, unsigned listen_index)
+{
+    if (w->n_adopt == SLB_LOOP_LISTENERS_MAX)
+        return -ENOSPC;
+    w->adopt_fd[w->n_adopt] = fd;
+    w->adopt_listen[w->n_adopt++] = (uint8_t)listen_index;
+    return 0;
+}
+
+unsigned slb_worker_listener_fds(const struct slb_worker *w, int *fds, unsigned max)
+{
+    if (!atomic_load(&w->running))
+        return 0;
+    unsigned n = w->n_pub < max ? w->n_pub : max;
+    memcpy(fds, w->pub_fd, n * sizeof(int));
+    return n;
 }
 
 void slb_worker_stop(struct slb_worker *w)

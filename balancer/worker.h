@@ -95,7 +95,10 @@ struct slb_worker;
     X(resend_client_gone)                                                                          \
     X(resend_late_dropped)                                                                         \
     X(resend_expired)                                                                              \
-    X(routed_around_link_down)
+    X(routed_around_link_down)                                                                     \
+    X(drain_closed_idle)                                                                           \
+    X(drain_cut_conns)                                                                             \
+    X(drain_cut_requests)
 
 struct slb_worker_counters {
 #define SLB_X_FIELD(name) uint64_t name;
@@ -162,6 +165,22 @@ struct slb_worker_keys {
     struct slb_siphash_key k[SLB_PROXY_KEYS_MAX];
 };
 int slb_worker_set_keys(struct slb_worker *w, const struct slb_siphash_key *keys, unsigned n);
+
+/* Graceful stop: the worker stops accepting within REFRESH_MS and closes each client
+ * connection once it is idle (drain.c); slb_worker_stop still ends it. Any thread. */
+void slb_worker_drain(struct slb_worker *w);
+
+/* Whether the drain began (listeners closed), with the client connections still open and
+ * the requests they await, as of the last tick. Any thread. */
+bool slb_worker_drain_status(const struct slb_worker *w, uint32_t *clients, uint32_t *awaiting);
+
+/* Before the worker starts: listening socket fd, handed over by an older process, serves
+ * --listen address listen_index here (the worker owns fd). Returns 0, or -ENOSPC. */
+int slb_worker_adopt_listener(struct slb_worker *w, int fd, unsigned listen_index);
+
+/* The worker's listening sockets, once it runs (slb_worker_running), to hand over to a
+ * newer process; stable until a drain or stop begins. Returns how many went into fds. */
+unsigned slb_worker_listener_fds(const struct slb_worker *w, int *fds, unsigned max);
 
 /* After the worker has stopped: frees its retired contexts and returns one handed over but
  * never taken (or NULL), for the caller to free; and the context in use. */

@@ -13,7 +13,7 @@
 #include "io/conn-t.h"
 #include "io/timer-t.h"
 
-#define SLB_LOOP_LISTENERS_MAX 8
+#define SLB_LOOP_LISTENERS_MAX 16
 #define SLB_LOOP_SEND_IOV_MAX  16 /* chunks gathered into one sendmsg */
 #define SLB_MSG_A_BITS         56 /* a message's `a` travels in a CQE's user_data */
 #define SLB_MSG_A_MAX          (((uint64_t)1 << SLB_MSG_A_BITS) - 1)
@@ -193,6 +193,7 @@ struct slb_loop {
     uint32_t mq_peers;
     uint32_t mq_len;
 
+    bool accepting_stopped; /* slb_loop_stop_accepting: listeners closed, loop still runs */
     struct slb_listener listeners[SLB_LOOP_LISTENERS_MAX];
     struct slb_loop_counters counters;
     struct slb_timer_wheel wheel;

@@ -326,15 +326,33 @@ void slb_io_pending_add(struct slb_loop *loop, struct slb_conn *c)
 
 /* ---- listeners ---------------------------------------------------------------------- */
 
+static void listener_close(struct slb_loop *loop, struct slb_listener *lst);
+
+static struct slb_listener *free_listener(struct slb_loop *loop)
+{
+    for (unsigned i = 0; i < SLB_LOOP_LISTENERS_MAX; i++)
+        if (loop->listeners[i].fd < 0 && loop->listeners[i].inflight == 0)
+            return &loop->listeners[i];
+    return NULL;
+}
+
+static int listener_take(struct slb_loop *loop, struct slb_listener *lst, int fd, uint32_t tag)
+{
+    lst->fd = fd;
+    lst->tag = tag;
+    lst->armed = false;
+    lst->closing = false;
+    lst->need_arm = true;
+    loop->nlisteners++;
+    return lst->index;
+}
+
 int slb_loop_listen(struct slb_loop *loop, const struct sockaddr *addr, socklen_t addr_len,
                     int backlog, uint32_t tag)
 {
-    if (loop->stopping || loop->tearing_down)
+    if (loop->stopping || loop->tearing_down || loop->accepting_stopped)
         return -ECANCELED;
-    struct slb_listener *lst = NULL;
-    for (unsigned i = 0; i < SLB_LOOP_LISTENERS_MAX && !lst; i++)
-        if (loop->listeners[i].fd < 0 && loop->listeners[i].inflight == 0)
-            lst = &loop->listeners[i];
+    struct slb_listener *lst = free_listener(loop);
     if (!lst)
         return -ENOSPC;
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
@@ -351,13 +369,35 @@ int slb_loop_listen(struct slb_loop *loop, const struct sockaddr *addr, socklen_
         close(fd);
         return err;
     }
-    lst->fd = fd;
-    lst->tag = tag;
-    lst->armed = false;
-    lst->closing = false;
-    lst->need_arm = true;
-    loop->nlisteners++;
-    return lst->index;
+    return listener_take(loop, lst, fd, tag);
+}
+
+int slb_loop_listen_fd(struct slb_loop *loop, int fd, uint32_t tag)
+{
+    if (loop->stopping || loop->tearing_down || loop->accepting_stopped)
+        return -ECANCELED;
+    struct slb_listener *lst = free_listener(loop);
+    if (!lst)
+        return -ENOSPC;
+    int acc = 0;
+    socklen_t len = sizeof(acc);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0 || !acc)
+        return -ENOTSOCK;
+    return listener_take(loop, lst, fd, tag);
+}
+
+int slb_loop_listener_fd(const struct slb_loop *loop, int index)
+{
+    if (index < 0 || index >= SLB_LOOP_LISTENERS_MAX || loop->listeners[index].closing)
+        return -EINVAL;
+    return loop->listeners[index].fd >= 0 ? loop->listeners[index].fd : -EINVAL;
+}
+
+void slb_loop_stop_accepting(struct slb_loop *loop)
+{
+    loop->accepting_stopped = true;
+    for (unsigned i = 0; i < SLB_LOOP_LISTENERS_MAX; i++)
+        listener_close(loop, &loop->listeners[i]);
 }
 
 int slb_loop_listener_addr(const struct slb_loop *loop, int index, struct sockaddr_storage *out,

@@ -44,6 +44,20 @@ void slb_loop_stop(struct slb_loop *loop);
 int slb_loop_listen(struct slb_loop *loop, const struct sockaddr *addr, socklen_t addr_len,
                     int backlog, uint32_t tag);
 
+/* Adopts fd, a listening socket another process handed over (SCM_RIGHTS), as a listener
+ * of this loop, exactly like one slb_loop_listen opened. The loop owns fd from then on.
+ * Returns the listener index, -ENOTSOCK when fd is not listening, or as slb_loop_listen. */
+int slb_loop_listen_fd(struct slb_loop *loop, int fd, uint32_t tag);
+
+/* The descriptor of listener `index`, to hand over to another process (which gets its own
+ * reference: the socket and its accept queue live on while either holds it), or -EINVAL.
+ * Any thread, while the loop runs and the listener is not closing; read-only. */
+int slb_loop_listener_fd(const struct slb_loop *loop, int index);
+
+/* Stops accepting for good (every listener closed; connections already accepted are not
+ * touched) while the loop keeps running: the start of a graceful drain. Loop thread. */
+void slb_loop_stop_accepting(struct slb_loop *loop);
+
 /* The bound address of listener `index` (getsockname), e.g. to learn an ephemeral port.
  * Returns 0 or a negative errno. */
 int slb_loop_listener_addr(const struct slb_loop *loop, int index, struct sockaddr_storage *out,
