@@ -111,27 +111,42 @@ static void count_refusal(struct slb_worker *w, enum slb_limit_verdict v)
     }
 }
 
+/* Against its source's limits and bans (the peer's address, or the one a PROXY header
+ * gave): 0, or -ECONNREFUSED (counted and logged). */
+int admit_source(struct slb_worker *w, struct relay_conn *c, const struct sockaddr_storage *ss)
+{
+    c->backend_peer = backend_by_address(w, ss);
+    c->exempt = c->backend_peer >= 0 || slb_cidr_match(w->cfg->allow, w->cfg->n_allow, ss);
+    c->src = slb_limit_key(&w->sh->limits->key, ss);
+    if (c->exempt)
+        return 0;
+    bool banned_now;
+    enum slb_limit_verdict v =
+        slb_limit_admit(w->sh->limits, c->src, slb_loop_now_ms(&w->loop), &banned_now);
+    if (v != SLB_LIMIT_OK) {
+        count_refusal(w, v);
+        limit_log(w, c, slb_limit_verdict_name(v), banned_now);
+        return -ECONNREFUSED;
+    }
+    c->src_counted = true;
+    return 0;
+}
+
 /* Within --max-conns and its source's limits, or refused (closed at once; no on_close
- * follows). */
+ * follows). A connection that must first say who its client is (PROXY header) is judged
+ * by its source once it has. */
 static int admit(struct slb_worker *w, struct relay_conn *c, const struct slb_conn *conn)
 {
     if (w->n_clients >= (uint32_t)w->cfg->max_conns) {
         COUNT(w, refused_max_conns);
         return -ECONNREFUSED;
     }
-    c->backend_peer = backend_by_address(w, &conn->peer);
-    c->exempt = c->backend_peer >= 0 || slb_cidr_match(w->cfg->allow, w->cfg->n_allow, &conn->peer);
-    c->src = slb_limit_key(&w->sh->limits->key, &conn->peer);
-    if (!c->exempt) {
-        bool banned_now;
-        enum slb_limit_verdict v =
-            slb_limit_admit(w->sh->limits, c->src, slb_loop_now_ms(&w->loop), &banned_now);
-        if (v != SLB_LIMIT_OK) {
-            count_refusal(w, v);
-            limit_log(w, c, slb_limit_verdict_name(v), banned_now);
-            return -ECONNREFUSED;
-        }
-        c->src_counted = true;
+    if (proxy_hdr_expected(w, conn)) {
+        c->proxy_wait = true;
+        c->backend_peer = -1;
+        c->exempt = true; /* until its header names the source */
+    } else if (admit_source(w, c, &conn->peer) < 0) {
+        return -ECONNREFUSED;
     }
     w->n_clients++;
     atomic_store_explicit(&w->clients_open, w->n_clients, memory_order_relaxed);
@@ -164,15 +179,17 @@ int client_accept(struct slb_worker *w, struct slb_conn *conn)
     c->listener = (uint8_t)(listener < SLB_MAX_LISTEN ? listener : 0);
     COUNT(w, listeners[c->listener].accepted);
     COUNT_N(w, listeners[c->listener].open, 1u);
+    uint32_t timeout_ms = (uint32_t)(c->proxy_wait ? w->cfg->proxy_protocol_timeout_ms
+                                     : plain       ? w->cfg->idle_timeout_ms
+                                                   : w->cfg->handshake_timeout_ms);
+    slb_conn_set_timeout(conn, timeout_ms);
     if (plain) {
         c->backend_peer = -1;
-        slb_conn_set_timeout(conn, (uint32_t)w->cfg->idle_timeout_ms);
         return 0;
     }
     c->ctx = w->sctx;
     w->sctx_sessions++;
     slb_tls_conn_set_stash_max(&c->s.tls, CLIENT_STASH_MAX);
-    slb_conn_set_timeout(conn, (uint32_t)w->cfg->handshake_timeout_ms);
     hs_link(w, c);
     return 0;
 }
@@ -224,6 +241,7 @@ void client_gone(struct slb_worker *w, struct relay_conn *c)
         COUNT_N(w, listeners[c->listener].tls_open[c->tls_counted - 1], (uint32_t)-1);
     c->tls_counted = 0;
     hs_unlink(w, c);
+    proxy_hdr_release(w, c);
     if (c->src_counted)
         slb_limit_release(w->sh->limits, c->src);
     c->src_counted = false;

@@ -161,6 +161,15 @@ static void held_input(struct slb_worker *w, struct relay_conn *c, const void *d
 
 void client_input(struct slb_worker *w, struct relay_conn *c, const void *data, size_t len)
 {
+    if (c->proxy_wait) {
+        proxy_hdr_input(w, c, data, len);
+        return;
+    }
+    if (!c->input_seen) {
+        c->input_seen = true;
+        if (proxy_hdr_unexpected(w, c, data, len))
+            return;
+    }
     if (c->s.state == SLB_STREAM_HANDSHAKE) {
         if (!c->hs_counted && !handshake_allowed(w, c))
             return;
@@ -200,7 +209,9 @@ void client_drained(struct slb_worker *w, struct relay_conn *c)
 
 void count_timeout(struct slb_worker *w, const struct relay_conn *c)
 {
-    if (c->s.state == SLB_STREAM_HANDSHAKE)
+    if (c->proxy_wait)
+        COUNT(w, proxy_hdr_timeouts);
+    else if (c->s.state == SLB_STREAM_HANDSHAKE)
         COUNT(w, handshake_timeouts);
     else if (c->out_blocked)
         COUNT(w, closed_stalled);

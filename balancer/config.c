@@ -3,6 +3,8 @@
  * Main thread, before workers start. */
 #include "balancer/config.h"
 
+#include "balancer/dns_resolve.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/flags.h"
@@ -58,7 +61,10 @@ static const struct slb_flag table[] = {
       "key exchange groups in preference order, e.g. X25519:P-256; this build has P-256, "
       "P-384, P-521 and X25519 (no X448, no ML-KEM); default: the library's"),
     F("backend", SLB_FLAG_LIST, backend, NULL, 0, SLB_MAX_BACKENDS, NULL,
-      "sips:HOST:PORT[;weight=N]", "a backend SIPS server (required, repeatable)"),
+      "sips:HOST:PORT[;weight=N]|sips:NAME",
+      "a backend SIPS server (required, repeatable); sips:NAME without a port: every target of "
+      "NAME's _sips._tcp SRV records (weight, priority), else of its A/AAAA records (port "
+      "5061), re-resolved at the records' TTL"),
     F("backend-ca", SLB_FLAG_STR, backend_ca, NULL, 0, 0, NULL, "FILE",
       "CA certificates that sign backend certificates (needed with --backend-verify require)"),
     F("backend-verify", SLB_FLAG_ENUM, backend_verify, "require", 0, 0, backend_verify_names,
@@ -126,6 +132,19 @@ static const struct slb_flag table[] = {
     F("backends-file", SLB_FLAG_STR, backends_file, NULL, 0, 0, NULL, "FILE",
       "more backends, one sips:HOST:PORT[;weight=N][;drain] per line (# comments); "
       "re-read on SIGHUP for weight and drain changes"),
+    F("proxy-protocol-from", SLB_FLAG_LIST, proxy_protocol_from, NULL, 0, SLB_MAX_ALLOW, NULL,
+      "CIDR[,CIDR...]",
+      "connections from these sources (an L4 balancer) must start with a PROXY protocol v2 "
+      "(or v1) header, whose address is then the client's; from anywhere else a header is "
+      "refused. Never trusted by default"),
+    F("proxy-protocol-timeout", SLB_FLAG_MS, proxy_protocol_timeout_ms, "3s", 100, 600000, NULL,
+      "DURATION", "close a --proxy-protocol-from connection whose header takes longer"),
+    F("dns-server", SLB_FLAG_LIST, dns_server, NULL, 0, SLB_DNS_MAX_SERVERS, NULL, "ADDR:PORT",
+      "DNS server for --backend sips:NAME (repeatable); default: the system resolver"),
+    F("dns-min-ttl", SLB_FLAG_MS, dns_min_ttl_ms, "5s", 1000, 86400000, NULL, "DURATION",
+      "re-resolve DNS backends no more often than this, whatever the records' TTL"),
+    F("dns-max-ttl", SLB_FLAG_MS, dns_max_ttl_ms, "300s", 1000, 86400000, NULL, "DURATION",
+      "re-resolve DNS backends at least this often (and retry a failure after --dns-min-ttl)"),
     F("secret-file", SLB_FLAG_STR, secret_file, NULL, 0, 0, NULL, "FILE",
       "keys shared by instances, one per line, 64 hex digits (openssl rand -hex 32), newest "
       "first: the newest signs branches, tokens and TLS tickets, all verify; mode 0600; "
@@ -237,6 +256,22 @@ static int usage_error(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
     return 2;
+}
+
+/* "sips:NAME" with no port and no parameter, NAME a host name (not an address): resolved
+ * through DNS (SRV, then A/AAAA) instead of once at start. */
+static bool dns_name(const char *text)
+{
+    if (strncmp(text, "sips:", 5) != 0)
+        return false;
+    const char *n = text + 5;
+    size_t len = strlen(n);
+    if (len == 0 || len > 253 ||
+        strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789-._") != len)
+        return false;
+    struct in_addr a4;
+    return inet_pton(AF_INET, n, &a4) != 1;
 }
 
 static int parse_backend(const char *text, struct slb_backend_spec *b)
@@ -444,6 +479,86 @@ int slb_config_reload_backends(const struct slb_config *cfg, const struct slb_ba
     return 0;
 }
 
+/* The name a DNS target goes by (Maglev hashes it, our Record-Route token is its hash):
+ * "host:port" when that is one address of the answer, else "address:port" (the several
+ * A/AAAA records of one name). Stable while the records are. */
+static void dns_target_name(const struct slb_dns_result *r, unsigned k, char *out, size_t cap)
+{
+    unsigned same = 0;
+    for (unsigned j = 0; j < r->n; j++)
+        same += !strcasecmp(r->t[j].host, r->t[k].host) && r->t[j].port == r->t[k].port;
+    if (same == 1) {
+        snprintf(out, cap, "%s:%u", r->t[k].host, r->t[k].port);
+        return;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port;
+    slb_sockaddr_text((const struct sockaddr *)&r->t[k].addr, ip, sizeof(ip), &port);
+    snprintf(out, cap, strchr(ip, ':') ? "[%s]:%u" : "%s:%u", ip, r->t[k].port);
+}
+
+int slb_config_dns_backends(const struct slb_backends *cur, unsigned group,
+                            const struct slb_dns_result *r, struct slb_backends **out, char *err,
+                            size_t errlen)
+{
+    *out = NULL;
+    uint32_t weight[SLB_MAX_BACKENDS];
+    slb_dns_maglev_weights(r, weight);
+    struct slb_backends *b = malloc(sizeof(*b));
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(b, cur, sizeof(*b));
+    atomic_init(&b->refs, 1);
+    bool keep[SLB_MAX_BACKENDS] = {false};
+    for (unsigned k = 0; k < r->n; k++) {
+        char name[sizeof(b->spec[0].name)];
+        dns_target_name(r, k, name, sizeof(name));
+        int slot = -1;
+        for (unsigned i = 0; i < b->attrs.n && slot < 0; i++)
+            if (!strcmp(b->spec[i].name, name))
+                slot = (int)i;
+        if (slot >= 0 && b->from_dns[slot] != group + 1) {
+            snprintf(err, errlen, "%s is also another backend: left out", name);
+            continue;
+        }
+        if (slot < 0) {
+            if (b->attrs.n == SLB_MAX_BACKENDS) {
+                snprintf(err, errlen, "more than %u backends over this process's life",
+                         SLB_MAX_BACKENDS);
+                free(b);
+                return -ENOSPC;
+            }
+            slot = (int)b->attrs.n++;
+            struct slb_backend_spec *sp = &b->spec[slot];
+            memset(sp, 0, sizeof(*sp));
+            snprintf(sp->host, sizeof(sp->host), "%s", r->t[k].host);
+            sp->port = r->t[k].port;
+            snprintf(sp->name, sizeof(sp->name), "%s", name);
+            sp->token = name_token(name);
+            memcpy(&sp->addr.sa, &r->t[k].addr, r->t[k].addr_len);
+            sp->addr.len = r->t[k].addr_len;
+            snprintf(sp->addr.text, sizeof(sp->addr.text), "%s", name);
+            sp->weight = weight[k];
+            b->from_dns[slot] = (uint8_t)(group + 1);
+        }
+        keep[slot] = true;
+        b->attrs.present[slot] = true;
+        b->attrs.weight[slot] = weight[k];
+        b->attrs.priority[slot] = r->t[k].priority;
+    }
+    for (unsigned i = 0; i < b->attrs.n; i++)
+        if (b->from_dns[i] == group + 1 && !keep[i])
+            b->attrs.present[i] = false;
+    if (!memcmp(&b->attrs, &cur->attrs, sizeof(b->attrs))) {
+        free(b);
+        return 0;
+    }
+    *out = b;
+    return 1;
+}
+
 const char *slb_sockaddr_text(const struct sockaddr *sa, char *ip, size_t cap, uint16_t *port)
 {
     *port = 0;
@@ -515,27 +630,37 @@ bool slb_cidr_match(const struct slb_cidr *list, unsigned n, const struct sockad
     return false;
 }
 
-/* --limit-allow values: each a comma-separated list of prefixes. */
-static int parse_allow(struct slb_config *cfg)
+/* --limit-allow and --proxy-protocol-from values: each a comma-separated list of
+ * prefixes. */
+static int parse_cidrs(const struct slb_flag_list *in, const char *flag, struct slb_cidr *out,
+                       unsigned *n)
 {
-    cfg->n_allow = 0;
-    for (unsigned i = 0; i < cfg->limit_allow.n; i++) {
+    *n = 0;
+    for (unsigned i = 0; i < in->n; i++) {
         char buf[1024];
-        snprintf(buf, sizeof(buf), "%s", cfg->limit_allow.v[i]);
+        snprintf(buf, sizeof(buf), "%s", in->v[i]);
         for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
              tok = strtok_r(NULL, ",", &save)) {
-            if (cfg->n_allow == SLB_MAX_ALLOW) {
-                usage_error("--limit-allow: more than %u prefixes", SLB_MAX_ALLOW);
+            if (*n == SLB_MAX_ALLOW) {
+                usage_error("--%s: more than %u prefixes", flag, SLB_MAX_ALLOW);
                 return -EINVAL;
             }
-            if (slb_cidr_parse(tok, &cfg->allow[cfg->n_allow]) < 0) {
-                usage_error("--limit-allow %s: not ADDR[/BITS]", tok);
+            if (slb_cidr_parse(tok, &out[*n]) < 0) {
+                usage_error("--%s %s: not ADDR[/BITS]", flag, tok);
                 return -EINVAL;
             }
-            cfg->n_allow++;
+            (*n)++;
         }
     }
     return 0;
+}
+
+static int parse_allow(struct slb_config *cfg)
+{
+    if (parse_cidrs(&cfg->limit_allow, "limit-allow", cfg->allow, &cfg->n_allow) < 0)
+        return -EINVAL;
+    return parse_cidrs(&cfg->proxy_protocol_from, "proxy-protocol-from", cfg->proxy_from,
+                       &cfg->n_proxy_from);
 }
 
 static bool readable(const char *path)
@@ -707,16 +832,30 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
                                cfg->listen.v[i]);
     }
     cfg->n_listen = cfg->listen.n;
+    cfg->n_backends = 0;
+    cfg->n_dns = 0;
     for (unsigned i = 0; i < cfg->backend.n; i++) {
-        if (parse_backend(cfg->backend.v[i], &cfg->backends[i]) < 0)
-            return usage_error("--backend %s: not sips:HOST:PORT[;weight=N][;drain], or HOST "
-                               "does not resolve",
-                               cfg->backend.v[i]);
-        for (unsigned j = 0; j < i; j++)
-            if (!strcmp(cfg->backends[j].name, cfg->backends[i].name))
-                return usage_error("--backend %s given twice", cfg->backend.v[i]);
+        const char *v = cfg->backend.v[i];
+        if (dns_name(v)) {
+            if (cfg->n_dns == SLB_MAX_DNS_GROUPS)
+                return usage_error("--backend %s: more than %u sips:NAME backends", v,
+                                   SLB_MAX_DNS_GROUPS);
+            for (unsigned j = 0; j < cfg->n_dns; j++)
+                if (!strcasecmp(cfg->dns_names[j], v + 5))
+                    return usage_error("--backend %s given twice", v);
+            snprintf(cfg->dns_names[cfg->n_dns++], sizeof(cfg->dns_names[0]), "%s", v + 5);
+            continue;
+        }
+        struct slb_backend_spec *b = &cfg->backends[cfg->n_backends];
+        if (parse_backend(v, b) < 0)
+            return usage_error("--backend %s: not sips:HOST:PORT[;weight=N][;drain] or "
+                               "sips:NAME, or HOST does not resolve",
+                               v);
+        for (unsigned j = 0; j < cfg->n_backends; j++)
+            if (!strcmp(cfg->backends[j].name, b->name))
+                return usage_error("--backend %s given twice", v);
+        cfg->n_backends++;
     }
-    cfg->n_backends = cfg->backend.n;
     if (cfg->backends_file) {
         char ferr[600];
         int n = read_backends_file(cfg->backends_file, cfg->backends + cfg->n_backends,
@@ -731,7 +870,7 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
                     return usage_error("backend %s listed twice", cfg->backends[i].name);
         }
         cfg->n_backends += (unsigned)n;
-        if (cfg->n_backends == 0)
+        if (cfg->n_backends == 0 && cfg->n_dns == 0)
             return usage_error("no backend: --backends-file %s lists none", cfg->backends_file);
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

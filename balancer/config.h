@@ -13,6 +13,7 @@
 #include "io/loop-t.h"
 
 #define SLB_MAX_LISTEN        8u
+#define SLB_MAX_DNS_GROUPS    8u /* --backend sips:NAME resolved through DNS */
 #define SLB_MAX_BACKENDS      64u
 #define SLB_MAX_CERTS         16u  /* --cert/--key pairs (chosen by SNI) */
 #define SLB_MAX_WEIGHT        1000 /* a backend's ;weight=N (and the admin call's) */
@@ -66,6 +67,8 @@ struct slb_backend_attrs {
     bool present[SLB_MAX_BACKENDS];
     uint32_t weight[SLB_MAX_BACKENDS];
     bool drain[SLB_MAX_BACKENDS];
+    uint16_t priority[SLB_MAX_BACKENDS]; /* SRV priority: only the best group with a backend up
+                                          * takes new dialogs (0 for every static backend) */
 };
 
 /* The backends in force: every slot ever used (a slot keeps its backend for the process's
@@ -76,7 +79,8 @@ struct slb_backend_attrs {
 struct slb_backends {
     _Atomic unsigned refs;
     struct slb_backend_attrs attrs;
-    bool from_file[SLB_MAX_BACKENDS]; /* listed in --backends-file (not a --backend flag) */
+    bool from_file[SLB_MAX_BACKENDS];   /* listed in --backends-file (not a --backend flag) */
+    uint8_t from_dns[SLB_MAX_BACKENDS]; /* 1 + the --backend sips:NAME group that found it */
     struct slb_backend_spec spec[SLB_MAX_BACKENDS];
 };
 
@@ -125,7 +129,11 @@ struct slb_config {
     const char *admin_token_file; /* --admin-token-file */
     bool log_connections;         /* --log-connections */
     const char *backends_file;
-    const char *secret_file;     /* --secret-file */
+    const char *secret_file;                 /* --secret-file */
+    struct slb_flag_list dns_server;         /* --dns-server ADDR:PORT */
+    uint64_t dns_min_ttl_ms, dns_max_ttl_ms; /* bounds on the re-resolution period */
+    char dns_names[SLB_MAX_DNS_GROUPS][256]; /* --backend sips:NAME (no port): from DNS */
+    unsigned n_dns;
     uint64_t drain_timeout_ms;   /* --drain-timeout */
     const char *handover_socket; /* --handover-socket */
     bool no_path;
@@ -140,6 +148,8 @@ struct slb_config {
     int64_t limit_handshake_rate;
     int64_t limit_request_rate;
     struct slb_flag_list limit_allow;
+    struct slb_flag_list proxy_protocol_from; /* --proxy-protocol-from */
+    uint64_t proxy_protocol_timeout_ms;
     uint64_t ban_time_ms;
     int64_t ban_after;
     uint64_t tcp_keepalive_ms;
@@ -157,6 +167,8 @@ struct slb_config {
     bool alive_not_503;
     struct slb_cidr allow[SLB_MAX_ALLOW]; /* from --limit-allow */
     unsigned n_allow;
+    struct slb_cidr proxy_from[SLB_MAX_ALLOW]; /* from --proxy-protocol-from */
+    unsigned n_proxy_from;
 };
 
 /* Parses argv into cfg, checks every value, resolves addresses and checks that the
@@ -170,6 +182,17 @@ void slb_config_free(struct slb_config *cfg);
 
 /* The weights and drain flags as configured at start. */
 void slb_config_attrs(const struct slb_config *cfg, struct slb_backend_attrs *attrs);
+
+struct slb_dns_result;
+
+/* A new backends object (*out, reference count 1) where DNS group `group` (its
+ * --backend sips:NAME) has exactly the targets of r, with their weights and priorities:
+ * new targets get new slots (dialled and probed like a reload's), targets no longer
+ * published are removed (drained), the rest keep their slot. Returns 1 when something
+ * changed, 0 when nothing did (*out NULL), or a negative errno with err set. */
+int slb_config_dns_backends(const struct slb_backends *cur, unsigned group,
+                            const struct slb_dns_result *r, struct slb_backends **out, char *err,
+                            size_t errlen);
 
 /* The backends as configured at start (reference count 1). NULL when out of memory. */
 struct slb_backends *slb_backends_new(const struct slb_config *cfg);

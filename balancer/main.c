@@ -19,6 +19,7 @@
 #include "balancer/about.h"
 #include "balancer/admin.h"
 #include "balancer/config.h"
+#include "balancer/dns_watch.h"
 #include "balancer/handover.h"
 #include "balancer/health.h"
 #include "balancer/maglev.h"
@@ -34,6 +35,8 @@
 
 static struct slb_health *health;
 static const struct slb_backends *in_force; /* the backends as last handed to the health checker */
+static struct slb_dns_watch *dns_watch;     /* NULL without DNS backends, and once stopped */
+static uint64_t dns_ok_final, dns_failed_final; /* its counts as it stopped */
 /* Changes of the backends (SIGHUP on this thread, admin calls on the admin thread) and
  * reads of in_force from another thread go one at a time. Control plane only. */
 static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -55,6 +58,12 @@ static void write_stats(const struct slb_config *cfg, struct slb_worker **w, uns
     for (size_t i = 0; i < count; i++)
         if (f)
             fprintf(f, "%s %llu\n", slb_worker_counter_names[i], (unsigned long long)v[i]);
+    uint64_t dns_ok = dns_ok_final, dns_failed = dns_failed_final;
+    if (dns_watch)
+        slb_dns_watch_counts(dns_watch, &dns_ok, &dns_failed);
+    if (f)
+        fprintf(f, "dns_resolutions %llu\ndns_failures %llu\n", (unsigned long long)dns_ok,
+                (unsigned long long)dns_failed);
     if (f) {
         pthread_mutex_lock(&control_lock);
         slb_health_report(health, in_force, f);
@@ -567,6 +576,52 @@ static int make_limits(const struct slb_config *cfg, struct slb_limit_table *t)
                                 entries > (1u << 22) ? (1u << 22) : (uint32_t)entries);
 }
 
+/* ---- backends from DNS ------------------------------------------------------------------- */
+
+/* A DNS answer for group g (the watch thread): applied like a backends-file reload. */
+static void dns_apply(void *ctx, unsigned g, const struct slb_dns_result *r)
+{
+    const struct slb_config *cfg = ctx;
+    char err[512] = "";
+    pthread_mutex_lock(&control_lock);
+    struct slb_backends *fresh;
+    int rc = slb_config_dns_backends(in_force, g, r, &fresh, err, sizeof(err));
+    if (rc > 0) {
+        put_in_force(fresh);
+        slb_log(SLB_LOG_INFO, "DNS %s: %u targets from %s records: backends changed",
+                cfg->dns_names[g], r->n, r->from_srv ? "SRV" : "A/AAAA");
+    }
+    pthread_mutex_unlock(&control_lock);
+    if (err[0])
+        slb_log(rc < 0 ? SLB_LOG_ERROR : SLB_LOG_WARN, "DNS %s: %s", cfg->dns_names[g], err);
+}
+
+/* At start, before the health checker: every DNS group resolved once (a failure stops the
+ * start: there would be nothing to route to), its first TTL kept for the watch. */
+static int dns_boot(const struct slb_config *cfg, uint32_t *ttl_s)
+{
+    static struct slb_dns_result r;
+    for (unsigned g = 0; g < cfg->n_dns; g++) {
+        char err[512] = "";
+        int rc = slb_dns_resolve_group(cfg, g, &r, err, sizeof(err));
+        struct slb_backends *fresh = NULL;
+        if (rc >= 0)
+            rc = slb_config_dns_backends(in_force, g, &r, &fresh, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "sipslb: --backend sips:%s: %s\n", cfg->dns_names[g], err);
+            return -1;
+        }
+        if (fresh) {
+            slb_backends_unref(in_force);
+            in_force = fresh;
+        }
+        ttl_s[g] = r.ttl_s;
+        slb_log(SLB_LOG_INFO, "DNS %s: %u targets from %s records (TTL %u s)", cfg->dns_names[g],
+                r.n, r.from_srv ? "SRV" : "A/AAAA", r.ttl_s);
+    }
+    return 0;
+}
+
 /* ---- upgrades: listening sockets handed over, graceful drain ------------------------------ */
 
 static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -741,8 +796,11 @@ int main(int argc, char **argv)
     }
 
     in_force = slb_backends_new(&cfg);
+    uint32_t dns_ttl_s[SLB_MAX_DNS_GROUPS];
+    if (!in_force || dns_boot(&cfg, dns_ttl_s) < 0)
+        return 1;
     static struct slb_router router;
-    if (!in_force || slb_router_init(&router, &cfg, in_force, n) < 0)
+    if (slb_router_init(&router, &cfg, in_force, n) < 0)
         return 1;
     health = slb_health_new(&cfg, &router, in_force, cctx[n], n);
     if (!health)
@@ -810,8 +868,12 @@ int main(int argc, char **argv)
     slb_log(SLB_LOG_INFO,
             "sipslb starting: %u workers, %u listen addresses, %u backends, "
             "wolfSSL %s%s",
-            n, cfg.n_listen, cfg.n_backends, slb_tls_library_version(),
+            n, cfg.n_listen, in_force->attrs.n, slb_tls_library_version(),
             slb_tls_library_has_asm() ? " (assembly)" : " (no assembly: slow)");
+    if (cfg.n_dns && !(dns_watch = slb_dns_watch_start(&cfg, dns_ttl_s, dns_apply, &cfg))) {
+        slb_log(SLB_LOG_ERROR, "cannot start the DNS thread");
+        return 1;
+    }
     struct slb_threads control;
     void *harg[1] = {health};
     if (slb_threads_start(&control, 1, false, slb_health_main, harg) != 0) {
@@ -908,6 +970,9 @@ int main(int argc, char **argv)
     if (up.take_conn >= 0)
         close(up.take_conn);
     slb_sd_notify("STOPPING=1");
+    slb_dns_watch_counts(dns_watch, &dns_ok_final, &dns_failed_final);
+    slb_dns_watch_stop(dns_watch);
+    dns_watch = NULL;
     slb_admin_stop(admin);
     for (unsigned i = 0; i < n; i++)
         slb_worker_stop(w[i]);

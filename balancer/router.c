@@ -24,10 +24,17 @@ static struct slb_route_table *build(struct slb_router *r, const struct slb_back
     memcpy(t->state, state, SLB_MAX_BACKENDS);
     t->maglev.size = r->table_size;
     t->maglev.slot = t->slots;
-    /* Only backends that are up take new dialogs: draining and down ones stay out. */
+    /* Only backends that are up take new dialogs: draining and down ones stay out, and so
+     * does every SRV priority group but the best one with a backend up (RFC 2782: the others
+     * are for failover). In-dialog requests still reach any backend by its token. */
+    uint32_t best = UINT32_MAX;
+    for (unsigned i = 0; i < attrs->n; i++)
+        if (state[i] == SLB_BACKEND_UP && attrs->priority[i] < best)
+            best = attrs->priority[i];
     struct slb_maglev_backend b[SLB_MAX_BACKENDS];
     for (unsigned i = 0; i < attrs->n; i++)
-        b[i] = (struct slb_maglev_backend){backends->spec[i].name, state[i] == SLB_BACKEND_UP,
+        b[i] = (struct slb_maglev_backend){backends->spec[i].name,
+                                           state[i] == SLB_BACKEND_UP && attrs->priority[i] == best,
                                            attrs->weight[i]};
     slb_maglev_build(&t->maglev, b, attrs->n, scratch);
     free(scratch);

@@ -51,11 +51,12 @@ enum { TAG_CLIENT = 1, TAG_LINK = 2 };
 enum relay_conn_kind { CONN_CLIENT = 1, CONN_LINK = 2 };
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
 
-#define REDIAL_MS_MIN 100u   /* a link's first redial after a failure */
-#define REDIAL_MS_MAX 10000u /* its longest backoff */
-#define REFRESH_MS    100u   /* the refresh timer: table generation, contexts, returns */
-#define EOF_LINGER_MS 5000u  /* a half-closed client may still be owed responses this long */
-#define CLIENT_RCVBUF (128u * 1024u) /* SO_RCVBUF of clients: what the kernel queues for one */
+#define REDIAL_MS_MIN  100u   /* a link's first redial after a failure */
+#define REDIAL_MS_MAX  10000u /* its longest backoff */
+#define PROXY_HDR_BUFS 64u    /* per worker: PROXY headers split across reads */
+#define REFRESH_MS     100u   /* the refresh timer: table generation, contexts, returns */
+#define EOF_LINGER_MS  5000u  /* a half-closed client may still be owed responses this long */
+#define CLIENT_RCVBUF  (128u * 1024u) /* SO_RCVBUF of clients: what the kernel queues for one */
 /* What a client may still deliver after its receive was paused: CQEs the kernel already
  * posted can carry up to the whole receive ring (io/'s default 256 x 16 KiB), plus its
  * socket queue. Its TLS stash may hold that much; a client that goes past it is failed. */
@@ -99,6 +100,10 @@ struct relay_conn {
     uint64_t opened_ms;        /* CONN_CLIENT: accepted at (for --log-connections) */
     uint64_t drain_frames_seen; /* CONN_CLIENT, draining: its frames at the previous tick */
     bool drain_seen;            /* ... and there was a previous tick */
+    bool proxy_wait;            /* CONN_CLIENT: its PROXY header has not come yet */
+    bool input_seen;            /* CONN_CLIENT: some bytes came (a header is looked for) */
+    uint16_t proxy_slot;        /* CONN_CLIENT: 1 + its borrowed header buffer, or 0 */
+    uint16_t proxy_len;         /* ... bytes in it */
     uint8_t listener;           /* CONN_CLIENT: the index of the listener that accepted it */
     uint8_t tls_counted;        /* CONN_CLIENT: counted in listener tls_open[] (0: no; 1+v) */
     uint16_t port;
@@ -193,6 +198,10 @@ struct slb_worker {
     uint8_t adopt_listen[SLB_LOOP_LISTENERS_MAX];
     unsigned n_pub;
     int pub_fd[SLB_LOOP_LISTENERS_MAX];
+    /* PROXY headers split across reads (client_proxy_hdr.c). */
+    uint8_t *proxy_bufs;
+    uint16_t proxy_free[PROXY_HDR_BUFS];
+    unsigned n_proxy_free;
     atomic_int stop_requested;
     atomic_int running;
     atomic_int failed;             /* slb_worker_failed */
@@ -318,6 +327,12 @@ void count_timeout(struct slb_worker *w, const struct relay_conn *c);
 
 /* client_admit.c */
 int client_accept(struct slb_worker *w, struct slb_conn *conn);
+int admit_source(struct slb_worker *w, struct relay_conn *c, const struct sockaddr_storage *ss);
+int proxy_hdr_init(struct slb_worker *w);
+bool proxy_hdr_expected(const struct slb_worker *w, const struct slb_conn *conn);
+bool proxy_hdr_unexpected(struct slb_worker *w, struct relay_conn *c, const void *data, size_t len);
+void proxy_hdr_input(struct slb_worker *w, struct relay_conn *c, const void *data, size_t len);
+void proxy_hdr_release(struct slb_worker *w, struct relay_conn *c);
 bool handshake_allowed(struct slb_worker *w, struct relay_conn *c);
 void client_handshake_done(struct slb_worker *w, struct relay_conn *c);
 void client_gone(struct slb_worker *w, struct relay_conn *c);

@@ -217,8 +217,9 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     w->returns = calloc(w->returns_cap, sizeof(*w->returns));
     int orc = slb_outbox_init(&w->outbox, (size_t)cfg->max_message_size);
     int rrc = slb_rate_table_init(&w->rates, (uint32_t)cfg->limit_request_rate, RATE_SLOTS);
+    int prc = proxy_hdr_init(w);
     if (!w->conns || !w->links || erc < 0 || !w->reply || !w->resend_buf || !w->returns ||
-        rrc < 0 || orc < 0) {
+        rrc < 0 || orc < 0 || prc < 0) {
         slb_worker_free(w);
         return NULL;
     }
@@ -245,6 +246,7 @@ void slb_worker_free(struct slb_worker *w)
     free(w->links);
     slb_stream_env_deinit(&w->env);
     free(w->reply);
+    free(w->proxy_bufs);
     free(w->returns);
     slb_rate_table_deinit(&w->rates);
     slb_outbox_deinit(&w->outbox);

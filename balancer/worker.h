@@ -98,7 +98,10 @@ struct slb_worker;
     X(routed_around_link_down)                                                                     \
     X(drain_closed_idle)                                                                           \
     X(drain_cut_conns)                                                                             \
-    X(drain_cut_requests)
+    X(drain_cut_requests)                                                                          \
+    X(proxy_hdr_ok)                                                                                \
+    X(proxy_hdr_refused)                                                                           \
+    X(proxy_hdr_timeouts)
 
 struct slb_worker_counters {
 #define SLB_X_FIELD(name) uint64_t name;
