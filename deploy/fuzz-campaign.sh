@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A fuzzing campaign: every libFuzzer target (fuzz_sip, fuzz_inbuf, fuzz_proxy) built with
+# A fuzzing campaign: every libFuzzer target (fuzz_sip, fuzz_inbuf, fuzz_proxy, fuzz_proxy_hdr) built with
 # clang, ASan and UBSan, run for a number of executions or a time each, one target per
 # core at a time, from the seed corpora in the repository. Prints per target the
 # executions, the time, executions per second, the coverage (edges, libFuzzer's "cov")
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_sip fuzz_inbuf fuzz_proxy)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_sip fuzz_inbuf fuzz_proxy fuzz_proxy_hdr)
 
 build=build-fuzz
 CC=clang cmake -S . -B "$build" -DSLB_FUZZ=ON -DSLB_TESTS=OFF -DSLB_BENCH=OFF \
@@ -51,12 +51,14 @@ seeds_of() {
     fuzz_sip) echo tests/corpus/valid tests/corpus/bad tests/corpus/rfc4475 ;;
     fuzz_inbuf) echo tests/corpus/valid ;;
     fuzz_proxy) echo tests/fuzz/seeds/proxy ;;
+    fuzz_proxy_hdr) echo tests/fuzz/seeds/proxy_hdr ;;
     esac
 }
 max_len_of() {
     [ "$max_len" -gt 0 ] && { echo "$max_len"; return; }
     case "$1" in
     fuzz_inbuf) echo 20000 ;;
+    fuzz_proxy_hdr) echo 600 ;;
     *) echo 70000 ;;
     esac
 }
