@@ -9,6 +9,8 @@
 #   /etc/default/sipslb                conffile: SIPSLB_OPTS, commented examples
 #   /etc/sipslb/                       certificates and keys (root:sipslb 0750, postinst)
 #   /lib/systemd/system/sipslb.service deploy/systemd/sipslb.service (not enabled on install)
+#   /lib/systemd/system/sipslb@.service the two alternating instances for upgrades
+#                                       (examples/upgrade.sh drives them)
 # and maintainer scripts from deploy/debian/ (postinst creates the system user sipslb).
 # Depends: computed by dpkg-shlibdeps from the binaries' NEEDED libraries (a throwaway
 # debian/control gives it a package to speak for), plus adduser for postinst.
@@ -107,6 +109,8 @@ install -m 0644 deploy/debian/default "$deb/etc/default/sipslb"
 
 unit=deploy/systemd/sipslb.service
 install -m 0644 "$unit" "$deb/lib/systemd/system/sipslb.service"
+install -m 0644 deploy/systemd/sipslb@.service "$deb/lib/systemd/system/sipslb@.service"
+install -m 0755 deploy/upgrade.sh "$deb/usr/share/doc/sipslb/examples/upgrade.sh"
 
 maintainer="${DEBFULLNAME:-} <${DEBEMAIL:-}>"
 if [[ -z "${DEBFULLNAME:-}" || -z "${DEBEMAIL:-}" ]]; then

@@ -35,7 +35,7 @@ PACKAGES=(
     gnuplot-nox                          # bench/run: PNG plots of the results
     iproute2 util-linux                  # e2e_hostile: ss (keepalive timers), prlimit
     libmicrohttpd-dev                    # the --admin listener's HTTP server
-    libc-ares-dev dnsmasq                # backends from DNS SRV (and its tests' DNS server)
+    libc-ares-dev dnsmasq-base           # backends from DNS SRV; its tests run dnsmasq themselves (-base: no system service)
     prometheus                           # e2e_operations: a real Prometheus (and promtool)
     man-db lintian                       # sipslb_man, e2e_package: groff, man -l, lintian
 )

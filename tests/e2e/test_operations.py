@@ -354,7 +354,7 @@ def test_json_log_lines(c):
     for r in recs:
         by_event.setdefault(r.get("event"), []).append(r)
     dead = "127.0.0.1:%d" % uas[1].port
-    assert "sipslb_starting" in by_event and "signal_stopping" in by_event, by_event.keys()
+    assert "sipslb_starting" in by_event and "not_accepting_any_more" in by_event, by_event.keys()
     down = by_event["backend_down"]
     assert down[0]["backend"] == dead and down[0]["checks"] == 2 and down[0]["level"] == "warn"
     assert any(r["backend"] == dead and r["state"] == "down" for r in by_event["backend_state"])
