@@ -118,8 +118,8 @@ static bool authorized(const struct slb_admin *a, struct MHD_Connection *conn)
 static enum MHD_Result metrics(struct slb_admin *a, struct MHD_Connection *conn)
 {
     const struct slb_backends *bs = a->c.ops.backends(a->c.ops.ctx);
-    struct slb_metrics_src src = {a->c.cfg,    a->c.workers, a->c.n_workers,
-                                  a->c.health, bs,           a->c.start_time_s};
+    struct slb_metrics_src src = {a->c.cfg, a->c.workers,      a->c.n_workers, a->c.health,
+                                  bs,       a->c.start_time_s, a->c.dns};
     struct slb_textbuf b = {0};
     slb_metrics_render(&src, &b);
     slb_backends_unref(bs);

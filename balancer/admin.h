@@ -35,6 +35,8 @@ struct slb_admin_ops {
     int (*reload)(void *ctx, const char *who, char *err, size_t errlen);
 };
 
+struct slb_dns_watch;
+
 struct slb_admin_cfg {
     const struct slb_config *cfg;
     const struct slb_addr *addr; /* TCP; or */
@@ -44,6 +46,7 @@ struct slb_admin_cfg {
     unsigned n_workers;
     struct slb_health *health;
     uint64_t start_time_s;
+    const struct slb_dns_watch *dns; /* NULL without DNS backends */
     struct slb_admin_ops ops;
 };
 

@@ -904,6 +904,7 @@ int main(int argc, char **argv)
             .n_workers = n,
             .health = health,
             .start_time_s = (uint64_t)time(NULL),
+            .dns = dns_watch,
             .ops = {&actx, admin_backends, admin_set_drain, admin_set_weight, admin_reload},
         };
         admin = slb_admin_start(&ac, aerr, sizeof(aerr));
@@ -970,10 +971,10 @@ int main(int argc, char **argv)
     if (up.take_conn >= 0)
         close(up.take_conn);
     slb_sd_notify("STOPPING=1");
+    slb_admin_stop(admin); /* before the DNS thread: /metrics reads its counts */
     slb_dns_watch_counts(dns_watch, &dns_ok_final, &dns_failed_final);
     slb_dns_watch_stop(dns_watch);
     dns_watch = NULL;
-    slb_admin_stop(admin);
     for (unsigned i = 0; i < n; i++)
         slb_worker_stop(w[i]);
     void **results = calloc(n, sizeof(void *));

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "balancer/dns_watch.h"
 #include "balancer/health.h"
 #include "balancer/textbuf.h"
 #include "balancer/worker.h"
@@ -189,6 +190,16 @@ static void process(struct slb_textbuf *b, const struct slb_metrics_src *src)
     family(b, "sipslb_start_time_seconds", "gauge", "Start time (Unix epoch).");
     slb_textbuf_printf(b, "sipslb_start_time_seconds %llu\n",
                        (unsigned long long)src->start_time_s);
+    if (src->dns) {
+        uint64_t ok, failed;
+        slb_dns_watch_counts(src->dns, &ok, &failed);
+        family(b, "sipslb_dns_resolutions_total", "counter",
+               "Re-resolutions of --backend sips:NAME that answered.");
+        slb_textbuf_printf(b, "sipslb_dns_resolutions_total %llu\n", (unsigned long long)ok);
+        family(b, "sipslb_dns_failures_total", "counter",
+               "Re-resolutions that failed (the last good backends kept).");
+        slb_textbuf_printf(b, "sipslb_dns_failures_total %llu\n", (unsigned long long)failed);
+    }
     family(b, "sipslb_workers", "gauge", "Worker threads.");
     slb_textbuf_printf(b, "sipslb_workers %u\n", src->n_workers);
     family(b, "sipslb_client_connections", "gauge", "Client connections open, per worker.");

@@ -14,13 +14,16 @@ struct slb_health;
 struct slb_textbuf;
 
 /* What a scrape reads. The caller holds a reference to backends for the call. */
+struct slb_dns_watch;
+
 struct slb_metrics_src {
     const struct slb_config *cfg;
     struct slb_worker *const *workers;
     unsigned n_workers;
     struct slb_health *health;
     const struct slb_backends *backends;
-    uint64_t start_time_s; /* Unix time */
+    uint64_t start_time_s;           /* Unix time */
+    const struct slb_dns_watch *dns; /* NULL without DNS backends */
 };
 
 /* Appends the exposition to out. Returns 0, or -1 when out ran out of memory. Any thread

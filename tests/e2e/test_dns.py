@@ -134,8 +134,9 @@ def test_backends_follow_dns(c):
     dns = Dns(c)
     dns.serve([("b1", uas["b1"].port, 10, 10), ("b2", uas["b2"].port, 10, 10),
                ("b3", uas["b3"].port, 10, 10)])
+    admin = c.h.free_port()
     lb = c.h.start_sipslb(c.h.free_port(), [], [
-        "--backend", "sips:" + DOMAIN, "--dns-server", "127.0.0.1:%d" % dns.port,
+        "--admin", "127.0.0.1:%d" % admin, "--backend", "sips:" + DOMAIN, "--dns-server", "127.0.0.1:%d" % dns.port,
         "--dns-min-ttl", "1s", "--workers", "2", "--probe-interval", "300ms",
         "--probe-timeout", "250ms"])
     wait_backends(c, lb, ["b1", "b2", "b3"])
@@ -229,6 +230,10 @@ def test_backends_follow_dns(c):
           (moved(m6, m7), st["dns_failures"], st["dns_resolutions"]))
     assert moved(m6, m7) == 0 and st["dns_failures"] >= 1
     assert "last good backends kept" in c.h.log_of(lb)
+    import urllib.request
+    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=5).read()
+    m = re.search(rb"^sipslb_dns_failures_total (\d+)$", metrics, re.M)
+    assert m and int(m.group(1)) >= 1, metrics[:300]
     assert c.h.stop(lb) == 0
     for u in uas.values():
         c.h.stop(u)
