@@ -4,9 +4,12 @@
  *
  * Idle means: no request awaiting its final response (awaiting), none parked, no partial
  * message or TLS record pending, nothing queued toward it, and no message from it since the
- * previous tick. That last quiet tick (REFRESH_MS) narrows the race with a request the client
- * is sending as we close; SIP over TCP has no way to tell a client "finish and go", so it
- * cannot be closed entirely. A closed client reconnects, to whichever process now holds the
+ * previous tick. Ticks come every DRAIN_TICK_MS while draining: a busy connection (a trunk
+ * with a call every few tens of milliseconds) still shows such quiet moments between its
+ * calls, where a slower tick would keep it until the timeout cuts it mid-call. The quiet
+ * tick narrows the race with a request the client sends as we close to about a round trip;
+ * SIP over TCP has no way to tell a client "finish and go", so it cannot be closed
+ * entirely. A closed client reconnects, to whichever process now holds the
  * listening sockets.
  *
  * Thread: the worker's (drain_tick, from the refresh timer), except slb_worker_drain and the
@@ -35,6 +38,12 @@ static bool idle(struct relay_conn *c)
            c->s.frames == c->drain_frames_seen;
 }
 
+static void on_drain_tick(struct slb_timer *t)
+{
+    struct slb_worker *w = slb_timer_entry(t, struct slb_worker, drain_timer);
+    drain_tick(w);
+}
+
 void drain_tick(struct slb_worker *w)
 {
     if (!atomic_load_explicit(&w->drain_req, memory_order_relaxed))
@@ -42,7 +51,9 @@ void drain_tick(struct slb_worker *w)
     if (!w->draining) {
         w->draining = true;
         slb_loop_stop_accepting(&w->loop);
+        slb_timer_init(&w->drain_timer, on_drain_tick);
     }
+    slb_timer_arm(slb_loop_wheel(&w->loop), &w->drain_timer, DRAIN_TICK_MS);
     uint32_t clients = 0, awaiting = 0;
     for (uint32_t i = 0; i < w->n_conns; i++) {
         struct relay_conn *c = &w->conns[i];

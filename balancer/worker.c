@@ -55,7 +55,8 @@ static void on_refresh(struct slb_timer *t)
     resend_expire(w, now);
     take_new_sctx(w);
     take_new_keys(w);
-    drain_tick(w);
+    if (!w->draining)
+        drain_tick(w); /* starts it; then its own timer ticks */
     if (w->n_returns)
         retry_returns(w);
     report_no_fds(w);
@@ -351,6 +352,8 @@ out:
     links_stop(w);
     slb_timer_cancel(&w->refresh);
     slb_timer_cancel(&w->resend_timer);
+    if (w->draining)
+        slb_timer_cancel(&w->drain_timer);
     slb_loop_deinit(&w->loop);
     slb_tls_thread_cleanup();
     return result;
