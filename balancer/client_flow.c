@@ -115,6 +115,7 @@ void final_delivered(struct relay_conn *c)
      * is closed now (after what is queued). */
     if (c->kind != CONN_CLIENT)
         return;
+    c->finals_out++;
     if (c->awaiting)
         c->awaiting--;
     if (c->eof && c->awaiting == 0 && conn_open(c))

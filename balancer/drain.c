@@ -3,8 +3,8 @@
  * it has in flight is cut; main cuts whatever is left at --drain-timeout.
  *
  * Idle means: no request awaiting its final response (awaiting), none parked, no partial
- * message or TLS record pending, nothing queued toward it, and no message from it since the
- * previous tick. Ticks come every DRAIN_TICK_MS while draining: a busy connection (a trunk
+ * message or TLS record pending, nothing queued toward it, and no message from it nor final
+ * response to it since the previous tick. Ticks come every DRAIN_TICK_MS while draining: a busy connection (a trunk
  * with a call every few tens of milliseconds) still shows such quiet moments between its
  * calls, where a slower tick would keep it until the timeout cuts it mid-call. The quiet
  * tick narrows the race with a request the client sends as we close to about a round trip;
@@ -28,14 +28,15 @@ bool slb_worker_drain_status(const struct slb_worker *w, uint32_t *clients, uint
     return atomic_load_explicit(&w->drain_started, memory_order_acquire) != 0;
 }
 
-/* Idle: quiet for a whole tick (seen at the previous one with the same frame count, so a
- * connection accepted just now, whose first request is on its way, is not) and awaiting
- * nothing. */
+/* Idle: quiet for a whole tick both ways (seen at the previous one with the same count of
+ * messages from it and of final responses to it: a connection accepted just now, whose
+ * first request is on its way, is not, nor one that just got the 200 its ACK and BYE
+ * will follow) and awaiting nothing. */
 static bool idle(struct relay_conn *c)
 {
     return c->drain_seen && c->awaiting == 0 && !c->parked && !c->s.in.pending && !c->s.tls_more &&
            !c->out_blocked && slb_conn_out_queued(c->s.conn) == 0 &&
-           c->s.frames == c->drain_frames_seen;
+           c->s.frames == c->drain_frames_seen && c->finals_out == c->drain_finals_seen;
 }
 
 static void on_drain_tick(struct slb_timer *t)
@@ -72,6 +73,7 @@ void drain_tick(struct slb_worker *w)
             continue;
         }
         c->drain_frames_seen = c->s.frames;
+        c->drain_finals_seen = c->finals_out;
         c->drain_seen = true;
         clients++;
         awaiting += c->awaiting;

@@ -101,6 +101,8 @@ struct relay_conn {
     uint64_t opened_ms;        /* CONN_CLIENT: accepted at (for --log-connections) */
     uint64_t drain_frames_seen; /* CONN_CLIENT, draining: its frames at the previous tick */
     bool drain_seen;            /* ... and there was a previous tick */
+    uint32_t finals_out;        /* CONN_CLIENT: final responses delivered to it */
+    uint32_t drain_finals_seen; /* CONN_CLIENT, draining: finals_out at the previous tick */
     bool proxy_wait;            /* CONN_CLIENT: its PROXY header has not come yet */
     bool input_seen;            /* CONN_CLIENT: some bytes came (a header is looked for) */
     uint16_t proxy_slot;        /* CONN_CLIENT: 1 + its borrowed header buffer, or 0 */

@@ -62,6 +62,8 @@ struct lconn {
     uint8_t lost;             /* enum lc_lost */
     bool initial;             /* persistent: first dial not resolved yet */
     bool release_owed;        /* let go of inside its stream's callbacks: settle releases it */
+    bool clean_close;         /* persistent: the server closed it idle (a draining sipslb) */
+    bool reconnecting;        /* ... and it is being dialled again at once */
     uint32_t inflight;        /* persistent: units on this connection */
     struct slb_redial redial; /* persistent: the backoff (sessions: the worker keeps one) */
     uint64_t t_connect_ns;
@@ -373,13 +375,33 @@ static void schedule_redial(struct load_worker *w, struct lconn *lc)
 {
     if (w->handshake || w->phase >= PH_DRAIN)
         return;
+    /* A server that closes an idle connection cleanly (sipslb draining for a stop or an
+     * upgrade) is no failure: a client dials again at once, and the units due meanwhile
+     * wait for it (start_due) rather than fail. Anything else backs off. */
+    if (lc->clean_close) {
+        lc->clean_close = false;
+        slb_redial_ok(&lc->redial);
+        if (dial(w, lc) == 0) {
+            lc->reconnecting = true;
+            return;
+        }
+    }
     slb_redial_backoff(&lc->redial, &w->loop);
+}
+
+static bool any_reconnecting(const struct load_worker *w)
+{
+    for (uint32_t k = 0; k < w->n_conns; k++)
+        if (w->conns[k].reconnecting)
+            return true;
+    return false;
 }
 
 /* lc is gone (or going): close it, fail the units on it with `fail`, and redial
  * (persistent mode) after a backoff. */
 static void conn_down(struct load_worker *w, struct lconn *lc, int fail)
 {
+    lc->reconnecting = false;
     lconn_close(w, lc, false);
     if (w->handshake) {
         struct call *c = &w->calls[lc->index];
@@ -792,6 +814,7 @@ static int on_connect(struct slb_loop *loop, struct slb_conn *conn, int res)
 static void on_handshake(struct load_worker *w, struct lconn *lc)
 {
     lc->state = LC_OPEN;
+    lc->reconnecting = false;
     slb_conn_set_timeout(lc->s.conn, 0);
     w->st.handshakes++;
     if (slb_tls_resumed(&lc->s.tls))
@@ -959,6 +982,7 @@ static void on_close(struct slb_loop *loop, struct slb_conn *conn, int reason)
         w->st.tls_failed++;
     else
         w->st.conn_lost++;
+    lc->clean_close = !handshaking && !reason && !lc->inflight && !w->handshake;
     conn_down(w, lc, handshaking ? LOAD_FAIL_TLS : LOAD_FAIL_CONNECTION);
 }
 
@@ -1004,6 +1028,8 @@ static void start_due(struct load_worker *w)
             continue;
         }
         struct lconn *lc = pick_conn(w);
+        if (!lc && any_reconnecting(w))
+            return; /* due units start once it is back */
         if (!lc) {
             /* Connections open but all backed up is our limit; none open is theirs. */
             unit_refused(w, w->conns_open ? LOAD_FAIL_LOCAL : LOAD_FAIL_CONNECTION);
