@@ -54,7 +54,7 @@ enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_READY, LINK_REMOVED };
 #define REDIAL_MS_MIN  100u   /* a link's first redial after a failure */
 #define REDIAL_MS_MAX  10000u /* its longest backoff */
 #define PROXY_HDR_BUFS 64u    /* per worker: PROXY headers split across reads */
-#define DRAIN_TICK_MS  20u  /* while draining: a client connection quiet this long may close */
+#define DRAIN_TICK_MS  20u    /* while draining: a client connection quiet this long may close */
 #define REFRESH_MS     100u   /* the refresh timer: table generation, contexts, returns */
 #define EOF_LINGER_MS  5000u  /* a half-closed client may still be owed responses this long */
 #define CLIENT_RCVBUF  (128u * 1024u) /* SO_RCVBUF of clients: what the kernel queues for one */
@@ -192,7 +192,7 @@ struct slb_worker {
     /* Graceful stop (drain.c): requested by main, run by the refresh timer. */
     atomic_int drain_req;
     bool draining;
-    struct slb_timer drain_timer; /* every DRAIN_TICK_MS while draining */
+    struct slb_timer drain_timer;                   /* every DRAIN_TICK_MS while draining */
     atomic_int drain_started;                       /* a first tick ran: listeners closed */
     _Atomic uint32_t drain_clients, drain_awaiting; /* left at the last tick */
     /* Listening sockets: handed over by an older process (adopt, set before the thread

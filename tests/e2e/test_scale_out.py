@@ -191,6 +191,42 @@ def test_two_instances_behind_haproxy_act_as_one(c):
     assert s2.session_reused
     s2.close()
 
+    # Key rotation (SIGHUP): a new key on top, the old one kept, on both instances: the
+    # token A signed before still routes through B, and what A signs now too. Once the old
+    # key is dropped, the old token is no longer ours (routed by the Call-ID, like anyone's).
+    def in_dialog_owner(route):
+        cl = SipClient(b.port, c.ca, source=DIRECT)
+        cl.send(request("OPTIONS", other, 3, "z9hG4bK" + uuid.uuid4().hex,
+                        cl.local_port).replace(b"Call-ID:", ("Route: %s\r\nCall-ID:" %
+                                                             route).encode(), 1))
+        r = cl.recv_message()
+        cl.close()
+        assert status_of(r) == 200, r
+        return re.search(r"tag=(b\d)", header_values(r, "To")[0]).group(1)
+
+    def rotate(text):
+        with open(c.secret, "w") as f:
+            f.write(text)
+        for lb in (a, b):
+            lb.send_signal(interop.signal.SIGHUP)
+        time.sleep(0.5)  # the workers take new keys at their next refresh
+
+    newest = "%064x\n" % 0xfeed
+    rotate(newest + KEYS)
+    assert in_dialog_owner(rr[0]) == x, "a token of the old key after the rotation"
+    cl = SipClient(a.port, c.ca, source=DIRECT)
+    cl.send(request("INVITE", cid, 5, "z9hG4bK" + uuid.uuid4().hex, cl.local_port))
+    fresh_rr = header_values([cl.recv_message() for _ in range(3)][-1], "Record-Route")[0]
+    cl.close()
+    assert fresh_rr != rr[0], "the newest key signs"
+    assert in_dialog_owner(fresh_rr) == x
+    rotate(newest)
+    assert in_dialog_owner(rr[0]) == oa[other], "a token of a removed key still verifies"
+    assert in_dialog_owner(fresh_rr) == x
+    assert "re-read --secret-file" in c.h.log_of(a), c.h.log_of(a)
+    print("key rotation: old and new tokens verify while both keys are listed; the old one "
+          "no longer once its key is removed")
+
     c.h.stop(hap)
     for p in (a, b):
         assert c.h.stop(p) == 0
