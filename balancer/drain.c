@@ -4,16 +4,16 @@
  *
  * Idle means: no request awaiting its final response (awaiting), none parked, no partial
  * message or TLS record pending, nothing queued toward it, and no message from it nor final
- * response to it since the previous tick. Ticks come every DRAIN_TICK_MS while draining: a busy connection (a trunk
- * with a call every few tens of milliseconds) still shows such quiet moments between its
- * calls, where a slower tick would keep it until the timeout cuts it mid-call. The quiet
- * tick narrows the race with a request the client sends as we close to about a round trip;
+ * response to it since the previous tick. Ticks come every DRAIN_TICK_MS while draining: a busy
+ * connection (a trunk with a call every few tens of milliseconds) still shows such quiet moments
+ * between its calls, where a slower tick would keep it until the timeout cuts it mid-call. The
+ * quiet tick narrows the race with a request the client sends as we close to about a round trip;
  * SIP over TCP has no way to tell a client "finish and go", so it cannot be closed
  * entirely. A closed client reconnects, to whichever process now holds the
  * listening sockets.
  *
- * Thread: the worker's (drain_tick, from the refresh timer), except slb_worker_drain and the
- * status accessor (any thread: atomics). */
+ * Thread: the worker's (drain_tick: started by the refresh timer, then its own), except
+ * slb_worker_drain and the status accessor (any thread: atomics). */
 #include "balancer/worker-priv.h"
 
 void slb_worker_drain(struct slb_worker *w)
