@@ -33,9 +33,11 @@ static const char *const log_target_names[] = {"stderr", "syslog", NULL};
     }
 
 static const struct slb_flag table[] = {
-    F("listen", SLB_FLAG_LIST, listen, "0.0.0.0:5061", 0, SLB_MAX_LISTEN, NULL, "[tcp://]ADDR:PORT",
+    F("listen", SLB_FLAG_LIST, listen, "0.0.0.0:5061", 0, SLB_MAX_LISTEN, NULL,
+      "[tcp://|wss://|ws://]ADDR:PORT",
       "address to accept SIPS (TLS) clients on, IPv4 or [IPv6]; tcp:// for SIP over plain TCP "
-      "(lab interop, legacy clients: sips: requests on it get 403)"),
+      "(lab interop, legacy clients: sips: requests on it get 403); wss:// for SIP over secure "
+      "WebSocket (browsers, RFC 7118), ws:// over plain WebSocket (labs, like tcp://)"),
     F("cert", SLB_FLAG_LIST, cert, NULL, 0, SLB_MAX_CERTS, NULL, "FILE",
       "server certificate chain, PEM (ECDSA P-256 recommended) (required); repeat for more "
       "names: the SNI a client sends picks the one whose DNS subjectAltNames match, the first "
@@ -95,7 +97,7 @@ static const struct slb_flag table[] = {
     F("resend-max-requests", SLB_FLAG_INT, resend_max_requests, "512", 0, 65536, NULL, "N",
       "requests not yet answered kept per backend link, re-sent to the next backend if the "
       "link fails or the backend goes down; 0 = off"),
-    F("resend-max-bytes", SLB_FLAG_INT, resend_max_bytes, "262144", 4096, 67108864, NULL, "BYTES",
+    F("resend-max-bytes", SLB_FLAG_INT, resend_max_bytes, "1048576", 4096, 67108864, NULL, "BYTES",
       "bytes of those copies per backend link"),
     F("probe-interval", SLB_FLAG_MS, probe_interval_ms, "1s", 50, 3600000, NULL, "DURATION",
       "how often each backend gets a SIP OPTIONS probe over TLS"),
@@ -145,6 +147,9 @@ static const struct slb_flag table[] = {
       "re-resolve DNS backends no more often than this, whatever the records' TTL"),
     F("dns-max-ttl", SLB_FLAG_MS, dns_max_ttl_ms, "300s", 1000, 86400000, NULL, "DURATION",
       "re-resolve DNS backends at least this often (and retry a failure after --dns-min-ttl)"),
+    F("ws-origin", SLB_FLAG_STR, ws_origin, NULL, 0, 0, NULL, "ORIGIN[,ORIGIN...]",
+      "wss:// and ws:// listeners: only browsers whose Origin is listed (like "
+      "https://app.example.com) may open a WebSocket (403 otherwise); default: any"),
     F("secret-file", SLB_FLAG_STR, secret_file, NULL, 0, 0, NULL, "FILE",
       "keys shared by instances, one per line, 64 hex digits (openssl rand -hex 32), newest "
       "first: the newest signs branches, tokens and TLS tickets, all verify; mode 0600; "
@@ -815,10 +820,24 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         char host[256];
         uint16_t port;
         const char *l = cfg->listen.v[i];
-        bool plain = !strncmp(l, "tcp://", 6);
-        if (plain || !strncmp(l, "tls://", 6))
+        bool plain = !strncmp(l, "tcp://", 6), ws = !strncmp(l, "ws://", 5),
+             wss = !strncmp(l, "wss://", 6);
+        if (plain || !strncmp(l, "tls://", 6) || wss)
             l += 6;
-        cfg->listen_addrs[i].plain = plain;
+        else if (ws)
+            l += 5;
+        cfg->listen_addrs[i].plain = plain || ws;
+        cfg->listen_addrs[i].ws = ws || wss;
+        if ((ws || wss) && !cfg->advertise_ws[0]) {
+            /* What the browser side's Record-Route names (RFC 7118 with RFC 5658): this
+             * listener, as for tcp://. */
+            snprintf(cfg->advertise_ws, sizeof(cfg->advertise_ws), "%s",
+                     !strncmp(l, "0.0.0.0:", 8) ? "127.0.0.1:" : "");
+            size_t k = strlen(cfg->advertise_ws);
+            snprintf(cfg->advertise_ws + k, sizeof(cfg->advertise_ws) - k, "%s",
+                     !strncmp(l, "0.0.0.0:", 8) ? l + 8 : l);
+            cfg->advertise_ws_plain = ws;
+        }
         if (plain && !cfg->advertise_tcp[0]) {
             /* What the plain side's Record-Route names: this listener (loopback for a
              * wildcard, as for TLS). */
@@ -887,11 +906,13 @@ int slb_config_load(struct slb_config *cfg, int argc, char **argv)
         /* The first TLS listener (sips: URIs lead to TLS). */
         const char *l = cfg->listen.v[0];
         for (unsigned i = 0; i < cfg->listen.n; i++)
-            if (!cfg->listen_addrs[i].plain) {
+            if (!cfg->listen_addrs[i].plain && !cfg->listen_addrs[i].ws) {
                 l = cfg->listen.v[i];
                 break;
             }
-        if (!strncmp(l, "tls://", 6) || !strncmp(l, "tcp://", 6))
+        if (!strncmp(l, "ws://", 5))
+            l += 5;
+        else if (!strncmp(l, "tls://", 6) || !strncmp(l, "tcp://", 6) || !strncmp(l, "wss://", 6))
             l += 6; /* only tcp:// listeners: the first of them (our Via names an address) */
         if (!strncmp(l, "0.0.0.0:", 8))
             snprintf(cfg->advertise_hostport, sizeof(cfg->advertise_hostport), "127.0.0.1:%s",
