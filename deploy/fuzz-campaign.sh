@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A fuzzing campaign: every libFuzzer target (fuzz_sip, fuzz_inbuf, fuzz_proxy, fuzz_proxy_hdr) built with
-# clang, ASan and UBSan, run for a number of executions or a time each, one target per
-# core at a time, from the seed corpora in the repository. Prints per target the
-# executions, the time, executions per second, the coverage (edges, libFuzzer's "cov")
-# and the findings (crash, leak, timeout and OOM inputs, kept under out/fuzz/TARGET/).
+# A fuzzing campaign: every libFuzzer target (fuzz_sip, fuzz_inbuf, fuzz_proxy, fuzz_proxy_hdr,
+# fuzz_ws_handshake, fuzz_ws_frame) built with clang, ASan and UBSan, run for a number of
+# executions or a time each, one target per core at a time, from the seed corpora in the
+# repository. Prints per target the executions, the time, executions per second, the
+# coverage (edges, libFuzzer's "cov") and the findings (crash, leak, timeout and OOM
+# inputs, kept under out/fuzz/TARGET/).
 # A finding becomes a regression input under tests/fuzz/regressions (by hand, once fixed).
 #
 # usage: deploy/fuzz-campaign.sh [--runs N | --time SECONDS] [--parallel P] [--max-len B]
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_sip fuzz_inbuf fuzz_proxy fuzz_proxy_hdr)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_sip fuzz_inbuf fuzz_proxy fuzz_proxy_hdr fuzz_ws_handshake fuzz_ws_frame)
 
 build=build-fuzz
 CC=clang cmake -S . -B "$build" -DSLB_FUZZ=ON -DSLB_TESTS=OFF -DSLB_BENCH=OFF \
@@ -52,6 +53,8 @@ seeds_of() {
     fuzz_inbuf) echo tests/corpus/valid ;;
     fuzz_proxy) echo tests/fuzz/seeds/proxy ;;
     fuzz_proxy_hdr) echo tests/fuzz/seeds/proxy_hdr ;;
+    fuzz_ws_handshake) echo tests/fuzz/seeds/ws_handshake ;;
+    fuzz_ws_frame) echo tests/fuzz/seeds/ws_frame ;;
     esac
 }
 max_len_of() {
@@ -59,6 +62,8 @@ max_len_of() {
     case "$1" in
     fuzz_inbuf) echo 20000 ;;
     fuzz_proxy_hdr) echo 600 ;;
+    fuzz_ws_handshake) echo 9000 ;; # SLB_WS_HANDSHAKE_MAX (8192) and a little more
+    fuzz_ws_frame) echo 70000 ;; # RFC 6455 5.7's 64 KiB frame, whole
     *) echo 70000 ;;
     esac
 }
