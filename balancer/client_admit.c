@@ -175,6 +175,11 @@ int client_accept(struct slb_worker *w, struct slb_conn *conn)
         return -ENOMEM;
     }
     c->kind = CONN_CLIENT;
+    if (conn->tag & TAG_WS_LISTENER) {
+        slb_stream_ws(&c->s); /* its HTTP Upgrade first, within the handshake timeout */
+        if (!plain)
+            slb_tls_conn_no_client_cert(&c->s.tls);
+    }
     c->opened_ms = slb_loop_now_ms(&w->loop);
     c->listener = (uint8_t)(listener < SLB_MAX_LISTEN ? listener : 0);
     COUNT(w, listeners[c->listener].accepted);
@@ -231,6 +236,12 @@ void client_handshake_done(struct slb_worker *w, struct relay_conn *c)
                         "client certificate: treated as a client",
                         w->index, c->ip, c->port);
     }
+    if (!c->s.ws) /* a WebSocket one: once its Upgrade came (client_ws_open) */
+        slb_conn_set_timeout(c->s.conn, (uint32_t)w->cfg->idle_timeout_ms);
+}
+
+void client_ws_open(struct slb_worker *w, struct relay_conn *c)
+{
     slb_conn_set_timeout(c->s.conn, (uint32_t)w->cfg->idle_timeout_ms);
 }
 

@@ -45,7 +45,8 @@ struct slb_addr {
     struct sockaddr_storage sa;
     socklen_t len;
     char text[80]; /* as given, for logs */
-    bool plain;    /* a tcp:// listener: SIP over plain TCP (lab interop, legacy clients) */
+    bool plain;    /* a tcp:// or ws:// listener: no TLS (lab interop, legacy clients) */
+    bool ws;       /* a wss:// or ws:// listener: SIP over WebSocket (RFC 7118) */
 };
 
 /* One backend from --backend sips:HOST:PORT[;weight=N]. */
@@ -163,6 +164,9 @@ struct slb_config {
     char advertise_hostport[128]; /* what goes into our Via and Record-Route */
     struct slb_addr admin_addr;   /* from --admin */
     char advertise_tcp[128];      /* the tcp:// side, for the second Record-Route; "" if none */
+    char advertise_ws[128];       /* the wss:// (or ws://) side, for the browsers' Record-Route */
+    bool advertise_ws_plain;      /* ... a ws:// listener: sip: URIs there */
+    const char *ws_origin;        /* --ws-origin */
     uint8_t alive_class[7];       /* from --probe-alive: response classes 1..6 that count */
     bool alive_not_503;
     struct slb_cidr allow[SLB_MAX_ALLOW]; /* from --limit-allow */

@@ -136,8 +136,14 @@ static void on_tls_failed(struct slb_stream *s, int rc)
                     slb_tls_fail_name(why), slb_tls_error_string(&s->tls, err, sizeof(err)));
 }
 
+static void on_ws_open(struct slb_stream *s)
+{
+    client_ws_open(worker_of(s), conn_of(s));
+}
+
 const struct slb_stream_ops relay_stream_ops = {
     .frame = on_frame,
+    .ws_open = on_ws_open,
     .tls_events = on_tls_events,
     .tls_failed = on_tls_failed,
 };

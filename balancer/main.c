@@ -814,6 +814,9 @@ int main(int argc, char **argv)
     sh.self.via_sent_by_len = strlen(sh.self.via_sent_by);
     snprintf(sh.self.tcp_sent_by, sizeof(sh.self.tcp_sent_by), "%s", cfg.advertise_tcp);
     sh.self.tcp_sent_by_len = strlen(sh.self.tcp_sent_by);
+    snprintf(sh.self.ws_sent_by, sizeof(sh.self.ws_sent_by), "%s", cfg.advertise_ws);
+    sh.self.ws_sent_by_len = strlen(sh.self.ws_sent_by);
+    sh.self.ws_plain = cfg.advertise_ws_plain;
     static struct slb_limit_table limits;
     static char admin_token[256];
     if (cfg.admin_token_file &&

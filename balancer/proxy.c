@@ -334,19 +334,29 @@ bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg)
     }
 }
 
-/* "<sips:ADVERTISE;lr[;slb=B][;flow=F]>" (or the sip:...;transport=tcp form of the tcp://
- * side) into v; returns its length. */
-static size_t our_uri(char *v, const struct slb_proxy_self *self, bool tcp_side,
+enum side { SIDE_TLS, SIDE_TCP, SIDE_WS };
+
+/* "<sips:ADVERTISE;lr[;slb=B][;flow=F]>", or the sip:...;transport=tcp form of the tcp://
+ * side, or the ...;transport=ws form of the WebSocket side, into v; returns its length. */
+static size_t our_uri(char *v, const struct slb_proxy_self *self, enum side side,
                       const uint32_t *backend, const uint64_t *client_conn, unsigned flags)
 {
     size_t n = 0;
-    if (tcp_side) {
+    if (side == SIDE_TCP) {
         memcpy(v, "<sip:", 5);
         n += 5;
         memcpy(v + n, self->tcp_sent_by, self->tcp_sent_by_len);
         n += self->tcp_sent_by_len;
         memcpy(v + n, ";transport=tcp", 14);
         n += 14;
+    } else if (side == SIDE_WS) {
+        const char *scheme = self->ws_plain ? "<sip:" : "<sips:";
+        memcpy(v, scheme, strlen(scheme));
+        n += strlen(scheme);
+        memcpy(v + n, self->ws_sent_by, self->ws_sent_by_len);
+        n += self->ws_sent_by_len;
+        memcpy(v + n, ";transport=ws", 13);
+        n += 13;
     } else {
         memcpy(v, "<sips:", 6);
         n += 6;
@@ -378,14 +388,20 @@ int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg
                            uint64_t client_conn, unsigned flow_flags, bool to_client)
 {
     char v[OUR_URI_MAX];
-    bool twice = (flow_flags & SLB_FLOW_PLAIN) && self->tcp_sent_by_len;
+    enum side client_side = SIDE_TLS;
+    if ((flow_flags & SLB_FLOW_WS) && self->ws_sent_by_len)
+        client_side = SIDE_WS;
+    else if ((flow_flags & SLB_FLOW_PLAIN) && self->tcp_sent_by_len)
+        client_side = SIDE_TCP;
+    bool twice = client_side != SIDE_TLS;
     /* The value nearest the next hop goes on top (RFC 5658 double record-routing). */
-    bool first_tcp = twice && to_client;
-    size_t n = our_uri(v, self, first_tcp, &backend, &client_conn, flow_flags);
+    enum side first = twice && to_client ? client_side : SIDE_TLS;
+    size_t n = our_uri(v, self, first, &backend, &client_conn, flow_flags);
     int rc = slb_sip_edit_insert_header(e, msg, SLB_HDR_RECORD_ROUTE, "Record-Route", v, n);
     if (rc < 0 || !twice)
         return rc;
-    n = our_uri(v, self, !first_tcp, &backend, &client_conn, flow_flags);
+    n = our_uri(v, self, first == SIDE_TLS ? client_side : SIDE_TLS, &backend, &client_conn,
+                flow_flags);
     return slb_sip_edit_insert_header(e, msg, SLB_HDR_RECORD_ROUTE, "Record-Route", v, n);
 }
 
@@ -393,7 +409,7 @@ int slb_proxy_path(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                    const struct slb_proxy_self *self, uint64_t client_conn, unsigned flow_flags)
 {
     char v[OUR_URI_MAX];
-    size_t n = our_uri(v, self, false, NULL, &client_conn, flow_flags);
+    size_t n = our_uri(v, self, SIDE_TLS, NULL, &client_conn, flow_flags);
     return slb_sip_edit_insert_header(e, msg, SLB_HDR_PATH, "Path", v, n);
 }
 bool slb_proxy_is_loop(const struct slb_sip_msg *msg, const struct slb_proxy_self *self)

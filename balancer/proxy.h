@@ -33,6 +33,9 @@ struct slb_proxy_self {
     uint32_t boot_id; /* random per process: flow tokens carry it */
     char tcp_sent_by[128]; /* "host:port" of the tcp:// side ("" when none) */
     size_t tcp_sent_by_len;
+    char ws_sent_by[128]; /* "host:port" of the wss:// (or ws://) side ("" when none) */
+    size_t ws_sent_by_len;
+    bool ws_plain; /* that side is ws://: sip: URIs */
 };
 
 /* Installs keys (n >= 1, newest first; at most SLB_PROXY_KEYS_MAX used) and the boot id. */
@@ -121,7 +124,9 @@ bool slb_proxy_dialog_forming(const struct slb_sip_msg *msg);
  * backend, those from the backend side to that client connection (RFC 5626). For a client
  * on a tcp:// listener (flow_flags SLB_FLOW_PLAIN) it records twice (RFC 5658), a sips: URI
  * for the backend side and <sip:ADVERTISE_TCP;transport=tcp;lr;...> for the client side, in
- * the order the request travels: to_client says it goes toward the client. */
+ * the order the request travels: to_client says it goes toward the client. A client on a
+ * WebSocket listener (SLB_FLOW_WS) is recorded twice the same way, its side's URI being
+ * <sips:ADVERTISE_WS;transport=ws;lr;...> (RFC 7118 5.4 with RFC 5658). */
 int slb_proxy_record_route(struct slb_sip_edit *e, const struct slb_sip_msg *msg,
                            const struct slb_proxy_self *self, uint32_t backend,
                            uint64_t client_conn, unsigned flow_flags, bool to_client);

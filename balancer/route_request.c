@@ -107,7 +107,7 @@ int edit_client_request(struct slb_worker *w, struct relay_conn *c, const struct
 {
     const struct slb_sip_msg *m = im->m;
     struct slb_sip_edit *e = &w->edit;
-    unsigned flow_flags = c->s.plain ? SLB_FLOW_PLAIN : 0;
+    unsigned flow_flags = c->s.ws ? SLB_FLOW_WS : c->s.plain ? SLB_FLOW_PLAIN : 0;
     slb_sip_edit_init(e, im->base, m->msg_len);
     int rc = slb_proxy_request_edits(
         e, m, &w->self, c->ip, c->ip_len, c->port, c->s.id.v, false,

@@ -9,6 +9,7 @@
  *
  * Thread: the loop's. */
 #include "balancer/sip_stream.h"
+#include "balancer/sip_stream-priv.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -100,8 +101,7 @@ static void tls_failed(struct slb_stream *s, int rc)
     }
 }
 
-/* Closes the stream at once for a reason its counter names, with a rate-limited line. */
-static void close_for(struct slb_stream *s, _Atomic uint64_t *counter)
+void stream_close_for(struct slb_stream *s, _Atomic uint64_t *counter)
 {
     atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
                           memory_order_relaxed);
@@ -118,12 +118,35 @@ static void close_for(struct slb_stream *s, _Atomic uint64_t *counter)
     slb_conn_close(s->conn, false);
 }
 
-/* Frames and hands over messages in buf[0, len). Returns the bytes consumed; *stop is set
- * when the owner stopped or the stream is no longer open. */
-static size_t consume(struct slb_stream *s, const char *buf, size_t len, bool *stop)
+bool stream_deliver(struct slb_stream *s, const char *msg, size_t len)
 {
     struct slb_stream_env *env = s->env;
-    size_t at = 0;
+    slb_sip_frame(msg, len, &env->lim, &env->msg, env->hdrs, SLB_SIP_MAX_HEADERS_DEFAULT, &s->fr);
+    /* One WebSocket message is exactly one SIP message (RFC 7118 5.1): less (a length past
+     * the end) or more (a second message, trailing bytes) cannot be framed. */
+    if (s->fr.kind == SLB_FRAME_NEED_MORE || s->fr.frame_len != len) {
+        stream_close_for(s, &env->c.closed_bad_input);
+        return false;
+    }
+    s->frames++;
+    bool go_on = env->ops->frame(s, msg, &s->fr, &env->msg);
+    if (go_on && s->fr.kind == SLB_FRAME_FATAL) {
+        stream_close_for(s, &env->c.closed_bad_input);
+        go_on = false;
+    }
+    s->fr = (struct slb_sip_frame){0};
+    return go_on;
+}
+
+/* Frames and hands over messages in buf[0, *len) (a WebSocket stream may rewrite it in
+ * place and shorten *len: ws_consume). Returns the bytes consumed; *stop is set when the
+ * owner stopped or the stream is no longer open. */
+static size_t consume(struct slb_stream *s, char *buf, size_t *total, bool *stop)
+{
+    if (s->ws)
+        return ws_consume(s, buf, total, stop);
+    struct slb_stream_env *env = s->env;
+    size_t at = 0, len = *total;
     *stop = false;
     while (at < len && s->state == SLB_STREAM_OPEN) {
         slb_sip_frame(buf + at, len - at, &env->lim, &env->msg, env->hdrs,
@@ -135,7 +158,7 @@ static size_t consume(struct slb_stream *s, const char *buf, size_t len, bool *s
         if (go_on && s->fr.kind == SLB_FRAME_FATAL) {
             /* Nothing after a fatal frame can be framed (its length is 0): the stream
              * ends whatever its owner said. */
-            close_for(s, &env->c.closed_bad_input);
+            stream_close_for(s, &env->c.closed_bad_input);
             go_on = false;
         }
         if (!go_on) {
@@ -159,7 +182,8 @@ static bool keep_rest(struct slb_stream *s, const char *buf, size_t used, size_t
     int rc = slb_inbuf_keep(&s->env->inbufs, &s->in, buf, used, len);
     if (rc == 0)
         return true;
-    close_for(s, rc == -ENOBUFS ? &s->env->c.pending_pool_empty : &s->env->c.closed_bad_input);
+    stream_close_for(s,
+                     rc == -ENOBUFS ? &s->env->c.pending_pool_empty : &s->env->c.closed_bad_input);
     return false;
 }
 
@@ -178,7 +202,8 @@ static void plain_input(struct slb_stream *s, const void *data, size_t len)
         if (rc < 0) {
             /* More than a whole message behind what is pending (the framer refuses anything
              * larger): the peer floods while held. */
-            close_for(s, rc == -ENOBUFS ? &env->c.pending_pool_empty : &env->c.closed_input_flood);
+            stream_close_for(s, rc == -ENOBUFS ? &env->c.pending_pool_empty
+                                               : &env->c.closed_input_flood);
             return;
         }
         if (s->held)
@@ -187,7 +212,9 @@ static void plain_input(struct slb_stream *s, const void *data, size_t len)
         total = s->in.len;
     }
     bool stop;
-    size_t used = consume(s, buf, total, &stop);
+    /* Writable memory (our receive buffer or pending buffer): a WebSocket stream unmasks
+     * in place. */
+    size_t used = consume(s, (char *)buf, &total, &stop);
     if (s->state == SLB_STREAM_CLOSING)
         return;
     keep_rest(s, buf, used, total);
@@ -225,7 +252,7 @@ void slb_stream_input(struct slb_stream *s, const void *data, size_t len)
         if (got) {
             size_t total;
             const char *buf = slb_inbuf_filled(&env->inbufs, &s->in, got, &total);
-            size_t used = consume(s, buf, total, &stop);
+            size_t used = consume(s, (char *)buf, &total, &stop);
             if (s->state == SLB_STREAM_CLOSING || s->state == SLB_STREAM_FREE ||
                 !keep_rest(s, buf, used, total))
                 return;
@@ -266,7 +293,7 @@ void slb_stream_input_held(struct slb_stream *s, const void *data, size_t len)
     if (ev & SLB_TLS_EV_PEER_CLOSED)
         s->peer_closed = true;
     if (slb_inbuf_append(&env->inbufs, &s->in, env->inbufs.scratch, got) < 0)
-        close_for(s, &env->c.pending_pool_empty);
+        stream_close_for(s, &env->c.pending_pool_empty);
 }
 
 void slb_stream_resume(struct slb_stream *s)
@@ -277,7 +304,7 @@ void slb_stream_resume(struct slb_stream *s)
         bool stop;
         const char *buf = s->in.pending;
         size_t len = s->in.len;
-        size_t used = consume(s, buf, len, &stop);
+        size_t used = consume(s, (char *)buf, &len, &stop);
         if (s->state != SLB_STREAM_OPEN || !keep_rest(s, buf, used, len) || stop)
             return;
     }
@@ -289,7 +316,7 @@ void slb_stream_resume(struct slb_stream *s)
         slb_stream_input(s, NULL, 0);
 }
 
-int slb_stream_send(struct slb_stream *s, const struct iovec *iov, int n, size_t total)
+int stream_write_raw(struct slb_stream *s, const struct iovec *iov, int n, size_t total)
 {
     if (s->state != SLB_STREAM_OPEN)
         return -ENOBUFS;
@@ -318,10 +345,26 @@ int slb_stream_send(struct slb_stream *s, const struct iovec *iov, int n, size_t
         /* Part of a message went out and the rest cannot follow in order: the stream is
          * broken for whoever shares it. Cannot happen with the room checked above; if it
          * does, the connection goes. */
-        close_for(s, &s->env->c.closed_cut_write);
+        stream_close_for(s, &s->env->c.closed_cut_write);
         return -EPIPE;
     }
     return 0;
+}
+
+int slb_stream_send(struct slb_stream *s, const struct iovec *iov, int n, size_t total)
+{
+    if (!s->ws)
+        return stream_write_raw(s, iov, n, total);
+    /* WebSocket: one frame per message, its header in front. */
+    if (s->ws != SLB_STREAM_WS_OPEN)
+        return s->state == SLB_STREAM_OPEN && s->ws == SLB_STREAM_WS_HTTP ? -ENOBUFS : -EPIPE;
+    struct iovec v[SLB_STREAM_IOV_MAX];
+    if (n + 1 > (int)SLB_STREAM_IOV_MAX)
+        return -EINVAL;
+    uint8_t hdr[SLB_WS_HDR_MAX];
+    v[0] = (struct iovec){hdr, ws_message_header(hdr, total)};
+    memcpy(v + 1, iov, (size_t)n * sizeof(*iov));
+    return stream_write_raw(s, v, n + 1, total + v[0].iov_len);
 }
 
 int slb_stream_flush(struct slb_stream *s)

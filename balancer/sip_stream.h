@@ -24,12 +24,15 @@
 #include "core/inbuf.h"
 #include "core/log.h"
 #include "core/sip.h"
+#include "core/ws_frame.h"
 #include "io/conn.h"
 #include "io/timer.h"
 #include "tls/tls.h"
 
 /* TLS output per record, generous: header, tag, content type. */
 #define SLB_STREAM_TLS_OVERHEAD 64u
+/* Pieces of one message slb_stream_send takes (a WebSocket frame header adds one). */
+#define SLB_STREAM_IOV_MAX 64u
 /* TLS feeds per slb_stream_input call: bounds the work one connection gets per turn. */
 #define SLB_STREAM_FEED_ROUNDS 64u
 
@@ -56,6 +59,9 @@ struct slb_stream_ops {
     void (*tls_events)(struct slb_stream *s, int ev);
     /* TLS failed with rc; the stream closes right after (sending the alert). Optional. */
     void (*tls_failed)(struct slb_stream *s, int rc);
+    /* A WebSocket stream's opening handshake succeeded (the 101 is queued): messages
+     * follow. Optional. */
+    void (*ws_open)(struct slb_stream *s);
 };
 
 /* Counters of a stream environment (summed into the owner's). Written by the loop's thread
@@ -65,6 +71,11 @@ struct slb_stream_counters {
     _Atomic uint64_t closed_bad_input;   /* a frame its owner refused, or a rest that cannot fit */
     _Atomic uint64_t closed_input_flood; /* more than a whole message pending while held */
     _Atomic uint64_t closed_cut_write;   /* part of a message written and not the rest */
+    _Atomic uint64_t ws_upgrades;        /* WebSocket handshakes answered 101 */
+    _Atomic uint64_t ws_refused;         /* handshakes answered with an HTTP error */
+    _Atomic uint64_t ws_protocol_errors; /* closed for a frame or a message we refuse */
+    _Atomic uint64_t ws_peer_closes;     /* the peer's close frames, answered */
+    _Atomic uint64_t ws_pings;           /* pings answered with a pong */
 };
 
 /* What the streams of one loop share: the input pool and the scanner's workspace. Owned by
@@ -77,6 +88,7 @@ struct slb_stream_env {
     struct slb_sip_header hdrs[SLB_SIP_MAX_HEADERS_DEFAULT];
     struct slb_stream_counters c;
     struct slb_ratelimit rl; /* the log line of a stream closed for one of those */
+    const char *ws_origin;   /* WebSocket streams: the Origin allow-list (NULL: any) */
 };
 
 /* One stream, embedded in its owner's record (owner: whoever embeds it). */
@@ -93,7 +105,26 @@ struct slb_stream {
     struct slb_inbuf in;
     struct slb_sip_frame fr;
     uint64_t frames; /* frames handed to the owner */
+    /* SIP over WebSocket (RFC 7118; sip_stream_ws.c): each WebSocket message is one SIP
+     * message. A message is gathered (fragments) and unmasked in place, at the head of the
+     * bytes not yet consumed: ws_acc bytes of payload there, ws_ready once whole (a
+     * message its owner stopped on waits there, already unmasked). */
+    uint8_t ws; /* enum slb_stream_ws */
+    bool ws_ready;
+    uint32_t ws_acc;
+    struct slb_ws_msg ws_msg;
 };
+
+enum slb_stream_ws {
+    SLB_STREAM_WS_NONE, /* SIP framed by Content-Length (RFC 3261 18.3) */
+    SLB_STREAM_WS_HTTP, /* WebSocket: the HTTP Upgrade request has not come whole yet */
+    SLB_STREAM_WS_OPEN, /* WebSocket: frames */
+    SLB_STREAM_WS_SHUT, /* WebSocket: our close frame is out; nothing more is read */
+};
+
+/* Makes a stream just opened a WebSocket one: its first bytes (after TLS) must be an
+ * HTTP/1.1 Upgrade request with the "sip" subprotocol (RFC 6455, RFC 7118). */
+void slb_stream_ws(struct slb_stream *s);
 
 /* Sets up env for up to n_streams streams at once, each message at most max_msg bytes.
  * Returns 0 or -ENOMEM (env is then deinit-safe). */

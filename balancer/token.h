@@ -79,6 +79,7 @@ bool slb_backend_token_parse(struct slb_slice tok, const struct slb_siphash_key 
  * forgery (403), and never mistake another process's connection id for one of its own. */
 #define SLB_FLOW_TOKEN_LEN 41u
 #define SLB_FLOW_PLAIN     1u
+#define SLB_FLOW_WS        2u /* the client is on a wss:// or ws:// listener (RFC 7118) */
 
 void slb_flow_token_make(char out[SLB_FLOW_TOKEN_LEN], const struct slb_siphash_key *key,
                          uint64_t conn_id, uint32_t boot_id, unsigned flags);

@@ -44,6 +44,7 @@
 /* io/ tags: a listener's says TLS or plain; a link's is TAG_LINK + its index. */
 enum { TAG_CLIENT = 1, TAG_LINK = 2 };
 #define TAG_PLAIN_LISTENER 0x40000000u
+#define TAG_WS_LISTENER    0x20000000u
 /* A listener's tag also carries its index (for the per-listener metrics). */
 #define TAG_LISTENER_SHIFT 16u
 #define TAG_LISTENER_MASK  0xffu
@@ -332,6 +333,7 @@ void count_timeout(struct slb_worker *w, const struct relay_conn *c);
 /* client_admit.c */
 int client_accept(struct slb_worker *w, struct slb_conn *conn);
 int admit_source(struct slb_worker *w, struct relay_conn *c, const struct sockaddr_storage *ss);
+void client_ws_open(struct slb_worker *w, struct relay_conn *c);
 int proxy_hdr_init(struct slb_worker *w);
 bool proxy_hdr_expected(const struct slb_worker *w, const struct slb_conn *conn);
 bool proxy_hdr_unexpected(struct slb_worker *w, struct relay_conn *c, const void *data, size_t len);

@@ -211,6 +211,7 @@ struct slb_worker *slb_worker_new(const struct slb_shared *sh, unsigned index,
     /* A pending buffer for every client and every link at once. */
     int erc = slb_stream_env_init(&w->env, &relay_stream_ops, (uint32_t)cfg->max_conns + w->n_links,
                                   (size_t)cfg->max_message_size);
+    w->env.ws_origin = cfg->ws_origin;
     w->reply_cap = (size_t)cfg->max_message_size + REPLY_ROOM;
     w->reply = malloc(w->reply_cap);
     w->resend_buf = malloc((size_t)cfg->max_message_size);
@@ -302,7 +303,8 @@ void *slb_worker_main(void *arg)
     void *result = NULL;
     for (unsigned i = 0; i < cfg->n_listen; i++) {
         const struct slb_addr *a = &cfg->listen_addrs[i];
-        uint32_t tag = (a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT) | (i << TAG_LISTENER_SHIFT);
+        uint32_t tag = (a->plain ? TAG_PLAIN_LISTENER : TAG_CLIENT) |
+                       (a->ws ? TAG_WS_LISTENER : 0) | (i << TAG_LISTENER_SHIFT);
         /* The sockets an older process handed over first (their accept queues with them);
          * a socket of our own only where none came. */
         bool adopted = false;
@@ -423,6 +425,11 @@ void slb_worker_add_counters(const struct slb_worker *w, struct slb_worker_count
     sum->closed_bad_input += atomic_load_explicit(&sc->closed_bad_input, memory_order_relaxed);
     sum->closed_input_flood += atomic_load_explicit(&sc->closed_input_flood, memory_order_relaxed);
     sum->closed_cut_write += atomic_load_explicit(&sc->closed_cut_write, memory_order_relaxed);
+    sum->ws_upgrades += atomic_load_explicit(&sc->ws_upgrades, memory_order_relaxed);
+    sum->ws_refused += atomic_load_explicit(&sc->ws_refused, memory_order_relaxed);
+    sum->ws_protocol_errors += atomic_load_explicit(&sc->ws_protocol_errors, memory_order_relaxed);
+    sum->ws_peer_closes += atomic_load_explicit(&sc->ws_peer_closes, memory_order_relaxed);
+    sum->ws_pings += atomic_load_explicit(&sc->ws_pings, memory_order_relaxed);
 }
 
 void slb_worker_add_backend_stats(const struct slb_worker *w, unsigned b,

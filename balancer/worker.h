@@ -101,7 +101,12 @@ struct slb_worker;
     X(drain_cut_requests)                                                                          \
     X(proxy_hdr_ok)                                                                                \
     X(proxy_hdr_refused)                                                                           \
-    X(proxy_hdr_timeouts)
+    X(proxy_hdr_timeouts)                                                                          \
+    X(ws_upgrades)                                                                                 \
+    X(ws_refused)                                                                                  \
+    X(ws_protocol_errors)                                                                          \
+    X(ws_peer_closes)                                                                              \
+    X(ws_pings)
 
 struct slb_worker_counters {
 #define SLB_X_FIELD(name) uint64_t name;

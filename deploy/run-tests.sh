@@ -102,5 +102,5 @@ step "fuzz (clang, ASan+UBSan, ${fuzz_seconds}s)"
 CC=clang cmake -S . -B "$build-fuzz" -DSLB_FUZZ=ON -DSLB_TESTS=OFF -DSLB_BENCH=OFF \
       -DSLB_SANITIZE="address;undefined" -DSLB_FUZZ_SECONDS="$fuzz_seconds" \
       >"$build-fuzz.configure.log" 2>&1 || { cat "$build-fuzz.configure.log"; exit 1; }
-cmake --build "$build-fuzz" -j2 --target fuzz_sip fuzz_inbuf fuzz_proxy fuzz_proxy_hdr
+cmake --build "$build-fuzz" -j2 --target fuzz_sip fuzz_inbuf fuzz_proxy fuzz_proxy_hdr fuzz_ws_handshake fuzz_ws_frame
 ctest --test-dir "$build-fuzz" --output-on-failure --timeout $((fuzz_seconds + 120))

@@ -38,6 +38,7 @@ PACKAGES=(
     libc-ares-dev dnsmasq-base           # backends from DNS SRV; its tests run dnsmasq themselves (-base: no system service)
     prometheus                           # e2e_operations: a real Prometheus (and promtool)
     man-db lintian                       # sipslb_man, e2e_package: groff, man -l, lintian
+    chromium                             # e2e_browser: JsSIP in headless Chromium
 )
 
 # The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.
@@ -181,8 +182,30 @@ build_wolfssl() {
     rm -rf "$dir" # the log stays; the tree is 100+ MB
 }
 
+# e2e_browser's npm packages (tests/browser/package.json: jssip, puppeteer-core, esbuild) in
+# $PREFIX_ROOT/browser, and JsSIP bundled for the page (jssip.min.js). Node from Debian when
+# none is installed. Skipped when the installed package.json is the repository's.
+ensure_browser_deps() {
+    local dir="$PREFIX_ROOT/browser" here
+    here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        install_packages nodejs npm
+    fi
+    if [[ -f $dir/jssip.min.js ]] && cmp -s "$here/tests/browser/package.json" "$dir/package.json"; then
+        return 0
+    fi
+    log "npm: jssip, puppeteer-core, esbuild into $dir"
+    mkdir -p "$dir"
+    cp "$here/tests/browser/package.json" "$dir/"
+    (cd "$dir" && rm -f jssip.min.js && npm install --no-audit --no-fund --loglevel=error &&
+        ./node_modules/.bin/esbuild node_modules/jssip/lib-es5/JsSIP.js --bundle --format=iife \
+            --global-name=JsSIP --minify --log-level=warning --outfile=jssip.min.js) >&2 ||
+        die "npm install or the JsSIP bundle failed in $dir"
+}
+
 main() {
     install_packages "${PACKAGES[@]}"
+    ensure_browser_deps
     ensure_deb_src
     mkdir -p "$WORKDIR"
     local ver key

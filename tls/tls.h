@@ -86,6 +86,12 @@ void slb_tls_conn_deinit(struct slb_tls_conn *conn);
  * buffer is full needs only what the kernel may still deliver after the pause. */
 void slb_tls_conn_set_stash_max(struct slb_tls_conn *conn, uint32_t bytes);
 
+/* Server side, before the handshake: ask this client for no certificate whatever the
+ * context's --verify-client says. For browsers (wss:// listeners): they never hold one for
+ * us, and Chromium answers a CertificateRequest by asking its user, which a headless or
+ * kiosk browser cancels. */
+void slb_tls_conn_no_client_cert(struct slb_tls_conn *conn);
+
 /* Client: offer a session from slb_tls_session_get for resumption. Before the first feed/start
  * only. The session stays owned by the caller. Returns 0 or -EINVAL. */
 int slb_tls_conn_set_session(struct slb_tls_conn *conn, struct slb_tls_session *sess);

@@ -37,14 +37,15 @@
 #include <wolfssl/wolfcrypt/error-crypt.h>
 
 enum {
-    F_SERVER = 1u << 0,      /* server side */
-    F_HS_DONE = 1u << 1,     /* handshake finished */
-    F_OUT_BLOCKED = 1u << 2, /* out refused bytes; wolfSSL holds them */
-    F_OUT_FAILED = 1u << 3,  /* out failed hard */
-    F_PEER_CLOSED = 1u << 4, /* close_notify received */
-    F_VERIFIED = 1u << 5,    /* peer certificate verified */
-    F_NEW_SESSION = 1u << 6, /* client: wolfSSL stored a resumable session */
-    F_CLOSE_SENT = 1u << 7,  /* we sent (or queued) close_notify */
+    F_SERVER = 1u << 0,         /* server side */
+    F_HS_DONE = 1u << 1,        /* handshake finished */
+    F_OUT_BLOCKED = 1u << 2,    /* out refused bytes; wolfSSL holds them */
+    F_OUT_FAILED = 1u << 3,     /* out failed hard */
+    F_PEER_CLOSED = 1u << 4,    /* close_notify received */
+    F_VERIFIED = 1u << 5,       /* peer certificate verified */
+    F_NEW_SESSION = 1u << 6,    /* client: wolfSSL stored a resumable session */
+    F_CLOSE_SENT = 1u << 7,     /* we sent (or queued) close_notify */
+    F_NO_CLIENT_CERT = 1u << 8, /* server: ask this client for no certificate */
 };
 
 /* Gather area for slb_tls_write: one record's worth per worker thread, so a message given
@@ -399,7 +400,17 @@ static int new_ssl(struct slb_tls_conn *conn, WOLFSSL_CTX *w)
     conn->ssl = ssl;
     wolfSSL_SetIOReadCtx(ssl, conn);
     wolfSSL_SetIOWriteCtx(ssl, conn);
+    if (conn->flags & F_NO_CLIENT_CERT)
+        wolfSSL_set_verify(ssl, WOLFSSL_VERIFY_NONE, NULL);
     return 0;
+}
+
+void slb_tls_conn_no_client_cert(struct slb_tls_conn *conn)
+{
+    conn->flags |= F_NO_CLIENT_CERT;
+    conn->verify = SLB_TLS_VERIFY_NONE;
+    if (conn->ssl)
+        wolfSSL_set_verify(conn->ssl, WOLFSSL_VERIFY_NONE, NULL);
 }
 
 int slb_tls_conn_init(struct slb_tls_conn *conn, struct slb_tls_ctx *ctx, const char *host,
