@@ -42,7 +42,7 @@ if [[ $rc -ne 0 ]]; then
     exit "$rc"
 fi
 
-step "under ASan+UBSan ($build-asan): the core, balancer, secrets and TLS unit tests, the hostile-edge, relay, faults, routing, edge, failover, RFC 4475, TLS policy, operations, upgrade and scale-out end-to-end suites"
+step "under ASan+UBSan ($build-asan): the core, balancer, secrets and TLS unit tests, the hostile-edge, relay, faults, routing, edge, failover, RFC 4475, TLS policy, operations, upgrade, scale-out and WebSocket end-to-end suites"
 # The attacks of tests/e2e/test_hostile.py drive the input paths that once overflowed; here
 # any out-of-bounds access, leak at exit or undefined behaviour stops sipslb (and so fails
 # its test), and every report also lands in $san_logs, which must stay empty.
@@ -56,7 +56,7 @@ SLB_E2E_SANITIZED=1 \
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$san_logs/asan" \
 UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$san_logs/ubsan" \
     ctest --test-dir "$build-asan" -V --timeout 900 \
-          -R '^(core|balancer|secrets|test_tls|test_sip_stream|test_relay|e2e_hostile|e2e_relay|e2e_faults|e2e_routing|e2e_edge|e2e_failover|e2e_rfc4475|e2e_tls_policy|e2e_operations|e2e_upgrade|e2e_scale_out)$' \
+          -R '^(core|balancer|secrets|test_tls|test_sip_stream|test_relay|e2e_hostile|e2e_relay|e2e_faults|e2e_routing|e2e_edge|e2e_failover|e2e_rfc4475|e2e_tls_policy|e2e_operations|e2e_upgrade|e2e_scale_out|e2e_wss)$' \
           >"$build-asan/ctest.log" 2>&1
 rc=$?
 set -e

@@ -38,7 +38,7 @@ PACKAGES=(
     libc-ares-dev dnsmasq-base           # backends from DNS SRV; its tests run dnsmasq themselves (-base: no system service)
     prometheus                           # e2e_operations: a real Prometheus (and promtool)
     man-db lintian                       # sipslb_man, e2e_package: groff, man -l, lintian
-    chromium                             # e2e_browser: JsSIP in headless Chromium
+    chromium libnss3-tools               # e2e_browser: JsSIP in headless Chromium; certutil (its trust store)
 )
 
 # The flags of shared/WOLFSSL.md, plus IP SAN checks. Changing them changes the stamp key.
