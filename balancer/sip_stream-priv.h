@@ -21,8 +21,9 @@ bool stream_deliver(struct slb_stream *s, const char *msg, size_t len);
  * fragments; *len shrinks by the frame headers it removed). Returns the bytes consumed. */
 size_t ws_consume(struct slb_stream *s, char *buf, size_t *len, bool *stop);
 
-/* A WebSocket frame header for a message of total bytes, into hdr; returns its length. */
-size_t ws_message_header(uint8_t hdr[SLB_WS_HDR_MAX], size_t total);
+/* A WebSocket frame header for a message of total bytes, into hdr (masked with a zero key
+ * on a client stream); returns its length. */
+size_t ws_message_header(const struct slb_stream *s, uint8_t hdr[SLB_WS_HDR_MAX], size_t total);
 
 static inline void stream_count(_Atomic uint64_t *c)
 {

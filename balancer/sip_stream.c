@@ -362,7 +362,7 @@ int slb_stream_send(struct slb_stream *s, const struct iovec *iov, int n, size_t
     if (n + 1 > (int)SLB_STREAM_IOV_MAX)
         return -EINVAL;
     uint8_t hdr[SLB_WS_HDR_MAX];
-    v[0] = (struct iovec){hdr, ws_message_header(hdr, total)};
+    v[0] = (struct iovec){hdr, ws_message_header(s, hdr, total)};
     memcpy(v + 1, iov, (size_t)n * sizeof(*iov));
     return stream_write_raw(s, v, n + 1, total + v[0].iov_len);
 }

@@ -109,7 +109,8 @@ struct slb_stream {
      * message. A message is gathered (fragments) and unmasked in place, at the head of the
      * bytes not yet consumed: ws_acc bytes of payload there, ws_ready once whole (a
      * message its owner stopped on waits there, already unmasked). */
-    uint8_t ws; /* enum slb_stream_ws */
+    uint8_t ws;     /* enum slb_stream_ws */
+    bool ws_client; /* our side opened it (sipslb-load --wss): we mask, the peer does not */
     bool ws_ready;
     uint32_t ws_acc;
     struct slb_ws_msg ws_msg;
@@ -125,6 +126,12 @@ enum slb_stream_ws {
 /* Makes a stream just opened a WebSocket one: its first bytes (after TLS) must be an
  * HTTP/1.1 Upgrade request with the "sip" subprotocol (RFC 6455, RFC 7118). */
 void slb_stream_ws(struct slb_stream *s);
+
+/* The client side (sipslb-load --wss): once TLS is up, sends the Upgrade request for host
+ * with the "sip" subprotocol; the 101 makes the stream open (ops->ws_open). Our frames
+ * carry a zero masking key: RFC 6455 asks clients to mask, against proxies that cache,
+ * which a load generator has no use for. Returns 0 or a negative errno. */
+int slb_stream_ws_request(struct slb_stream *s, const char *host);
 
 /* Sets up env for up to n_streams streams at once, each message at most max_msg bytes.
  * Returns 0 or -ENOMEM (env is then deinit-safe). */

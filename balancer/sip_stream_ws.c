@@ -15,6 +15,7 @@
  *
  * Thread: the loop's. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "balancer/sip_stream-priv.h"
@@ -25,10 +26,59 @@ void slb_stream_ws(struct slb_stream *s)
     s->ws = SLB_STREAM_WS_HTTP;
 }
 
-size_t ws_message_header(uint8_t hdr[SLB_WS_HDR_MAX], size_t total)
+/* A frame header; a client's says "masked" with a zero key, so the payload goes as it is. */
+static size_t ws_header(const struct slb_stream *s, uint8_t *out, uint8_t opcode, size_t len)
+{
+    size_t n = slb_ws_frame_header(out, opcode, true, len);
+    if (!s->ws_client)
+        return n;
+    out[1] |= 0x80;
+    memset(out + n, 0, 4);
+    return n + 4;
+}
+
+size_t ws_message_header(const struct slb_stream *s, uint8_t hdr[SLB_WS_HDR_MAX], size_t total)
 {
     /* Text frames: SIP messages are UTF-8 text (RFC 7118 5.1 allows either). */
-    return slb_ws_frame_header(hdr, SLB_WS_TEXT, true, total);
+    return ws_header(s, hdr, SLB_WS_TEXT, total);
+}
+
+int slb_stream_ws_request(struct slb_stream *s, const char *host)
+{
+    char req[512];
+    /* A fixed key: the answer's accept value is not checked (we are the test client). */
+    int n = snprintf(req, sizeof(req),
+                     "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: c2lwc2xiLWxvYWQtd3NzIQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n",
+                     host);
+    if (n < 0 || (size_t)n >= sizeof(req))
+        return -EINVAL;
+    s->ws = SLB_STREAM_WS_HTTP;
+    s->ws_client = true;
+    struct iovec iov = {req, (size_t)n};
+    return stream_write_raw(s, &iov, 1, (size_t)n);
+}
+
+/* The client side's 101 (any other answer ends the stream). */
+static bool answered(struct slb_stream *s, const char *buf, size_t len, size_t *at)
+{
+    size_t scan = len < SLB_WS_HANDSHAKE_MAX ? len : SLB_WS_HANDSHAKE_MAX;
+    const char *end = memmem(buf, scan, "\r\n\r\n", 4);
+    if (!end && len < SLB_WS_HANDSHAKE_MAX)
+        return false;
+    if (!end || len < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0) {
+        stream_count(&s->env->c.ws_refused);
+        s->ws = SLB_STREAM_WS_SHUT;
+        slb_stream_shutdown(s);
+        return false;
+    }
+    stream_count(&s->env->c.ws_upgrades);
+    s->ws = SLB_STREAM_WS_OPEN;
+    *at = (size_t)(end + 4 - buf);
+    if (s->env->ops->ws_open)
+        s->env->ops->ws_open(s);
+    return s->state == SLB_STREAM_OPEN;
 }
 
 static int write_one(struct slb_stream *s, const void *data, size_t len)
@@ -53,7 +103,14 @@ static void refuse(struct slb_stream *s, int status)
 static void close_with(struct slb_stream *s, uint16_t code)
 {
     uint8_t out[SLB_WS_HDR_MAX + 2];
-    size_t n = slb_ws_close_build(out, sizeof(out), code, NULL);
+    size_t n = s->ws_client ? ws_header(s, out, SLB_WS_CLOSE, 2) : 0;
+    if (n) {
+        out[n] = (uint8_t)(code >> 8);
+        out[n + 1] = (uint8_t)code;
+        n += 2;
+    } else {
+        n = slb_ws_close_build(out, sizeof(out), code, NULL);
+    }
     if (n)
         (void)write_one(s, out, n);
     s->ws = SLB_STREAM_WS_SHUT;
@@ -71,7 +128,7 @@ static void control(struct slb_stream *s, const struct slb_ws_frame_hdr *h, cons
 {
     if (h->opcode == SLB_WS_PING) {
         uint8_t out[SLB_WS_HDR_MAX + SLB_WS_CONTROL_MAX];
-        size_t n = slb_ws_frame_header(out, SLB_WS_PONG, true, plen);
+        size_t n = ws_header(s, out, SLB_WS_PONG, plen);
         memcpy(out + n, pl, plen);
         stream_count(&s->env->c.ws_pings);
         (void)write_one(s, out, n + plen); /* no room: the peer's next ping gets one */
@@ -128,7 +185,8 @@ size_t ws_consume(struct slb_stream *s, char *buf, size_t *len, bool *stop)
     uint64_t max = env->lim.max_msg_bytes;
     size_t at = 0;
     *stop = false;
-    if (s->ws == SLB_STREAM_WS_HTTP && !handshake(s, buf, *len, &at)) {
+    if (s->ws == SLB_STREAM_WS_HTTP &&
+        !(s->ws_client ? answered(s, buf, *len, &at) : handshake(s, buf, *len, &at))) {
         *stop = s->state != SLB_STREAM_OPEN;
         return *stop ? *len : 0;
     }
@@ -147,7 +205,7 @@ size_t ws_consume(struct slb_stream *s, char *buf, size_t *len, bool *stop)
         if (head >= *len)
             break;
         struct slb_ws_frame_hdr h;
-        int r = slb_ws_frame_parse(buf + head, *len - head, true, max, &h);
+        int r = slb_ws_frame_parse(buf + head, *len - head, !s->ws_client, max, &h);
         if (r == 0)
             break;
         if (r < 0) {

@@ -128,6 +128,9 @@ static const struct slb_flag flags[] = {
       "a new TLS connection for every call (closed after it)"),
     F("resume", SLB_FLAG_BOOL, resume, "false", 0, 0, NULL, NULL,
       "resume TLS sessions with tickets on new connections"),
+    F("wss", SLB_FLAG_BOOL, wss, "false", 0, 0, NULL, NULL,
+      "SIP over secure WebSocket (RFC 7118) to a wss:// listener: the Upgrade after TLS, each "
+      "message in a frame, as browsers do"),
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 

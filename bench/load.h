@@ -93,6 +93,7 @@ struct load_cfg {
     bool json;
     bool progress;
     bool handshake;
+    bool wss; /* --wss: SIP over secure WebSocket */
     bool resume;
     /* Derived. */
     struct sockaddr_storage addr;

@@ -891,6 +891,12 @@ static void lc_tls_events(struct slb_stream *s, int ev)
     if (ev & SLB_TLS_EV_PEER_CLOSED)
         lc->lost = LOST_PEER; /* the stream closes after the plaintext before it */
     if (ev & SLB_TLS_EV_HANDSHAKE_DONE) {
+        if (w->cfg->wss) {
+            /* SIP over WebSocket: open once the Upgrade is answered (lc_ws_open). */
+            if (slb_stream_ws_request(s, w->cfg->sni) < 0)
+                lc->lost = LOST_TLS;
+            return;
+        }
         on_handshake(w, lc);
         if (s->state != SLB_STREAM_OPEN)
             return; /* its first request could not be sent: lc is down */
@@ -905,10 +911,17 @@ static void lc_tls_failed(struct slb_stream *s, int rc)
     ((struct lconn *)(void *)s)->lost = LOST_TLS; /* settle says so and takes lc down */
 }
 
+static void lc_ws_open(struct slb_stream *s)
+{
+    struct lconn *lc = (struct lconn *)(void *)s;
+    on_handshake(lc->w, lc);
+}
+
 static const struct slb_stream_ops lc_ops = {
     .frame = lc_frame,
     .tls_events = lc_tls_events,
     .tls_failed = lc_tls_failed,
+    .ws_open = lc_ws_open,
 };
 
 /* After a stream call on lc's connection conn: a stream let go of inside its callbacks is
