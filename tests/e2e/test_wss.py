@@ -252,11 +252,35 @@ def test_bad_frames_get_their_close_code_and_spare_others(c):
     assert c.lb.poll() is None
 
 
+def test_load_over_wss_across_both_workers(c):
+    """sipslb-load --wss: many WebSocket clients (spread over both workers) calling, on a
+    sipslb without an Origin allow-list (the load generator sends no Origin)."""
+    import json
+    import subprocess
+    wss = c.h.free_port()
+    lb = c.h.start_sipslb(c.h.free_port(), [u.port for u in c.uas], [
+        "--listen", "wss://127.0.0.1:%d" % wss, "--workers", "2"])
+    c.h.wait_port(wss, lb)
+    p = subprocess.run([c.h.bin("bench/sipslb-load"), "--target", "127.0.0.1:%d" % wss,
+                        "--server-name", "localhost", "--ca", c.ca, "--wss", "--scenario", "call",
+                        "--rate", "300", "--duration", "2s", "--conns", "16", "--timeout", "5s",
+                        "--max-duration", "30s", "--json"], capture_output=True, text=True,
+                       timeout=90)
+    s = json.loads(p.stdout)
+    print("sipslb-load --wss: %d calls, %d ok, %d failed" %
+          (s["calls"]["started"], s["calls"]["ok"], s["calls"]["failed"]))
+    assert s["calls"]["failed"] == 0 and s["calls"]["ok"] >= 500, s["calls"]
+    assert c.h.stop(lb) == 0
+    st = c.h.read_stats(lb.stats)
+    assert st["ws_upgrades"] == 16 and st["ws_protocol_errors"] == 0, st
+
+
 def test_clean_stop(c):
     assert c.h.stop(c.lb) == 0
 
 
 if __name__ == "__main__":
     sys.exit(run_tests([test_sip_over_wss_relays_like_tls, test_handshakes_refused_with_their_status,
-                        test_bad_frames_get_their_close_code_and_spare_others, test_clean_stop],
+                        test_bad_frames_get_their_close_code_and_spare_others,
+                        test_load_over_wss_across_both_workers, test_clean_stop],
                        setup, teardown))
