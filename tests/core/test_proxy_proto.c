@@ -1,36 +1,20 @@
 /* The PROXY protocol header parser: v2 and v1 headers we take and the addresses they
  * carry, need-more on every prefix, and refusal as early as the bytes allow. Input sits
  * against a PROT_NONE page so an over-read faults. */
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS when built alone with -std=c17 */
 #include "core/proxy_proto.h"
+#include "tests/support/guard.h"
 
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
-#define AREA_PAGES 4
-
-/* Copies n bytes so that they end at a PROT_NONE page. Valid until the next call. */
+/* The input right before a PROT_NONE page (tests/support/guard): any over-read faults.
+ * Valid until the next call. */
 static const uint8_t *guarded(const void *src, size_t n)
 {
-    static uint8_t *area;
-    static size_t page;
-    if (area == NULL) {
-        page = (size_t)sysconf(_SC_PAGESIZE);
-        area = mmap(NULL, AREA_PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
-        cr_assert(area != MAP_FAILED);
-        cr_assert_eq(mprotect(area + (AREA_PAGES - 1) * page, page, PROT_NONE), 0);
-    }
-    cr_assert_leq(n, (AREA_PAGES - 1) * page);
-    uint8_t *dst = area + (AREA_PAGES - 1) * page - n;
-    if (n)
-        memcpy(dst, src, n);
-    return dst;
+    return (const uint8_t *)guard_place(src, n);
 }
 
 /* Parses buf[0, n) from the guarded copy; checks *h is untouched unless it succeeded. */

@@ -2,37 +2,22 @@
  * header, refusal of what a server must refuse as early as the bytes allow, unmasking in
  * pieces, headers and close frames we write, close payloads, UTF-8 and the fragmentation
  * rules of a message. Headers sit against a PROT_NONE page so an over-read faults. */
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS when built alone with -std=c17 */
 #include "core/ws_frame.h"
+#include "tests/support/guard.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
-#define AREA_PAGES 4
-#define NO_MAX     UINT64_MAX
+#define NO_MAX UINT64_MAX
 
-/* Copies n bytes so that they end at a PROT_NONE page. Valid until the next call. */
+/* The input right before a PROT_NONE page (tests/support/guard): any over-read faults.
+ * Valid until the next call. */
 static const uint8_t *guarded(const void *src, size_t n)
 {
-    static uint8_t *area;
-    static size_t page;
-    if (area == NULL) {
-        page = (size_t)sysconf(_SC_PAGESIZE);
-        area = mmap(NULL, AREA_PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
-        cr_assert(area != MAP_FAILED);
-        cr_assert_eq(mprotect(area + (AREA_PAGES - 1) * page, page, PROT_NONE), 0);
-    }
-    cr_assert_leq(n, (AREA_PAGES - 1) * page);
-    uint8_t *dst = area + (AREA_PAGES - 1) * page - n;
-    if (n)
-        memcpy(dst, src, n);
-    return dst;
+    return (const uint8_t *)guard_place(src, n);
 }
 
 /* Parses buf[0, n) from the guarded copy; checks *h is untouched unless it succeeded. */

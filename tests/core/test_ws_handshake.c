@@ -3,38 +3,22 @@
  * browsers and their variations, the refusals and the status each gets, need-more on
  * every prefix; the origin allow-list; the bytes of our answers. Parser input sits
  * against a PROT_NONE page so an over-read faults. */
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS when built alone with -std=c17 */
 #include "core/ws_handshake.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "core/base64.h"
 #include "core/sha1.h"
+#include "tests/support/guard.h"
 
-#define AREA_PAGES 8 /* room for requests past SLB_WS_HANDSHAKE_MAX with 4 KiB pages */
-
-/* Copies n bytes so that they end at a PROT_NONE page. Valid until the next call. */
+/* The input right before a PROT_NONE page (tests/support/guard): any over-read faults.
+ * Valid until the next call. */
 static const char *guarded(const void *src, size_t n)
 {
-    static char *area;
-    static size_t page;
-    if (area == NULL) {
-        page = (size_t)sysconf(_SC_PAGESIZE);
-        area = mmap(NULL, AREA_PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
-        cr_assert(area != MAP_FAILED);
-        cr_assert_eq(mprotect(area + (AREA_PAGES - 1) * page, page, PROT_NONE), 0);
-    }
-    cr_assert_leq(n, (AREA_PAGES - 1) * page);
-    char *dst = area + (AREA_PAGES - 1) * page - n;
-    if (n)
-        memcpy(dst, src, n);
-    return dst;
+    return (const char *)guard_place(src, n);
 }
 
 /* Parses buf[0, n) from the guarded copy; checks *h is untouched unless it succeeded, and

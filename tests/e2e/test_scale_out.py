@@ -147,6 +147,26 @@ def test_two_instances_behind_haproxy_act_as_one(c):
     assert raw.recv(100) == b""
     raw.close()
     assert stats(c, a)["proxy_hdr_refused"] >= 1
+    # From the balancer's address: a header split across reads (it borrows a buffer until
+    # whole), then TLS; the address it names is the client's.
+    raw = socket.create_connection(("127.0.0.1", a.port), source_address=("127.0.0.1", 0))
+    hdr = b"PROXY TCP4 10.9.9.9 127.0.0.1 5555 5061\r\n"
+    raw.sendall(hdr[:9])
+    time.sleep(0.2)
+    raw.sendall(hdr[9:])
+    tls = ssl.create_default_context(cafile=c.ca).wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(request("OPTIONS", "split-" + uuid.uuid4().hex, 1, "z9hG4bKsp", 5555))
+    tls.settimeout(5)
+    r = tls.recv(65536)
+    assert status_of(r) == 200 and b"received=10.9.9.9" in r, r
+    tls.close()
+    # ... and one that never sends its header is closed at --proxy-protocol-timeout (3 s).
+    raw = socket.create_connection(("127.0.0.1", a.port), source_address=("127.0.0.1", 0))
+    raw.settimeout(6)
+    t0 = time.time()
+    assert raw.recv(100) == b"" and 2.5 < time.time() - t0 < 5.5
+    raw.close()
+    assert stats(c, a)["proxy_hdr_timeouts"] >= 1
 
     # A dialog through A; its in-dialog request through B follows A's Record-Route token to
     # the backend A chose, even for a Call-ID that B would route elsewhere.
