@@ -25,13 +25,6 @@ struct slb_dns_watch {
     struct slb_dns_result r; /* the thread's */
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 int slb_dns_resolve_group(const struct slb_config *cfg, unsigned g, struct slb_dns_result *r,
                           char *err, size_t errlen)
 {
@@ -65,7 +58,7 @@ static void resolve_one(struct slb_dns_watch *d, unsigned g)
             slb_log(SLB_LOG_ERROR, "DNS %s: %s: the last good backends kept, retried every %llu ms",
                     cfg->dns_names[g], err, (unsigned long long)cfg->dns_min_ttl_ms);
         d->failing[g] = true;
-        d->due_ms[g] = now_ms() + cfg->dns_min_ttl_ms;
+        d->due_ms[g] = slb_clock_ms() + cfg->dns_min_ttl_ms;
         return;
     }
     atomic_fetch_add(&d->resolved, 1);
@@ -75,7 +68,7 @@ static void resolve_one(struct slb_dns_watch *d, unsigned g)
     if (err[0])
         slb_log(SLB_LOG_WARN, "DNS %s: %s", cfg->dns_names[g], err);
     d->apply(d->ctx, g, &d->r);
-    d->due_ms[g] = now_ms() + period_ms(cfg, d->r.ttl_s);
+    d->due_ms[g] = slb_clock_ms() + period_ms(cfg, d->r.ttl_s);
 }
 
 static void *watch_main(void *arg)
@@ -83,7 +76,7 @@ static void *watch_main(void *arg)
     struct slb_dns_watch *d = arg;
     pthread_mutex_lock(&d->lock);
     while (!d->stop) {
-        uint64_t next = UINT64_MAX, now = now_ms();
+        uint64_t next = UINT64_MAX, now = slb_clock_ms();
         unsigned due = SLB_MAX_DNS_GROUPS;
         for (unsigned g = 0; g < d->cfg->n_dns; g++)
             if (d->due_ms[g] < next) {
@@ -128,7 +121,7 @@ struct slb_dns_watch *slb_dns_watch_start(const struct slb_config *cfg, const ui
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&d->wake, &ca);
     pthread_condattr_destroy(&ca);
-    uint64_t now = now_ms();
+    uint64_t now = slb_clock_ms();
     for (unsigned g = 0; g < cfg->n_dns; g++)
         d->due_ms[g] = now + period_ms(cfg, first_ttl_s[g]);
     if (pthread_create(&d->thread, NULL, watch_main, d) != 0) {
