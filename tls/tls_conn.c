@@ -308,6 +308,12 @@ static int read_plain(struct slb_tls_conn *c, uint8_t *out, size_t cap, size_t *
         int r = wolfSSL_read(c->ssl, out + *got, room > INT_MAX ? INT_MAX : (int)room);
         if (r > 0) {
             *got += (size_t)r;
+            /* wolfSSL reads exactly the record it needs (no read-ahead over TLS), so with our
+             * input spent and no plaintext left over the next read can only say WANT_READ:
+             * skipping it saves a pass through the record layer and the error string
+             * wolfSSL formats for every WANT_READ. */
+            if (c->in_len == 0 && c->stash_len == 0 && !wolfSSL_has_pending(c->ssl))
+                break;
             continue;
         }
         int e = wolfSSL_get_error(c->ssl, r);
