@@ -14,8 +14,9 @@
 #include "io/timer-t.h"
 
 #define SLB_LOOP_LISTENERS_MAX 16
-#define SLB_LOOP_SEND_IOV_MAX  16 /* chunks gathered into one sendmsg */
-#define SLB_MSG_A_BITS         56 /* a message's `a` travels in a CQE's user_data */
+#define SLB_LOOP_SEND_IOV_MAX  16   /* chunks gathered into one sendmsg */
+#define SLB_LOOP_SPIN_US_MAX   1000 /* bound on slb_loop_opts.spin_us */
+#define SLB_MSG_A_BITS         56   /* a message's `a` travels in a CQE's user_data */
 #define SLB_MSG_A_MAX          (((uint64_t)1 << SLB_MSG_A_BITS) - 1)
 #define SLB_MSG_B_BITS         48 /* `b` in a CQE's res and the high half of its flags */
 #define SLB_MSG_B_MAX          (((uint64_t)1 << SLB_MSG_B_BITS) - 1)
@@ -49,6 +50,8 @@ struct slb_loop_opts {
                                    * arrives after a pause (0: the kernel's autotuning) */
     uint32_t keepalive_idle_s;    /* TCP keepalive on every socket after this idle time (0:
                                    * off); probes every idle/3 s (at least 1), 3 of them */
+    uint32_t spin_us;             /* before sleeping, watch for work this long when recent
+                                   * idle gaps were that short (0: always sleep at once) */
     uint8_t loop_id;              /* worker index, goes into every connection id */
     bool plain_setup;             /* skip SINGLE_ISSUER/DEFER_TASKRUN (tests, old kernels) */
     bool msg_fallback;            /* receive messages by queue + eventfd even if MSG_RING works */
@@ -103,6 +106,9 @@ struct slb_loop_counters {
     uint64_t recv_bytes;
     uint64_t sent_bytes;
     uint64_t sends;          /* send/sendmsg SQEs */
+    uint64_t sleeps;         /* waits that blocked (or would have: a timed-out wait) */
+    uint64_t spins;          /* idle moments spent watching for work instead */
+    uint64_t spin_hits;      /* ... that found work within spin_us */
     uint64_t enobufs_rearms; /* multishot recv ended on -ENOBUFS and was re-armed */
     uint64_t out_full;       /* slb_conn_write refused: capacity */
     uint64_t out_pool_empty; /* slb_conn_write refused: the loop's chunk pool ran dry */
@@ -170,6 +176,10 @@ struct slb_loop {
     bool br_registered;
 
     uint32_t cqe_batch;
+    uint32_t spin_us;    /* 0: never spin (or the ring cannot say when work is pending) */
+    uint32_t spin_score; /* recent spins that found work, saturating (see loop.c) */
+    uint32_t spin_probe; /* idle moments until the next probing spin while it does not pay */
+    uint32_t spin_gap;   /* the current probe interval, doubled after each miss */
     uint32_t setup_flags;
     bool deferred; /* SINGLE_ISSUER|DEFER_TASKRUN accepted */
     uint32_t stop_grace_ms;

@@ -104,9 +104,14 @@ static int opts_resolve(const struct slb_loop_opts *in, struct slb_loop_opts *o)
 /* Preferred flags first; a kernel that refuses a set says -EINVAL and we try the next. */
 static int ring_setup(struct slb_loop *loop, const struct slb_loop_opts *o)
 {
+    /* TASKRUN_FLAG: the kernel sets IORING_SQ_TASKRUN when completions wait to be run,
+     * which is what a spinning loop watches (a memory read, no syscall). */
     static const uint32_t sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN |
+            IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN,
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_COOP_TASKRUN,
         0,
     };
@@ -265,6 +270,12 @@ int slb_loop_init(struct slb_loop *loop, const struct slb_loop_opts *opts,
         goto fail;
     /* Saves a file lookup per io_uring_enter; optional. */
     (void)io_uring_register_ring_fd(loop->ring);
+    /* Spinning needs the ring to say when work is pending; without the flag it would only
+     * see completions posted directly, never the task work that most of them wait in. */
+    if (loop->setup_flags & IORING_SETUP_TASKRUN_FLAG)
+        loop->spin_us = o.spin_us > SLB_LOOP_SPIN_US_MAX ? SLB_LOOP_SPIN_US_MAX : o.spin_us;
+    loop->spin_gap = 1;
+    loop->spin_probe = 1;
 
     ret = slb_io_conns_init(loop, &o);
     if (ret < 0)
@@ -626,17 +637,24 @@ static void on_recv_cqe(struct slb_loop *loop, struct slb_conn *c, int32_t res, 
     slb_io_conn_put(loop, c);
 }
 
+/* n bytes of the queue went out: free them and say "write again" at the low-water mark.
+ * The caller holds c (on_drained may close it). */
+static void outq_sent(struct slb_loop *loop, struct slb_conn *c, uint32_t n)
+{
+    loop->counters.sent_bytes += n;
+    slb_io_outq_consume(loop, c, n);
+    if ((c->flags & SLB_CONN_F_OUT_HIGH) && c->out.bytes <= slb_io_out_low(loop, c)) {
+        c->flags &= (uint16_t)~SLB_CONN_F_OUT_HIGH;
+        if (c->state == SLB_CONN_OPEN && loop->cbs.on_drained)
+            loop->cbs.on_drained(loop, c);
+    }
+}
+
 static void on_send_cqe(struct slb_loop *loop, struct slb_conn *c, int32_t res)
 {
     c->flags &= (uint16_t)~SLB_CONN_F_SEND_ARMED;
     if (res > 0) {
-        loop->counters.sent_bytes += (uint64_t)res;
-        slb_io_outq_consume(loop, c, (uint32_t)res);
-        if ((c->flags & SLB_CONN_F_OUT_HIGH) && c->out.bytes <= slb_io_out_low(loop, c)) {
-            c->flags &= (uint16_t)~SLB_CONN_F_OUT_HIGH;
-            if (c->state == SLB_CONN_OPEN && loop->cbs.on_drained)
-                loop->cbs.on_drained(loop, c);
-        }
+        outq_sent(loop, c, (uint32_t)res);
         if (c->state != SLB_CONN_ZOMBIE && (c->out.bytes > 0 || c->state == SLB_CONN_CLOSING))
             slb_io_pending_add(loop, c);
     } else if (res != -ECANCELED) {
@@ -916,6 +934,96 @@ static int submit_and_wait(struct slb_loop *loop, uint64_t deadline_ms)
     return ret;
 }
 
+/* ---- spinning before sleeping ------------------------------------------------------ */
+
+/* A sleep costs the worker a context switch out and back in, and whoever wakes it the
+ * wake-up: several microseconds in all. When the gaps between bursts of work are shorter
+ * than spin_us, watching the ring for that long costs less and answers sooner. Whether
+ * they are is learnt from the spins themselves: spin_score counts recent hits (saturating
+ * at SPIN_SCORE_MAX, a miss takes SPIN_MISS_COST off); below SPIN_SCORE_ON the loop sleeps
+ * at once and only probes, with a spin every spin_gap idle moments, the gap doubling after
+ * each miss up to SPIN_GAP_MAX. So a quiet worker pays one spin in SPIN_GAP_MAX idle
+ * moments, and a busy one finds out within a few. */
+#define SPIN_SCORE_MAX 16u
+#define SPIN_SCORE_ON  8u
+#define SPIN_MISS_COST 1u
+#define SPIN_GAP_MAX   256u
+
+static uint64_t clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static bool work_pending(struct slb_loop *loop)
+{
+    return (IO_URING_READ_ONCE(*loop->ring->sq.kflags) & IORING_SQ_TASKRUN) ||
+           io_uring_cq_ready(loop->ring) > 0;
+}
+
+static bool spin_due(struct slb_loop *loop)
+{
+    if (loop->spin_score >= SPIN_SCORE_ON)
+        return true;
+    if (--loop->spin_probe > 0)
+        return false;
+    loop->spin_probe = loop->spin_gap;
+    return true;
+}
+
+static void spin_learn(struct slb_loop *loop, bool hit)
+{
+    if (hit) {
+        loop->counters.spin_hits++;
+        if (loop->spin_score < SPIN_SCORE_MAX)
+            loop->spin_score++;
+        loop->spin_gap = 1;
+        return;
+    }
+    loop->spin_score = loop->spin_score > SPIN_MISS_COST ? loop->spin_score - SPIN_MISS_COST : 0;
+    if (loop->spin_score < SPIN_SCORE_ON && loop->spin_gap < SPIN_GAP_MAX)
+        loop->spin_gap *= 2;
+    loop->spin_probe = loop->spin_gap;
+}
+
+/* Before a sleep: submit what is queued, then watch the ring for up to spin_us. True when
+ * work turned up (its completions are then posted and the caller takes another turn). */
+static bool spin_for_work(struct slb_loop *loop)
+{
+    if (!spin_due(loop))
+        return false;
+    if (io_uring_sq_ready(loop->ring) > 0) {
+        io_uring_submit(loop->ring);
+        if (io_uring_sq_ready(loop->ring) == 0) {
+            loop->scratch_msgs_used = 0;
+            loop->scratch_iov_used = 0;
+        }
+        /* Sends complete as they are submitted: their completions are work for the next
+         * turn, not a sign of traffic, so they neither count nor teach anything. The probe
+         * moves to the next idle moment: left at spin_gap it could keep landing on such
+         * turns (a ping-pong alternates them with idle ones) and never spin. */
+        if (io_uring_cq_ready(loop->ring) > 0) {
+            loop->spin_probe = 1;
+            return true;
+        }
+    }
+    loop->counters.spins++;
+    uint64_t end = clock_us() + loop->spin_us;
+    for (unsigned i = 1;; i++) {
+        if (work_pending(loop)) {
+            spin_learn(loop, true);
+            io_uring_get_events(loop->ring); /* runs the task work: completions posted */
+            return true;
+        }
+        __builtin_ia32_pause();
+        if ((i & 31) == 0 && clock_us() >= end)
+            break;
+    }
+    spin_learn(loop, false);
+    return false;
+}
+
 int slb_loop_run(struct slb_loop *loop)
 {
     /* One pass per turn; ends on stop or a ring failure. */
@@ -941,6 +1049,10 @@ int slb_loop_run(struct slb_loop *loop)
             deadline = loop->stop_deadline_ms;
         if (loop->pending_head != SLB_IO_NONE || io_uring_cq_ready(loop->ring) > 0)
             deadline = loop->now_ms; /* work left over: don't sleep */
+        else if (loop->spin_us && !loop->stopping && spin_for_work(loop))
+            continue;
+        else
+            loop->counters.sleeps++;
         int ret = submit_and_wait(loop, deadline);
         if (ret < 0)
             return ret;

@@ -649,3 +649,53 @@ Test(loop, ipv6_wildcard_listener_is_v6only, .timeout = 10)
     h_srv_stop(&g_srv);
     cr_assert_eq(g_srv.loop.counters.accepted, 1);
 }
+
+/* Ping-pong of small messages: every reply goes out before the next request exists, so
+ * the loop is idle for a few microseconds between turns. */
+static void ping_pong(uint16_t port, int rounds)
+{
+    int fd = h_connect(port);
+    cr_assert_geq(fd, 0);
+    for (int i = 0; i < rounds; i++) {
+        char out[8], in[8];
+        memset(out, 'a' + i % 26, sizeof(out));
+        cr_assert(h_write_all(fd, out, sizeof(out)));
+        cr_assert_eq(h_read_n(fd, in, sizeof(in)), sizeof(in), "round %d", i);
+        cr_assert_eq(memcmp(in, out, sizeof(in)), 0, "round %d", i);
+    }
+    close(fd);
+}
+
+Test(loop, spin_us_watches_for_work_between_turns_and_finds_it, .timeout = 20)
+{
+    h_echo_cbs(&g_srv.cbs);
+    g_srv.opts.spin_us = 5000; /* above the bound: capped */
+    START_OR_SKIP(&g_srv);
+    if (g_srv.loop.spin_us == 0) { /* the ring cannot flag pending task work */
+        h_srv_stop(&g_srv);
+        cr_skip_test("kernel refused IORING_SETUP_TASKRUN_FLAG (flags %#x): no spinning",
+                     slb_loop_setup_flags(&g_srv.loop));
+    }
+    cr_assert_eq(g_srv.loop.spin_us, SLB_LOOP_SPIN_US_MAX);
+    ping_pong(g_srv.port, 2000);
+    h_srv_stop(&g_srv);
+    const struct slb_loop_counters *k = &g_srv.loop.counters;
+    cr_log_info("spins %lu, hits %lu, sleeps %lu", (unsigned long)k->spins,
+                (unsigned long)k->spin_hits, (unsigned long)k->sleeps);
+    cr_assert_gt(k->spins, 0);
+    cr_assert_gt(k->spin_hits, 0, "a reply within 1 ms of the last one is a hit");
+    cr_assert_leq(k->spin_hits, k->spins);
+    cr_assert_eq(k->recv_bytes, 2000 * 8);
+    cr_assert_eq(k->sent_bytes, 2000 * 8);
+}
+
+Test(loop, spin_us_zero_never_spins, .timeout = 20)
+{
+    h_echo_cbs(&g_srv.cbs);
+    START_OR_SKIP(&g_srv);
+    ping_pong(g_srv.port, 200);
+    h_srv_stop(&g_srv);
+    cr_assert_eq(g_srv.loop.counters.spins, 0);
+    cr_assert_eq(g_srv.loop.counters.spin_hits, 0);
+    cr_assert_gt(g_srv.loop.counters.sleeps, 0, "an echo server waits between rounds");
+}
