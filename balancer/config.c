@@ -196,6 +196,11 @@ static const struct slb_flag table[] = {
       "refusals within 10 s that get a source banned"),
     F("tcp-keepalive", SLB_FLAG_MS, tcp_keepalive_ms, "60s", 0, 86400000, NULL, "DURATION",
       "TCP keepalive probes after this much silence, on every connection; 0 = off"),
+    F("spin-us", SLB_FLAG_INT, spin_us, "0", 0, 1000, NULL, "N",
+      "before a worker sleeps, watch for work up to N microseconds, but only while recent "
+      "idle gaps were that short (it learns this from its spins): fewer sleeps under load, "
+      "for cores given to sipslb alone; on a shared core it costs CPU and gains nothing "
+      "measurable (bench/README.md); 0 = off"),
 };
 
 #define N_FLAGS (sizeof(table) / sizeof(table[0]))

@@ -154,6 +154,7 @@ struct slb_config {
     uint64_t ban_time_ms;
     int64_t ban_after;
     uint64_t tcp_keepalive_ms;
+    int64_t spin_us; /* --spin-us */
     /* Derived by slb_config_load. */
     struct slb_addr listen_addrs[SLB_MAX_LISTEN];
     unsigned n_listen;

@@ -37,6 +37,17 @@ static void report_no_fds(struct slb_worker *w)
                     w->index);
 }
 
+/* The loop's own counters are plain fields of its thread: copied here for the stats file
+ * and /metrics, so they lag by at most a refresh tick. */
+static void publish_loop_counters(struct slb_worker *w)
+{
+    const struct slb_loop_counters *k = slb_loop_counters(&w->loop);
+    atomic_store_explicit(&w->c.loop_sleeps, k->sleeps, memory_order_relaxed);
+    atomic_store_explicit(&w->c.loop_spins, k->spins, memory_order_relaxed);
+    atomic_store_explicit(&w->c.loop_spin_hits, k->spin_hits, memory_order_relaxed);
+    atomic_store_explicit(&w->c.loop_send_sqes, k->sends, memory_order_relaxed);
+}
+
 /* An idle worker still announces the newest table it has seen, so old tables get freed;
  * it also takes a reloaded certificate, retries slot returns and reports EMFILE. */
 static void on_refresh(struct slb_timer *t)
@@ -60,6 +71,7 @@ static void on_refresh(struct slb_timer *t)
     if (w->n_returns)
         retry_returns(w);
     report_no_fds(w);
+    publish_loop_counters(w);
     slb_timer_arm(slb_loop_wheel(&w->loop), &w->refresh, REFRESH_MS);
 }
 
@@ -284,6 +296,7 @@ void *slb_worker_main(void *arg)
             w->n_links * (uint32_t)((2 * (cfg->max_message_size + REPLY_ROOM)) / OUT_CHUNK_BYTES),
         .accept_rcvbuf_bytes = CLIENT_RCVBUF,
         .keepalive_idle_s = (uint32_t)(cfg->tcp_keepalive_ms / 1000),
+        .spin_us = (uint32_t)cfg->spin_us,
     };
     struct slb_loop_cbs cbs = {
         .on_accept = on_accept,

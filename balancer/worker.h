@@ -106,7 +106,11 @@ struct slb_worker;
     X(ws_refused)                                                                                  \
     X(ws_protocol_errors)                                                                          \
     X(ws_peer_closes)                                                                              \
-    X(ws_pings)
+    X(ws_pings)                                                                                    \
+    X(loop_sleeps)                                                                                 \
+    X(loop_spins)                                                                                  \
+    X(loop_spin_hits)                                                                              \
+    X(loop_send_sqes)
 
 struct slb_worker_counters {
 #define SLB_X_FIELD(name) uint64_t name;
