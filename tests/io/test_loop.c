@@ -127,6 +127,75 @@ Test(loop, streams_one_megabyte_intact_through_a_tiny_buffer_ring, .timeout = 20
                 (unsigned long)k->enobufs_rearms, atomic_load(&g_srv.n_drained));
 }
 
+/* A client with a tiny receive buffer that reads nothing until its own writes have been
+ * stuck for a while: by then the echo's socket toward it is full, and every byte must still
+ * come back in order. */
+static void stream_to_a_stalled_reader(uint16_t port, size_t total)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    unsigned char *out = malloc(total), *in = malloc(total);
+    cr_assert(out && in);
+    for (size_t i = 0; i < total; i++)
+        out[i] = h_pat(i);
+    size_t sent = 0, got = 0;
+    bool reading = false;
+    uint64_t deadline = mono_ms() + 8000;
+    while (got < total && mono_ms() < deadline) {
+        short ev = (short)((reading ? POLLIN : 0) | (sent < total ? POLLOUT : 0));
+        struct pollfd p = {.fd = fd, .events = ev};
+        int n = poll(&p, 1, 200);
+        if (n == 0 && !reading) {
+            reading = true; /* 200 ms without room to write: now drain */
+            continue;
+        }
+        if ((p.revents & POLLOUT) && sent < total) {
+            size_t len = total - sent < 65536 ? total - sent : 65536;
+            ssize_t w = send(fd, out + sent, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w > 0)
+                sent += (size_t)w;
+        }
+        if (reading && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+            ssize_t r = recv(fd, in + got, total - got, MSG_DONTWAIT);
+            if (r == 0)
+                break;
+            if (r > 0)
+                got += (size_t)r;
+        }
+    }
+    cr_assert(reading, "the writes never stalled");
+    cr_assert_eq(got, total, "echoed %zu of %zu bytes", got, total);
+    cr_assert_eq(memcmp(in, out, total), 0, "echoed bytes differ");
+    close(fd);
+    free(out);
+    free(in);
+}
+
+Test(loop, a_stalled_reader_fills_the_socket_and_loses_no_byte, .timeout = 20)
+{
+    h_echo_cbs(&g_srv.cbs);
+    /* As above: the pause leaves room for two buffer rings' worth in flight. */
+    g_srv.opts.recv_bufs = 4;
+    g_srv.opts.recv_buf_bytes = 1024;
+    g_srv.opts.out_cap_bytes = 16384;
+    g_srv.opts.out_chunk_bytes = 2048;
+    g_srv.pause_below = 8192;
+    START_OR_SKIP(&g_srv);
+    stream_to_a_stalled_reader(g_srv.port, 8 << 20);
+    h_srv_stop(&g_srv);
+    const struct slb_loop_counters *k = slb_loop_counters(&g_srv.loop);
+    cr_log_info("8 MB to a stalled reader: %lu sends, %d drained", (unsigned long)k->sends,
+                atomic_load(&g_srv.n_drained));
+    cr_assert_eq(g_srv.data_errors, 0);
+    cr_assert_eq(k->sent_bytes, 8 << 20);
+    cr_assert_gt(atomic_load(&g_srv.n_drained), 0, "the echo paused and resumed");
+}
+
 /* Many clients at once, each streaming its own pattern offset, all through one poll loop. */
 static void stream_many(uint16_t port, int nconns, size_t per_conn)
 {
