@@ -68,92 +68,26 @@ Test(loop, echo_roundtrip_on_plain_ring_flags, .timeout = 10)
     cr_assert_eq(g_srv.loop.counters.accepted, 1);
 }
 
-/* Streams `total` bytes through an echo server and checks every byte comes back. */
-static void stream_through(uint16_t port, size_t total)
+/* Streams `total` bytes through an echo server on fd and checks every byte comes back.
+ * stall_first: read nothing until the writes have been stuck for 200 ms (by then the
+ * echo's socket toward us is full), then drain. */
+static void stream_on(int fd, size_t total, bool stall_first)
 {
-    int fd = h_connect(port);
-    cr_assert_geq(fd, 0);
     unsigned char *out = malloc(total), *in = malloc(total);
     cr_assert(out && in);
     for (size_t i = 0; i < total; i++)
         out[i] = h_pat(i);
     size_t sent = 0, got = 0;
-    uint64_t deadline = mono_ms() + 8000;
-    while (got < total && mono_ms() < deadline) {
-        struct pollfd p = {.fd = fd, .events = POLLIN | (sent < total ? POLLOUT : 0)};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        if ((p.revents & POLLOUT) && sent < total) {
-            size_t n = total - sent < 65536 ? total - sent : 65536;
-            ssize_t w = send(fd, out + sent, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (w > 0)
-                sent += (size_t)w;
-        }
-        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t r = recv(fd, in + got, total - got, MSG_DONTWAIT);
-            if (r == 0)
-                break;
-            if (r > 0)
-                got += (size_t)r;
-        }
-    }
-    cr_assert_eq(got, total, "echoed %zu of %zu bytes", got, total);
-    cr_assert_eq(memcmp(in, out, total), 0, "echoed bytes differ");
-    close(fd);
-    free(out);
-    free(in);
-}
-
-Test(loop, streams_one_megabyte_intact_through_a_tiny_buffer_ring, .timeout = 20)
-{
-    h_echo_cbs(&g_srv.cbs);
-    g_srv.opts.recv_bufs = 4;
-    g_srv.opts.recv_buf_bytes = 1024;
-    /* A small queue so the echo has to pause; pause while less than two buffer rings'
-     * worth of room is left: what is in flight after a pause always fits. */
-    g_srv.opts.out_cap_bytes = 16384;
-    g_srv.opts.out_chunk_bytes = 2048;
-    g_srv.pause_below = 8192;
-    START_OR_SKIP(&g_srv);
-    stream_through(g_srv.port, 1 << 20);
-    cr_assert(h_wait_atomic(&g_srv.n_close, 1, 3000));
-    h_srv_stop(&g_srv);
-    const struct slb_loop_counters *k = slb_loop_counters(&g_srv.loop);
-    cr_assert_eq(g_srv.data_errors, 0);
-    cr_assert_eq(k->recv_bytes, 1 << 20);
-    cr_assert_eq(k->sent_bytes, 1 << 20);
-    cr_assert_gt(k->enobufs_rearms, 0, "a 4-buffer ring must run dry under 1 MB");
-    cr_log_info("1 MB: %lu sends, %lu ENOBUFS re-arms, %d drained", (unsigned long)k->sends,
-                (unsigned long)k->enobufs_rearms, atomic_load(&g_srv.n_drained));
-}
-
-/* A client with a tiny receive buffer that reads nothing until its own writes have been
- * stuck for a while: by then the echo's socket toward it is full, and every byte must still
- * come back in order. */
-static void stream_to_a_stalled_reader(uint16_t port, size_t total)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    unsigned char *out = malloc(total), *in = malloc(total);
-    cr_assert(out && in);
-    for (size_t i = 0; i < total; i++)
-        out[i] = h_pat(i);
-    size_t sent = 0, got = 0;
-    bool reading = false;
+    bool reading = !stall_first;
     uint64_t deadline = mono_ms() + 8000;
     while (got < total && mono_ms() < deadline) {
         short ev = (short)((reading ? POLLIN : 0) | (sent < total ? POLLOUT : 0));
         struct pollfd p = {.fd = fd, .events = ev};
-        int n = poll(&p, 1, 200);
-        if (n == 0 && !reading) {
-            reading = true; /* 200 ms without room to write: now drain */
+        int n = poll(&p, 1, stall_first ? 200 : 100);
+        if (n == 0 && !reading)
+            reading = true;
+        if (n <= 0)
             continue;
-        }
         if ((p.revents & POLLOUT) && sent < total) {
             size_t len = total - sent < 65536 ? total - sent : 65536;
             ssize_t w = send(fd, out + sent, len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -176,15 +110,57 @@ static void stream_to_a_stalled_reader(uint16_t port, size_t total)
     free(in);
 }
 
+static void stream_through(uint16_t port, size_t total)
+{
+    int fd = h_connect(port);
+    cr_assert_geq(fd, 0);
+    stream_on(fd, total, false);
+}
+
+/* An echo with a 4-buffer ring and a small queue, so it has to pause; it pauses while less
+ * than two buffer rings' worth of room is left: what is in flight after a pause fits. */
+static void tiny_echo(struct h_srv *s)
+{
+    h_echo_cbs(&s->cbs);
+    s->opts.recv_bufs = 4;
+    s->opts.recv_buf_bytes = 1024;
+    s->opts.out_cap_bytes = 16384;
+    s->opts.out_chunk_bytes = 2048;
+    s->pause_below = 8192;
+}
+
+Test(loop, streams_one_megabyte_intact_through_a_tiny_buffer_ring, .timeout = 20)
+{
+    tiny_echo(&g_srv);
+    START_OR_SKIP(&g_srv);
+    stream_through(g_srv.port, 1 << 20);
+    cr_assert(h_wait_atomic(&g_srv.n_close, 1, 3000));
+    h_srv_stop(&g_srv);
+    const struct slb_loop_counters *k = slb_loop_counters(&g_srv.loop);
+    cr_assert_eq(g_srv.data_errors, 0);
+    cr_assert_eq(k->recv_bytes, 1 << 20);
+    cr_assert_eq(k->sent_bytes, 1 << 20);
+    cr_assert_gt(k->enobufs_rearms, 0, "a 4-buffer ring must run dry under 1 MB");
+    cr_log_info("1 MB: %lu sends, %lu ENOBUFS re-arms, %d drained", (unsigned long)k->sends,
+                (unsigned long)k->enobufs_rearms, atomic_load(&g_srv.n_drained));
+}
+
+/* A client with a tiny receive buffer that reads nothing until its writes stall. */
+static void stream_to_a_stalled_reader(uint16_t port, size_t total)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    stream_on(fd, total, true);
+}
+
 Test(loop, a_stalled_reader_fills_the_socket_and_loses_no_byte, .timeout = 20)
 {
-    h_echo_cbs(&g_srv.cbs);
-    /* As above: the pause leaves room for two buffer rings' worth in flight. */
-    g_srv.opts.recv_bufs = 4;
-    g_srv.opts.recv_buf_bytes = 1024;
-    g_srv.opts.out_cap_bytes = 16384;
-    g_srv.opts.out_chunk_bytes = 2048;
-    g_srv.pause_below = 8192;
+    tiny_echo(&g_srv);
     START_OR_SKIP(&g_srv);
     stream_to_a_stalled_reader(g_srv.port, 8 << 20);
     h_srv_stop(&g_srv);
