@@ -356,6 +356,7 @@ void *slb_worker_main(void *arg)
     atomic_store(&w->running, 1);
     if (!atomic_load(&w->stop_requested)) {
         rc = slb_loop_run(&w->loop);
+        publish_loop_counters(w); /* the last refresh tick's worth too */
         drain_count_cut(w);
         if (rc < 0) {
             slb_log(SLB_LOG_ERROR, "worker %u: loop failed: %s", w->index, strerror(-rc));

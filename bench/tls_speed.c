@@ -90,7 +90,7 @@ static long move_in(struct side *from, struct side *to, double *cpu_to, size_t p
     memcpy(inbox, from->out.buf, n);
     from->out.len = 0;
     double t0 = cpu_to ? cpu_now() : 0;
-    size_t got = 0, step = n / pieces;
+    size_t got = 0, step = n / pieces > 0 ? n / pieces : n;
     int rc = 0;
     for (size_t off = 0; off < n && rc >= 0; off += step) {
         size_t len = n - off < 2 * step ? n - off : step;

@@ -979,6 +979,7 @@ static void spin_learn(struct slb_loop *loop, bool hit)
         if (loop->spin_score < SPIN_SCORE_MAX)
             loop->spin_score++;
         loop->spin_gap = 1;
+        loop->spin_probe = 1; /* not the rest of a long gap: probe again at once */
         return;
     }
     loop->spin_score = loop->spin_score > SPIN_MISS_COST ? loop->spin_score - SPIN_MISS_COST : 0;
@@ -987,11 +988,22 @@ static void spin_learn(struct slb_loop *loop, bool hit)
     loop->spin_probe = loop->spin_gap;
 }
 
-/* Before a sleep: submit what is queued, then watch the ring for up to spin_us. True when
- * work turned up (its completions are then posted and the caller takes another turn). */
-static bool spin_for_work(struct slb_loop *loop)
+static inline void cpu_relax(void)
 {
-    if (!spin_due(loop))
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* Before a sleep: submit what is queued, then watch the ring for up to spin_us, never past
+ * the next timer (deadline_ms). True when work turned up (its completions are then posted
+ * and the caller takes another turn). After a miss the loop's clock is read again, so the
+ * wait that follows is measured from the end of the spin. */
+static bool spin_for_work(struct slb_loop *loop, uint64_t deadline_ms)
+{
+    if (deadline_ms <= loop->now_ms || !spin_due(loop))
         return false;
     if (io_uring_sq_ready(loop->ring) > 0) {
         io_uring_submit(loop->ring);
@@ -1010,17 +1022,20 @@ static bool spin_for_work(struct slb_loop *loop)
     }
     loop->counters.spins++;
     uint64_t end = clock_us() + loop->spin_us;
+    if (deadline_ms != SLB_TIMER_NEVER && end > deadline_ms * 1000u)
+        end = deadline_ms * 1000u;
     for (unsigned i = 1;; i++) {
         if (work_pending(loop)) {
             spin_learn(loop, true);
             io_uring_get_events(loop->ring); /* runs the task work: completions posted */
             return true;
         }
-        __builtin_ia32_pause();
+        cpu_relax();
         if ((i & 31) == 0 && clock_us() >= end)
             break;
     }
     spin_learn(loop, false);
+    clock_now(loop);
     return false;
 }
 
@@ -1049,7 +1064,7 @@ int slb_loop_run(struct slb_loop *loop)
             deadline = loop->stop_deadline_ms;
         if (loop->pending_head != SLB_IO_NONE || io_uring_cq_ready(loop->ring) > 0)
             deadline = loop->now_ms; /* work left over: don't sleep */
-        else if (loop->spin_us && !loop->stopping && spin_for_work(loop))
+        else if (loop->spin_us && !loop->stopping && spin_for_work(loop, deadline))
             continue;
         else
             loop->counters.sleeps++;
