@@ -307,6 +307,16 @@ fail:
     return ret;
 }
 
+/* After a submit that took every SQE, the sendmsg headers and iovecs they pointed at are
+ * free again (IORING_FEAT_SUBMIT_STABLE). */
+static void scratch_release(struct slb_loop *loop)
+{
+    if (io_uring_sq_ready(loop->ring) == 0) {
+        loop->scratch_msgs_used = 0;
+        loop->scratch_iov_used = 0;
+    }
+}
+
 struct io_uring_sqe *slb_io_get_sqe(struct slb_loop *loop)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(loop->ring);
@@ -314,10 +324,7 @@ struct io_uring_sqe *slb_io_get_sqe(struct slb_loop *loop)
         return sqe;
     /* SQ full mid-turn: push what we have (no waiting) and retry once. */
     io_uring_submit(loop->ring);
-    if (io_uring_sq_ready(loop->ring) == 0) {
-        loop->scratch_msgs_used = 0;
-        loop->scratch_iov_used = 0;
-    }
+    scratch_release(loop);
     return io_uring_get_sqe(loop->ring);
 }
 
@@ -637,24 +644,17 @@ static void on_recv_cqe(struct slb_loop *loop, struct slb_conn *c, int32_t res, 
     slb_io_conn_put(loop, c);
 }
 
-/* n bytes of the queue went out: free them and say "write again" at the low-water mark.
- * The caller holds c (on_drained may close it). */
-static void outq_sent(struct slb_loop *loop, struct slb_conn *c, uint32_t n)
-{
-    loop->counters.sent_bytes += n;
-    slb_io_outq_consume(loop, c, n);
-    if ((c->flags & SLB_CONN_F_OUT_HIGH) && c->out.bytes <= slb_io_out_low(loop, c)) {
-        c->flags &= (uint16_t)~SLB_CONN_F_OUT_HIGH;
-        if (c->state == SLB_CONN_OPEN && loop->cbs.on_drained)
-            loop->cbs.on_drained(loop, c);
-    }
-}
-
 static void on_send_cqe(struct slb_loop *loop, struct slb_conn *c, int32_t res)
 {
     c->flags &= (uint16_t)~SLB_CONN_F_SEND_ARMED;
     if (res > 0) {
-        outq_sent(loop, c, (uint32_t)res);
+        loop->counters.sent_bytes += (uint64_t)res;
+        slb_io_outq_consume(loop, c, (uint32_t)res);
+        if ((c->flags & SLB_CONN_F_OUT_HIGH) && c->out.bytes <= slb_io_out_low(loop, c)) {
+            c->flags &= (uint16_t)~SLB_CONN_F_OUT_HIGH;
+            if (c->state == SLB_CONN_OPEN && loop->cbs.on_drained)
+                loop->cbs.on_drained(loop, c);
+        }
         if (c->state != SLB_CONN_ZOMBIE && (c->out.bytes > 0 || c->state == SLB_CONN_CLOSING))
             slb_io_pending_add(loop, c);
     } else if (res != -ECANCELED) {
@@ -925,10 +925,7 @@ static int submit_and_wait(struct slb_loop *loop, uint64_t deadline_ms)
                                        .tv_nsec = (long long)(delta % 1000) * 1000000};
         ret = io_uring_submit_and_wait_timeout(loop->ring, &cqe, 1, &ts, NULL);
     }
-    if (io_uring_sq_ready(loop->ring) == 0) {
-        loop->scratch_msgs_used = 0;
-        loop->scratch_iov_used = 0;
-    }
+    scratch_release(loop);
     if (ret >= 0 || ret == -ETIME || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
         return 0;
     return ret;
@@ -948,13 +945,6 @@ static int submit_and_wait(struct slb_loop *loop, uint64_t deadline_ms)
 #define SPIN_SCORE_ON  8u
 #define SPIN_MISS_COST 1u
 #define SPIN_GAP_MAX   256u
-
-static uint64_t clock_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static bool work_pending(struct slb_loop *loop)
 {
@@ -999,18 +989,15 @@ static inline void cpu_relax(void)
 
 /* Before a sleep: submit what is queued, then watch the ring for up to spin_us, never past
  * the next timer (deadline_ms). True when work turned up (its completions are then posted
- * and the caller takes another turn). After a miss the loop's clock is read again, so the
- * wait that follows is measured from the end of the spin. */
+ * and the caller takes another turn). The loop's clock moves with the spin, so a wait that
+ * follows a miss is measured from its end. */
 static bool spin_for_work(struct slb_loop *loop, uint64_t deadline_ms)
 {
     if (deadline_ms <= loop->now_ms || !spin_due(loop))
         return false;
     if (io_uring_sq_ready(loop->ring) > 0) {
         io_uring_submit(loop->ring);
-        if (io_uring_sq_ready(loop->ring) == 0) {
-            loop->scratch_msgs_used = 0;
-            loop->scratch_iov_used = 0;
-        }
+        scratch_release(loop);
         /* Sends complete as they are submitted: their completions are work for the next
          * turn, not a sign of traffic, so they neither count nor teach anything. The probe
          * moves to the next idle moment: left at spin_gap it could keep landing on such
@@ -1021,7 +1008,8 @@ static bool spin_for_work(struct slb_loop *loop, uint64_t deadline_ms)
         }
     }
     loop->counters.spins++;
-    uint64_t end = clock_us() + loop->spin_us;
+    clock_now(loop);
+    uint64_t end = loop->now_us + loop->spin_us;
     if (deadline_ms != SLB_TIMER_NEVER && end > deadline_ms * 1000u)
         end = deadline_ms * 1000u;
     for (unsigned i = 1;; i++) {
@@ -1031,11 +1019,13 @@ static bool spin_for_work(struct slb_loop *loop, uint64_t deadline_ms)
             return true;
         }
         cpu_relax();
-        if ((i & 31) == 0 && clock_us() >= end)
-            break;
+        if ((i & 31) == 0) {
+            clock_now(loop);
+            if (loop->now_us >= end)
+                break;
+        }
     }
     spin_learn(loop, false);
-    clock_now(loop);
     return false;
 }
 
